@@ -1,0 +1,1 @@
+//! Quill: an RWKV engine.
