@@ -9,3 +9,4 @@ pub mod error;
 pub mod model;
 
 pub use error::{QuillError, Result};
+pub mod kernels;

@@ -1,4 +1,381 @@
 //! Models: weight files, one module per RWKV generation, and the state.
+//!
+//! [`Model`] holds what every generation shares (embedding with `ln0`,
+//! the output norm and head) and dispatches the blocks to the generation's
+//! module. Everything runs through one sequence-mode path: a single token
+//! is a chunk of length one.
 
+pub mod common;
 pub mod pth;
+pub mod state;
+pub mod v7;
 pub mod weights;
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::error::{QuillError, Result};
+use crate::kernels::{matmul, Matrix};
+use common::{Loader, Norm};
+pub use state::{LayerState, State};
+use weights::{DType, WeightFile};
+
+/// RWKV generations Quill runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RwkvVersion {
+    /// RWKV-4 (Pile, Raven).
+    V4,
+    /// RWKV-5.2 (Eagle).
+    V5,
+    /// RWKV-6 (Finch).
+    V6,
+    /// RWKV-7 (Goose, G1).
+    V7,
+}
+
+impl RwkvVersion {
+    /// The number as written in metadata (`4`, `5`, `6`, `7`).
+    pub fn number(self) -> u32 {
+        match self {
+            RwkvVersion::V4 => 4,
+            RwkvVersion::V5 => 5,
+            RwkvVersion::V6 => 6,
+            RwkvVersion::V7 => 7,
+        }
+    }
+
+    /// Parses `4`, `5`, `5.2`, `6`, `7` (also with a `v` prefix).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim().trim_start_matches(['v', 'V']) {
+            "4" => Some(RwkvVersion::V4),
+            "5" | "5.2" => Some(RwkvVersion::V5),
+            "6" => Some(RwkvVersion::V6),
+            "7" => Some(RwkvVersion::V7),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for RwkvVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RwkvVersion::V4 => "RWKV-4",
+            RwkvVersion::V5 => "RWKV-5.2",
+            RwkvVersion::V6 => "RWKV-6",
+            RwkvVersion::V7 => "RWKV-7",
+        })
+    }
+}
+
+/// Tells the generation from tensor names (RWKV-NOTES "Telling versions apart").
+pub fn detect_version(file: &WeightFile) -> Result<RwkvVersion> {
+    let has = |n: &str| file.tensors.contains_key(n);
+    if !has("emb.weight") || !has("head.weight") {
+        return Err(QuillError::UnknownArchitecture(format!(
+            "{} has no `emb.weight`/`head.weight`; it is not an RWKV checkpoint Quill knows",
+            file.origin
+        )));
+    }
+    if has("blocks.0.att.k_k") {
+        return Ok(RwkvVersion::V7);
+    }
+    if has("blocks.0.att.time_maa_x") {
+        return Ok(RwkvVersion::V6);
+    }
+    if has("blocks.0.att.gate.weight") {
+        return Ok(RwkvVersion::V5);
+    }
+    if has("blocks.0.att.time_mix_k") && has("blocks.0.att.time_first") {
+        return Ok(RwkvVersion::V4);
+    }
+    let sample: Vec<&str> = file
+        .tensors
+        .keys()
+        .filter(|k| k.starts_with("blocks.0.att."))
+        .map(|s| s.as_str())
+        .take(6)
+        .collect();
+    Err(QuillError::UnknownArchitecture(format!(
+        "{}: layer-0 attention tensors {sample:?} match no RWKV generation (v4, v5.2, v6, v7)",
+        file.origin
+    )))
+}
+
+/// A model's dimensions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dims {
+    /// Number of layers.
+    pub n_layer: usize,
+    /// Width of the residual stream (C).
+    pub n_embd: usize,
+    /// Heads (H); 1 for v4, whose wkv is per channel.
+    pub n_head: usize,
+    /// Head size (N).
+    pub head_size: usize,
+    /// Vocabulary size (rows of the embedding).
+    pub vocab: usize,
+    /// Hidden width of the channel mix.
+    pub ffn: usize,
+}
+
+/// What `quill info` shows about a model.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    /// Generation.
+    pub version: RwkvVersion,
+    /// Dimensions.
+    pub dims: Dims,
+    /// dtype of the large matrices.
+    pub dtype: DType,
+    /// Total parameters in the checkpoint.
+    pub n_params: usize,
+    /// Bytes of the recurrent state (f32).
+    pub state_bytes: usize,
+    /// Where the weights came from.
+    pub origin: String,
+    /// The `tokenizer` metadata entry, if any.
+    pub tokenizer_hint: Option<String>,
+    /// String metadata of the file.
+    pub metadata: std::collections::BTreeMap<String, String>,
+}
+
+enum Blocks {
+    V7(Vec<v7::Block>),
+}
+
+/// A loaded model, ready to run.
+pub struct Model {
+    info: ModelInfo,
+    file: Arc<WeightFile>,
+    emb: Matrix,
+    ln0: Norm,
+    blocks: Blocks,
+    ln_out: Norm,
+    head: Matrix,
+}
+
+/// Which logits a forward pass returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logits {
+    /// None (state update only: prefill of text whose continuation is not sampled yet).
+    None,
+    /// After the last token only (the head runs once).
+    Last,
+    /// After every token (perplexity, conformance checks).
+    All,
+}
+
+/// Tokens per internal chunk in sequence mode: bounds the activation memory
+/// (T × 4C floats for the channel mix) while reading each weight once per
+/// chunk.
+pub const CHUNK: usize = 128;
+
+impl Model {
+    /// Loads a `.safetensors` or `.pth` checkpoint from disk.
+    pub fn load(path: &Path) -> Result<Model> {
+        Model::from_file(WeightFile::open(path)?)
+    }
+
+    /// Builds a model from an opened weight file.
+    pub fn from_file(file: Arc<WeightFile>) -> Result<Model> {
+        let version = detect_version(&file)?;
+        let l = Loader { file: &file };
+        let emb_info = file.info("emb.weight")?;
+        if emb_info.shape.len() != 2 || emb_info.shape[0] == 0 || emb_info.shape[1] == 0 {
+            return Err(QuillError::tensor(
+                "emb.weight",
+                format!("has shape {:?}, expected (vocab, C)", emb_info.shape),
+            ));
+        }
+        let (vocab, c) = (emb_info.shape[0], emb_info.shape[1]);
+        let n_layer = count_layers(&file)?;
+        let (n_head, head_size) = match version {
+            RwkvVersion::V7 => head_shape(&file, "blocks.0.att.r_k", c)?,
+            RwkvVersion::V5 | RwkvVersion::V6 => head_shape(&file, "blocks.0.att.time_faaaa", c)?,
+            RwkvVersion::V4 => (1, c),
+        };
+        let ffn = file
+            .info("blocks.0.ffn.key.weight")?
+            .shape
+            .first()
+            .copied()
+            .unwrap_or(0);
+        let dims = Dims {
+            n_layer,
+            n_embd: c,
+            n_head,
+            head_size,
+            vocab,
+            ffn,
+        };
+        let blocks = match version {
+            RwkvVersion::V7 => Blocks::V7(
+                (0..n_layer)
+                    .map(|i| v7::load_block(&l, i, &dims))
+                    .collect::<Result<_>>()?,
+            ),
+            other => {
+                return Err(QuillError::UnknownArchitecture(format!(
+                    "{other} models are not supported yet"
+                )))
+            }
+        };
+        let emb = l.matrix("emb.weight", vocab, c)?;
+        let head = l.matrix("head.weight", vocab, c)?;
+        let state_bytes = State::new(version, n_layer, c, n_head, head_size).byte_len();
+        let info = ModelInfo {
+            version,
+            dtype: file.info("blocks.0.att.key.weight")?.dtype,
+            n_params: file.tensors.values().map(|t| t.numel()).sum(),
+            state_bytes,
+            origin: file.origin.clone(),
+            tokenizer_hint: file.metadata.get("tokenizer").cloned(),
+            metadata: file.metadata.clone(),
+            dims,
+        };
+        Ok(Model {
+            ln0: l.norm("blocks.0.ln0", c)?,
+            ln_out: l.norm("ln_out", c)?,
+            emb,
+            head,
+            blocks,
+            info,
+            file,
+        })
+    }
+
+    /// Facts about the model.
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// The underlying weight file.
+    pub fn weight_file(&self) -> &Arc<WeightFile> {
+        &self.file
+    }
+
+    /// A fresh state for this model.
+    pub fn new_state(&self) -> State {
+        let d = &self.info.dims;
+        State::new(self.info.version, d.n_layer, d.n_embd, d.n_head, d.head_size)
+    }
+
+    /// Checks that `state` has this model's layout.
+    pub fn check_state(&self, state: &State) -> Result<()> {
+        let fresh = self.new_state();
+        let same = state.version == fresh.version
+            && state.layers.len() == fresh.layers.len()
+            && state.layers.iter().zip(&fresh.layers).all(|(a, b)| {
+                a.att_x.len() == b.att_x.len() && a.wkv.len() == b.wkv.len() && a.ffn_x.len() == b.ffn_x.len()
+            });
+        if same {
+            Ok(())
+        } else {
+            Err(QuillError::StateMismatch(format!(
+                "the state is a {} state with {} layers; this model is {} with {} layers of width {}",
+                state.version,
+                state.layers.len(),
+                self.info.version,
+                fresh.layers.len(),
+                self.info.dims.n_embd
+            )))
+        }
+    }
+
+    /// Errors on ids outside the vocabulary.
+    pub fn check_tokens(&self, tokens: &[u32]) -> Result<()> {
+        let vocab = self.info.dims.vocab;
+        match tokens.iter().find(|&&t| t as usize >= vocab) {
+            Some(&id) => Err(QuillError::TokenOutOfRange { id, vocab }),
+            None => Ok(()),
+        }
+    }
+
+    /// Feeds `tokens` through the model in sequence mode, advancing `state`.
+    /// Returns the logits asked for: empty (`None`), vocab (`Last`) or
+    /// `tokens.len() × vocab` (`All`).
+    pub fn forward(&self, tokens: &[u32], state: &mut State, want: Logits) -> Result<Vec<f32>> {
+        self.check_tokens(tokens)?;
+        self.check_state(state)?;
+        if tokens.is_empty() {
+            return match want {
+                Logits::Last => Err(QuillError::EmptyPrompt),
+                _ => Ok(Vec::new()),
+            };
+        }
+        let c = self.info.dims.n_embd;
+        let mut out = Vec::new();
+        let n_chunks = tokens.len().div_ceil(CHUNK);
+        for (ci, chunk) in tokens.chunks(CHUNK).enumerate() {
+            let t = chunk.len();
+            let mut x = vec![0.0f32; t * c];
+            let mut row = vec![0.0f32; c];
+            for (ti, &tok) in chunk.iter().enumerate() {
+                self.emb.row_f32(tok as usize, &mut row);
+                // ln0 applied per looked-up row: exact, and it keeps the
+                // embedding in its stored dtype instead of an f32 copy.
+                self.ln0.layer_norm_rows(&row, &mut x[ti * c..(ti + 1) * c]);
+            }
+            match &self.blocks {
+                Blocks::V7(b) => v7::forward_blocks(b, &self.info.dims, &mut x, t, state),
+            }
+            let rows = match want {
+                Logits::None => 0..0,
+                Logits::Last if ci + 1 == n_chunks => t - 1..t,
+                Logits::Last => 0..0,
+                Logits::All => 0..t,
+            };
+            if !rows.is_empty() {
+                out.extend(self.head(&x[rows.start * c..rows.end * c], rows.len()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// `head(LN_out(x))` for `t` rows.
+    fn head(&self, x: &[f32], t: usize) -> Vec<f32> {
+        let mut normed = vec![0.0; x.len()];
+        self.ln_out.layer_norm_rows(x, &mut normed);
+        let mut logits = vec![0.0; t * self.info.dims.vocab];
+        matmul(&self.head, &normed, t, &mut logits);
+        logits
+    }
+
+    /// Bytes of weights one decoded token reads (all matrices but the
+    /// embedding, of which one row is read).
+    pub fn bytes_per_token(&self) -> usize {
+        self.file.tensor_bytes() - self.emb.byte_len() + self.emb.byte_len() / self.info.dims.vocab
+    }
+}
+
+fn count_layers(file: &WeightFile) -> Result<usize> {
+    let mut n = 0;
+    for name in file.tensors.keys() {
+        if let Some(rest) = name.strip_prefix("blocks.") {
+            if let Some(i) = rest.split('.').next().and_then(|s| s.parse::<usize>().ok()) {
+                n = n.max(i + 1);
+            }
+        }
+    }
+    if n == 0 {
+        return Err(QuillError::UnknownArchitecture(format!(
+            "{} has no `blocks.N` layers",
+            file.origin
+        )));
+    }
+    Ok(n)
+}
+
+/// (H, N) from a per-head tensor such as `att.r_k` (v7) or `time_faaaa`
+/// (v5/v6); never assumed, test models use other head sizes.
+fn head_shape(file: &WeightFile, name: &str, c: usize) -> Result<(usize, usize)> {
+    let shape = &file.info(name)?.shape;
+    match shape[..] {
+        [h, n] | [h, n, 1] if h * n == c => Ok((h, n)),
+        _ => Err(QuillError::tensor(
+            name,
+            format!("has shape {shape:?}; expected (heads, head_size) with heads·head_size = {c}"),
+        )),
+    }
+}

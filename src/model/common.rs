@@ -1,0 +1,190 @@
+//! Building blocks shared by every RWKV generation: checked tensor loading,
+//! norms, token shift, LoRA products and activations.
+
+use std::sync::Arc;
+
+use super::weights::WeightFile;
+use crate::error::{QuillError, Result};
+use crate::kernels::{matmul, Matrix};
+
+/// LayerNorm epsilon of every RWKV generation (torch default).
+pub const LN_EPS: f32 = 1e-5;
+/// GroupNorm epsilon of the wkv output `ln_x` in v5.2/v6/v7: 64e-5, i.e.
+/// 1e-5 scaled by the head size 64 (official `model.py`), NOT 1e-5.
+pub const GN_EPS: f32 = 64e-5;
+
+/// Loads tensors with their shapes checked, so a wrong file fails at load
+/// with the tensor named rather than later with a panic.
+pub struct Loader<'a> {
+    /// The checkpoint.
+    pub file: &'a Arc<WeightFile>,
+}
+
+impl Loader<'_> {
+    /// Errors unless `name` has exactly `shape`.
+    pub fn expect_shape(&self, name: &str, shape: &[usize]) -> Result<()> {
+        let info = self.file.info(name)?;
+        if info.shape != shape {
+            return Err(QuillError::tensor(
+                name,
+                format!("has shape {:?}, expected {:?}", info.shape, shape),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A vector of `len` values stored with any shape of `len` elements
+    /// whose other dimensions are 1 (the official files store mixes as
+    /// (1,1,C) and biases as (C)), converted to f32.
+    pub fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>> {
+        let info = self.file.info(name)?;
+        let non_unit: Vec<usize> = info.shape.iter().copied().filter(|&d| d != 1).collect();
+        if info.numel() != len || non_unit.len() > 1 {
+            return Err(QuillError::tensor(
+                name,
+                format!("has shape {:?}, expected {len} values", info.shape),
+            ));
+        }
+        self.file.to_f32(name)
+    }
+
+    /// A tensor of exactly `shape`, converted to f32 (for small parameters).
+    pub fn array(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        self.expect_shape(name, shape)?;
+        self.file.to_f32(name)
+    }
+
+    /// A (rows, cols) weight matrix, read in place.
+    pub fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
+        self.expect_shape(name, &[rows, cols])?;
+        Matrix::from_file(self.file, name, rows, cols)
+    }
+
+    /// A LayerNorm's weight and bias (`{prefix}.weight`, `{prefix}.bias`).
+    pub fn norm(&self, prefix: &str, len: usize) -> Result<Norm> {
+        Ok(Norm {
+            w: self.vector(&format!("{prefix}.weight"), len)?,
+            b: self.vector(&format!("{prefix}.bias"), len)?,
+        })
+    }
+
+    /// A LoRA pair stored as `x @ down @ up` with `down` (C, D) and `up` (D, C).
+    pub fn lora(&self, down: &str, up: &str, c: usize) -> Result<Lora> {
+        let d = self.file.info(down)?.shape.get(1).copied().unwrap_or(0);
+        if d == 0 {
+            return Err(QuillError::tensor(down, "expected a 2-D (C, D) LoRA matrix"));
+        }
+        Ok(Lora {
+            down: Matrix::from_file_transposed(self.file, down, c, d)?,
+            up: Matrix::from_file_transposed(self.file, up, d, c)?,
+        })
+    }
+}
+
+/// LayerNorm / GroupNorm affine parameters.
+pub struct Norm {
+    /// Scale.
+    pub w: Vec<f32>,
+    /// Shift.
+    pub b: Vec<f32>,
+}
+
+impl Norm {
+    /// LayerNorm of each `c`-wide row of `x` into `out` (eps 1e-5).
+    pub fn layer_norm_rows(&self, x: &[f32], out: &mut [f32]) {
+        let c = self.w.len();
+        for (xr, or) in x.chunks_exact(c).zip(out.chunks_exact_mut(c)) {
+            normalize(xr, or, &self.w, &self.b, LN_EPS);
+        }
+    }
+
+    /// GroupNorm with `groups` equal groups on each row of `x`, in place
+    /// (eps 64e-5, see [`GN_EPS`]).
+    pub fn group_norm_rows(&self, x: &mut [f32], groups: usize) {
+        let c = self.w.len();
+        let g = c / groups;
+        for row in x.chunks_exact_mut(c) {
+            for (h, grp) in row.chunks_exact_mut(g).enumerate() {
+                let src = grp.to_vec();
+                normalize(&src, grp, &self.w[h * g..(h + 1) * g], &self.b[h * g..(h + 1) * g], GN_EPS);
+            }
+        }
+    }
+}
+
+/// (x − mean) / sqrt(var + eps) · w + b, with the biased variance as torch.
+fn normalize(x: &[f32], out: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
+    let n = x.len() as f32;
+    let mean = x.iter().sum::<f32>() / n;
+    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    let inv = 1.0 / (var + eps).sqrt();
+    for i in 0..x.len() {
+        out[i] = (x[i] - mean) * inv * w[i] + b[i];
+    }
+}
+
+/// Token shift over a chunk: `sx[t] = prev(t) − xx[t]` where `prev(0)` is the
+/// state's last input and `prev(t) = xx[t−1]`; the state then keeps the
+/// chunk's last row. (v6/v7 form; v4/v5 use `prev` itself, see callers.)
+pub fn shift_delta(xx: &[f32], state_prev: &mut [f32]) -> Vec<f32> {
+    let c = state_prev.len();
+    let mut sx = vec![0.0; xx.len()];
+    for (t, row) in xx.chunks_exact(c).enumerate() {
+        let prev = if t == 0 { &state_prev[..] } else { &xx[(t - 1) * c..t * c] };
+        for i in 0..c {
+            sx[t * c + i] = prev[i] - row[i];
+        }
+    }
+    state_prev.copy_from_slice(&xx[xx.len() - c..]);
+    sx
+}
+
+/// `xx + sx ⊙ mix` per row (the v6/v7 lerp toward the previous token).
+pub fn lerp_rows(xx: &[f32], sx: &[f32], mix: &[f32]) -> Vec<f32> {
+    let c = mix.len();
+    let mut out = vec![0.0; xx.len()];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = xx[i] + sx[i] * mix[i % c];
+    }
+    out
+}
+
+/// A low-rank pair: `act(x·down)·up`, stored transposed as (out, in) matrices.
+pub struct Lora {
+    /// C → D.
+    pub down: Matrix,
+    /// D → C.
+    pub up: Matrix,
+}
+
+impl Lora {
+    /// `up(act(down(x)))` for `t` rows.
+    pub fn apply(&self, x: &[f32], t: usize, act: impl Fn(f32) -> f32) -> Vec<f32> {
+        let mut mid = vec![0.0; t * self.down.rows];
+        matmul(&self.down, x, t, &mut mid);
+        mid.iter_mut().for_each(|v| *v = act(*v));
+        let mut out = vec![0.0; t * self.up.rows];
+        matmul(&self.up, &mid, t, &mut out);
+        out
+    }
+}
+
+/// Logistic sigmoid.
+#[inline]
+pub fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// `y = W·x` for `t` rows into a new buffer.
+pub fn project(w: &Matrix, x: &[f32], t: usize) -> Vec<f32> {
+    let mut y = vec![0.0; t * w.rows];
+    matmul(w, x, t, &mut y);
+    y
+}
+
+/// Adds `b` into `a` element-wise (residual connections).
+pub fn add_into(a: &mut [f32], b: &[f32]) {
+    for (x, y) in a.iter_mut().zip(b) {
+        *x += y;
+    }
+}

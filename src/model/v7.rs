@@ -1,0 +1,214 @@
+//! RWKV-7 "Goose" blocks (RWKV-NOTES "v7"; official `model.py`
+//! `RWKV_x070_TMix_*` / `RWKV_x070_CMix_*`). Steps are numbered as in the
+//! notes so the code can be read against them.
+
+use super::common::{add_into, lerp_rows, project, shift_delta, sigmoid, Loader, Lora, Norm};
+use super::state::State;
+use super::Dims;
+use crate::error::Result;
+use crate::kernels::{wkv7_step, Matrix};
+
+/// One RWKV-7 layer's weights.
+pub struct Block {
+    ln1: Norm,
+    ln2: Norm,
+    x_r: Vec<f32>,
+    x_w: Vec<f32>,
+    x_k: Vec<f32>,
+    x_v: Vec<f32>,
+    x_a: Vec<f32>,
+    x_g: Vec<f32>,
+    w0: Vec<f32>,
+    w_lora: Lora,
+    a0: Vec<f32>,
+    a_lora: Lora,
+    /// Value-residual gate; layer 0 has none (it defines `v_first`).
+    v_gate: Option<(Vec<f32>, Lora)>,
+    g_lora: Lora,
+    k_k: Vec<f32>,
+    k_a: Vec<f32>,
+    r_k: Vec<f32>,
+    receptance: Matrix,
+    key: Matrix,
+    value: Matrix,
+    output: Matrix,
+    ln_x: Norm,
+    ffn_x_k: Vec<f32>,
+    ffn_key: Matrix,
+    ffn_value: Matrix,
+}
+
+/// Loads layer `i`.
+pub fn load_block(l: &Loader, i: usize, d: &Dims) -> Result<Block> {
+    let c = d.n_embd;
+    let p = |s: &str| format!("blocks.{i}.{s}");
+    let att = |s: &str| format!("blocks.{i}.att.{s}");
+    Ok(Block {
+        ln1: l.norm(&p("ln1"), c)?,
+        ln2: l.norm(&p("ln2"), c)?,
+        x_r: l.vector(&att("x_r"), c)?,
+        x_w: l.vector(&att("x_w"), c)?,
+        x_k: l.vector(&att("x_k"), c)?,
+        x_v: l.vector(&att("x_v"), c)?,
+        x_a: l.vector(&att("x_a"), c)?,
+        x_g: l.vector(&att("x_g"), c)?,
+        w0: l.vector(&att("w0"), c)?,
+        w_lora: l.lora(&att("w1"), &att("w2"), c)?,
+        a0: l.vector(&att("a0"), c)?,
+        a_lora: l.lora(&att("a1"), &att("a2"), c)?,
+        v_gate: if i == 0 {
+            None
+        } else {
+            Some((l.vector(&att("v0"), c)?, l.lora(&att("v1"), &att("v2"), c)?))
+        },
+        g_lora: l.lora(&att("g1"), &att("g2"), c)?,
+        k_k: l.vector(&att("k_k"), c)?,
+        k_a: l.vector(&att("k_a"), c)?,
+        r_k: l.array(&att("r_k"), &[d.n_head, d.head_size])?,
+        receptance: l.matrix(&att("receptance.weight"), c, c)?,
+        key: l.matrix(&att("key.weight"), c, c)?,
+        value: l.matrix(&att("value.weight"), c, c)?,
+        output: l.matrix(&att("output.weight"), c, c)?,
+        ln_x: l.norm(&att("ln_x"), c)?,
+        ffn_x_k: l.vector(&format!("blocks.{i}.ffn.x_k"), c)?,
+        ffn_key: l.matrix(&format!("blocks.{i}.ffn.key.weight"), d.ffn, c)?,
+        ffn_value: l.matrix(&format!("blocks.{i}.ffn.value.weight"), c, d.ffn)?,
+    })
+}
+
+/// Runs all layers over a chunk of `t` tokens: `x` (t×C) is the residual
+/// stream, updated in place; `state` advances by `t` tokens.
+pub fn forward_blocks(blocks: &[Block], d: &Dims, x: &mut [f32], t: usize, state: &mut State) {
+    // v_first: layer 0's values, mixed into every later layer (value residual).
+    let mut v_first: Vec<f32> = Vec::new();
+    for (i, b) in blocks.iter().enumerate() {
+        let ls = &mut state.layers[i];
+        let mut xx = vec![0.0; x.len()];
+        b.ln1.layer_norm_rows(x, &mut xx);
+        let out = b.time_mix(d, &xx, t, &mut ls.att_x, &mut ls.wkv, &mut v_first);
+        add_into(x, &out);
+        b.ln2.layer_norm_rows(x, &mut xx);
+        let out = b.channel_mix(&xx, t, &mut ls.ffn_x);
+        add_into(x, &out);
+    }
+}
+
+impl Block {
+    #[allow(clippy::too_many_arguments)]
+    fn time_mix(
+        &self,
+        d: &Dims,
+        xx: &[f32],
+        t: usize,
+        shift: &mut [f32],
+        wkv: &mut [f32],
+        v_first: &mut Vec<f32>,
+    ) -> Vec<f32> {
+        let (c, h, n) = (d.n_embd, d.n_head, d.head_size);
+        // 1. token shift: sx = prev − x; x_* = x + sx ⊙ x_*.
+        let sx = shift_delta(xx, shift);
+        let xr = lerp_rows(xx, &sx, &self.x_r);
+        let xw = lerp_rows(xx, &sx, &self.x_w);
+        let xk = lerp_rows(xx, &sx, &self.x_k);
+        let xv = lerp_rows(xx, &sx, &self.x_v);
+        let xa = lerp_rows(xx, &sx, &self.x_a);
+        let xg = lerp_rows(xx, &sx, &self.x_g);
+        // 2. projections.
+        let r = project(&self.receptance, &xr, t);
+        let mut k = project(&self.key, &xk, t);
+        let mut v = project(&self.value, &xv, t);
+        // 3. decay w = exp(−0.606531·σ(w0 + tanh(xw·w1)·w2)), in f32.
+        let mut w = self.w_lora.apply(&xw, t, f32::tanh);
+        for (i, wi) in w.iter_mut().enumerate() {
+            *wi = (-0.606531 * sigmoid(self.w0[i % c] + *wi)).exp();
+        }
+        // 4. in-context learning rate a = σ(a0 + (xa·a1)·a2).
+        let mut a = self.a_lora.apply(&xa, t, |x| x);
+        for (i, ai) in a.iter_mut().enumerate() {
+            *ai = sigmoid(self.a0[i % c] + *ai);
+        }
+        // 5. gate g = σ(xg·g1)·g2.
+        let g = self.g_lora.apply(&xg, t, sigmoid);
+        // 6. value residual: layer 0 defines v_first, later layers lerp to it.
+        match &self.v_gate {
+            None => *v_first = v.clone(),
+            Some((v0, lora)) => {
+                let gate = lora.apply(&xv, t, |x| x);
+                for i in 0..v.len() {
+                    let s = sigmoid(v0[i % c] + gate[i]);
+                    v[i] += (v_first[i] - v[i]) * s;
+                }
+            }
+        }
+        // 7. kk = normalize(k ⊙ k_k) per head (eps 1e-12); k = k ⊙ (1 + (a−1) ⊙ k_a).
+        let mut neg_kk = vec![0.0; t * c];
+        let mut kka = vec![0.0; t * c];
+        for ti in 0..t {
+            for hi in 0..h {
+                let base = ti * c + hi * n;
+                let mut ss = 0.0f32;
+                for j in base..base + n {
+                    let q = k[j] * self.k_k[j % c];
+                    neg_kk[j] = q;
+                    ss += q * q;
+                }
+                let inv = 1.0 / ss.sqrt().max(1e-12);
+                for j in base..base + n {
+                    let kk = neg_kk[j] * inv;
+                    neg_kk[j] = -kk;
+                    kka[j] = kk * a[j];
+                    k[j] *= 1.0 + (a[j] - 1.0) * self.k_a[j % c];
+                }
+            }
+        }
+        // 8. the wkv recurrence, token by token, head by head.
+        let mut y = vec![0.0; t * c];
+        for ti in 0..t {
+            for hi in 0..h {
+                let o = ti * c + hi * n;
+                let sl = o..o + n;
+                wkv7_step(
+                    &mut wkv[hi * n * n..(hi + 1) * n * n],
+                    n,
+                    &r[sl.clone()],
+                    &w[sl.clone()],
+                    &k[sl.clone()],
+                    &v[sl.clone()],
+                    &neg_kk[sl.clone()],
+                    &kka[sl.clone()],
+                    &mut y[sl],
+                );
+            }
+        }
+        // 9. y = GroupNorm(y) + (Σ_head r⊙k⊙r_k)·v, then ⊙ g, then W_o.
+        self.ln_x.group_norm_rows(&mut y, h);
+        for ti in 0..t {
+            for hi in 0..h {
+                let o = ti * c + hi * n;
+                let mut s = 0.0f32;
+                for j in 0..n {
+                    s += r[o + j] * k[o + j] * self.r_k[hi * n + j];
+                }
+                for j in 0..n {
+                    y[o + j] += s * v[o + j];
+                }
+            }
+        }
+        for (yi, gi) in y.iter_mut().zip(&g) {
+            *yi *= gi;
+        }
+        project(&self.output, &y, t)
+    }
+
+    /// ffn: k = x + (prev − x) ⊙ x_k; out = W_v(relu(W_k k)²).
+    fn channel_mix(&self, xx: &[f32], t: usize, shift: &mut [f32]) -> Vec<f32> {
+        let sx = shift_delta(xx, shift);
+        let kx = lerp_rows(xx, &sx, &self.ffn_x_k);
+        let mut hidden = project(&self.ffn_key, &kx, t);
+        hidden.iter_mut().for_each(|v| {
+            let r = v.max(0.0);
+            *v = r * r
+        });
+        project(&self.ffn_value, &hidden, t)
+    }
+}
