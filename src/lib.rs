@@ -10,3 +10,4 @@ pub mod model;
 
 pub use error::{QuillError, Result};
 pub mod kernels;
+pub mod sampler;

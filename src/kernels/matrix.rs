@@ -112,7 +112,12 @@ impl Matrix {
     /// Reads tensor `name` stored as (in, out) — the LoRA layout `x @ W` —
     /// and transposes it into an owned f32 `out × in` matrix. LoRA factors
     /// are small (C × 32..128), so the copy costs little memory.
-    pub fn from_file_transposed(file: &Arc<WeightFile>, name: &str, inner: usize, outer: usize) -> Result<Self> {
+    pub fn from_file_transposed(
+        file: &Arc<WeightFile>,
+        name: &str,
+        inner: usize,
+        outer: usize,
+    ) -> Result<Self> {
         let info = file.info(name)?;
         if info.shape.len() != 2 || info.shape[0] != inner || info.shape[1] != outer {
             return Err(QuillError::tensor(

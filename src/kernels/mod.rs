@@ -72,9 +72,15 @@ pub fn matmul(w: &Matrix, x: &[f32], t: usize, y: &mut [f32]) {
             for ti in 0..t {
                 let xv = &x[ti * cols..(ti + 1) * cols];
                 out[r * t + ti] = match &w.data {
-                    MatData::F32(s) => (ks.dot_f32)(&s.as_slice()[row * cols..(row + 1) * cols], xv),
-                    MatData::BF16(s) => (ks.dot_bf16)(&s.as_slice()[row * cols..(row + 1) * cols], xv),
-                    MatData::F16(s) => (ks.dot_f16)(&s.as_slice()[row * cols..(row + 1) * cols], xv),
+                    MatData::F32(s) => {
+                        (ks.dot_f32)(&s.as_slice()[row * cols..(row + 1) * cols], xv)
+                    }
+                    MatData::BF16(s) => {
+                        (ks.dot_bf16)(&s.as_slice()[row * cols..(row + 1) * cols], xv)
+                    }
+                    MatData::F16(s) => {
+                        (ks.dot_f16)(&s.as_slice()[row * cols..(row + 1) * cols], xv)
+                    }
                 };
             }
         }

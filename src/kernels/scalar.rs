@@ -52,5 +52,9 @@ pub fn dot_bf16(w: &[u16], x: &[f32]) -> f32 {
 /// Σ w·x, f16 weights.
 pub fn dot_f16(w: &[u16], x: &[f32]) -> f32 {
     debug_assert_eq!(w.len(), x.len());
-    dot_with(w.len().min(x.len()), |i| half::f16::from_bits(w[i]).to_f32(), x)
+    dot_with(
+        w.len().min(x.len()),
+        |i| half::f16::from_bits(w[i]).to_f32(),
+        x,
+    )
 }

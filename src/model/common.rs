@@ -72,7 +72,10 @@ impl Loader<'_> {
     pub fn lora(&self, down: &str, up: &str, c: usize) -> Result<Lora> {
         let d = self.file.info(down)?.shape.get(1).copied().unwrap_or(0);
         if d == 0 {
-            return Err(QuillError::tensor(down, "expected a 2-D (C, D) LoRA matrix"));
+            return Err(QuillError::tensor(
+                down,
+                "expected a 2-D (C, D) LoRA matrix",
+            ));
         }
         Ok(Lora {
             down: Matrix::from_file_transposed(self.file, down, c, d)?,
@@ -106,7 +109,13 @@ impl Norm {
         for row in x.chunks_exact_mut(c) {
             for (h, grp) in row.chunks_exact_mut(g).enumerate() {
                 let src = grp.to_vec();
-                normalize(&src, grp, &self.w[h * g..(h + 1) * g], &self.b[h * g..(h + 1) * g], GN_EPS);
+                normalize(
+                    &src,
+                    grp,
+                    &self.w[h * g..(h + 1) * g],
+                    &self.b[h * g..(h + 1) * g],
+                    GN_EPS,
+                );
             }
         }
     }
@@ -130,7 +139,11 @@ pub fn shift_delta(xx: &[f32], state_prev: &mut [f32]) -> Vec<f32> {
     let c = state_prev.len();
     let mut sx = vec![0.0; xx.len()];
     for (t, row) in xx.chunks_exact(c).enumerate() {
-        let prev = if t == 0 { &state_prev[..] } else { &xx[(t - 1) * c..t * c] };
+        let prev = if t == 0 {
+            &state_prev[..]
+        } else {
+            &xx[(t - 1) * c..t * c]
+        };
         for i in 0..c {
             sx[t * c + i] = prev[i] - row[i];
         }

@@ -258,7 +258,13 @@ impl Model {
     /// A fresh state for this model.
     pub fn new_state(&self) -> State {
         let d = &self.info.dims;
-        State::new(self.info.version, d.n_layer, d.n_embd, d.n_head, d.head_size)
+        State::new(
+            self.info.version,
+            d.n_layer,
+            d.n_embd,
+            d.n_head,
+            d.head_size,
+        )
     }
 
     /// Checks that `state` has this model's layout.
@@ -267,7 +273,9 @@ impl Model {
         let same = state.version == fresh.version
             && state.layers.len() == fresh.layers.len()
             && state.layers.iter().zip(&fresh.layers).all(|(a, b)| {
-                a.att_x.len() == b.att_x.len() && a.wkv.len() == b.wkv.len() && a.ffn_x.len() == b.ffn_x.len()
+                a.att_x.len() == b.att_x.len()
+                    && a.wkv.len() == b.wkv.len()
+                    && a.ffn_x.len() == b.ffn_x.len()
             });
         if same {
             Ok(())

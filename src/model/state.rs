@@ -31,7 +31,13 @@ pub const V4_FRESH_PP: f32 = -1e30;
 
 impl State {
     /// A fresh (empty-context) state.
-    pub fn new(version: RwkvVersion, n_layer: usize, n_embd: usize, n_head: usize, head_size: usize) -> Self {
+    pub fn new(
+        version: RwkvVersion,
+        n_layer: usize,
+        n_embd: usize,
+        n_head: usize,
+        head_size: usize,
+    ) -> Self {
         let layer = match version {
             RwkvVersion::V4 => {
                 let mut wkv = vec![0.0; 3 * n_embd];

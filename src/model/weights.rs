@@ -242,11 +242,12 @@ pub fn parse_safetensors(bytes: &[u8], origin: &str) -> Result<Parsed> {
         )));
     }
     let header_end = 8 + header_len as usize;
-    let header = std::str::from_utf8(&bytes[8..header_end])
-        .map_err(|_| bad("safetensors header is not UTF-8 (damaged or not a safetensors file)".into()))?;
+    let header = std::str::from_utf8(&bytes[8..header_end]).map_err(|_| {
+        bad("safetensors header is not UTF-8 (damaged or not a safetensors file)".into())
+    })?;
     if !header.trim_start().starts_with('{') {
         return Err(bad(
-            "not a safetensors file (header is not a JSON object)".into(),
+            "not a safetensors file (header is not a JSON object)".into()
         ));
     }
     let json: serde_json::Value = serde_json::from_str(header)
@@ -292,8 +293,12 @@ pub fn parse_safetensors(bytes: &[u8], origin: &str) -> Result<Parsed> {
             .and_then(|o| o.as_array())
             .filter(|o| o.len() == 2)
             .ok_or_else(|| terr("missing data_offsets"))?;
-        let begin = offsets[0].as_u64().ok_or_else(|| terr("bad data_offsets"))? as usize;
-        let end = offsets[1].as_u64().ok_or_else(|| terr("bad data_offsets"))? as usize;
+        let begin = offsets[0]
+            .as_u64()
+            .ok_or_else(|| terr("bad data_offsets"))? as usize;
+        let end = offsets[1]
+            .as_u64()
+            .ok_or_else(|| terr("bad data_offsets"))? as usize;
         let nbytes = shape
             .iter()
             .try_fold(dtype.size(), |acc, &d| acc.checked_mul(d))
@@ -346,7 +351,10 @@ pub struct TensorOut<'a> {
 /// Serialises tensors and metadata in the safetensors format (header padded
 /// to 8 bytes so readers can map f32 data in place). Tensors are written in
 /// the order given.
-pub fn write_safetensors(tensors: &[TensorOut<'_>], metadata: &BTreeMap<String, String>) -> Vec<u8> {
+pub fn write_safetensors(
+    tensors: &[TensorOut<'_>],
+    metadata: &BTreeMap<String, String>,
+) -> Vec<u8> {
     let mut header = serde_json::Map::new();
     if !metadata.is_empty() {
         header.insert(

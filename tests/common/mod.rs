@@ -65,7 +65,12 @@ pub fn load_cases(path: &Path) -> Vec<Case> {
         .map(|(name, c)| Case {
             name: name.clone(),
             tokens: u32s(&c["tokens"]),
-            logits_serial: c["logits_serial"].as_array().unwrap().iter().map(f32s).collect(),
+            logits_serial: c["logits_serial"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(f32s)
+                .collect(),
             logits_seq_last: f32s(&c["logits_seq_last"]),
             greedy: u32s(&c["greedy"]),
             greedy_margin: f32s(&c["greedy_margin"]),
@@ -123,7 +128,10 @@ pub fn bf16_copy(path: &Path) -> Model {
         .iter()
         .map(|(name, info)| {
             let vals = file.to_f32(name).unwrap();
-            let data: Vec<u8> = vals.iter().flat_map(|&v| round_bf16(v).to_le_bytes()).collect();
+            let data: Vec<u8> = vals
+                .iter()
+                .flat_map(|&v| round_bf16(v).to_le_bytes())
+                .collect();
             TensorOut {
                 name: name.clone(),
                 dtype: DType::BF16,
@@ -133,7 +141,8 @@ pub fn bf16_copy(path: &Path) -> Model {
         })
         .collect();
     let bytes = weights::write_safetensors(&outs, &file.metadata);
-    let wf = WeightFile::from_backing(Backing::Owned(bytes), format!("{} (bf16)", path.display())).unwrap();
+    let wf = WeightFile::from_backing(Backing::Owned(bytes), format!("{} (bf16)", path.display()))
+        .unwrap();
     Model::from_file(wf).unwrap()
 }
 
@@ -149,29 +158,51 @@ pub fn check_model(model: &Model, expected: &Path, state_prefix: Option<&Path>, 
             let logits = model.forward(&[tok], &mut state, Logits::Last).unwrap();
             let d = max_diff(&logits, &case.logits_serial[t]);
             worst = worst.max(d);
-            assert!(d <= TOL, "{label}/{}: serial step {t}: max |Δlogit| = {d:e} > {TOL:e}", case.name);
+            assert!(
+                d <= TOL,
+                "{label}/{}: serial step {t}: max |Δlogit| = {d:e} > {TOL:e}",
+                case.name
+            );
         }
         // Sequence mode: the whole prompt at once, checked step by step too.
         let mut seq_state = model.new_state();
-        let all = model.forward(&case.tokens, &mut seq_state, Logits::All).unwrap();
+        let all = model
+            .forward(&case.tokens, &mut seq_state, Logits::All)
+            .unwrap();
         let v = case.logits_seq_last.len();
         for (t, exp) in case.logits_serial.iter().enumerate() {
             let d = max_diff(&all[t * v..(t + 1) * v], exp);
-            assert!(d <= TOL, "{label}/{}: sequence step {t}: max |Δlogit| = {d:e}", case.name);
+            assert!(
+                d <= TOL,
+                "{label}/{}: sequence step {t}: max |Δlogit| = {d:e}",
+                case.name
+            );
         }
         let last = &all[all.len() - v..];
         let d = max_diff(last, &case.logits_seq_last);
-        assert!(d <= TOL, "{label}/{}: sequence last: max |Δlogit| = {d:e}", case.name);
+        assert!(
+            d <= TOL,
+            "{label}/{}: sequence last: max |Δlogit| = {d:e}",
+            case.name
+        );
         // Final state, both modes.
         if let Some(prefix) = state_prefix {
-            let path = PathBuf::from(format!("{}.state-{}.safetensors", prefix.display(), case.name));
+            let path = PathBuf::from(format!(
+                "{}.state-{}.safetensors",
+                prefix.display(),
+                case.name
+            ));
             let reference = load_state_tensors(&path);
             for (mode, st) in [("serial", &state), ("sequence", &seq_state)] {
                 let ours = st.official_tensors();
                 assert_eq!(ours.len(), reference.len(), "{label}: state tensor count");
                 for (i, (a, b)) in ours.iter().zip(&reference).enumerate() {
                     let d = state_diff(a, b);
-                    assert!(d <= TOL, "{label}/{} {mode}: state.{i} max |Δ| = {d:e}", case.name);
+                    assert!(
+                        d <= TOL,
+                        "{label}/{} {mode}: state.{i} max |Δ| = {d:e}",
+                        case.name
+                    );
                 }
             }
         }
@@ -183,7 +214,11 @@ pub fn check_model(model: &Model, expected: &Path, state_prefix: Option<&Path>, 
                 break;
             }
             let got = argmax(&logits);
-            assert_eq!(got, want, "{label}/{}: greedy step {i} (margin {margin})", case.name);
+            assert_eq!(
+                got, want,
+                "{label}/{}: greedy step {i} (margin {margin})",
+                case.name
+            );
             logits = model.forward(&[got], &mut state, Logits::Last).unwrap();
         }
         eprintln!("{label}/{}: ok (worst serial |Δ| {worst:e})", case.name);
