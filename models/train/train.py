@@ -246,7 +246,8 @@ class TimeMix(nn.Module):
         k = k * (1 + (a - 1) * self.k_a)
         r4, k4, v4 = r.view(B, T, H, N), k.view(B, T, H, N), v.view(B, T, H, N)
         fn = wkv7_reference if use_ref else WKV7.apply
-        y, S = fn(r4, w.view(B, T, H, N), k4, v4, -kk, kk * a.view(B, T, H, N), S)
+        ins = [t.float() for t in (r4, w.view(B, T, H, N), k4, v4, -kk, kk * a.view(B, T, H, N))]
+        y, S = fn(*ins, S)
         y = self.ln_x(y.reshape(B * T, C)).view(B, T, C)
         y = y + ((r4 * k4 * self.r_k).sum(-1, keepdim=True) * v4).view(B, T, C)
         return self.output(y * g), v_first, x[:, -1], S

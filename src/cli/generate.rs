@@ -1,0 +1,189 @@
+//! `quill generate`: continue a prompt.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use quill::sampler::{Sampler, SamplerSettings};
+use quill::session::Session;
+
+use super::{parse_ids, ModelArgs};
+
+/// Sampler flags shared by the commands that generate.
+#[derive(clap::Args, Clone, Debug)]
+pub struct SamplerArgs {
+    /// Random seed; the same seed, prompt and settings give the same text (default: from the clock, printed).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Temperature (0 = greedy).
+    #[arg(long, value_name = "T")]
+    pub temperature: Option<f32>,
+    /// Nucleus sampling: keep the most likely tokens up to this probability mass.
+    #[arg(long, value_name = "P")]
+    pub top_p: Option<f32>,
+    /// Keep only the K most likely tokens (0 = off).
+    #[arg(long, value_name = "K")]
+    pub top_k: Option<usize>,
+    /// Drop tokens less likely than MIN_P × the most likely one.
+    #[arg(long, value_name = "P")]
+    pub min_p: Option<f32>,
+    /// Presence penalty: subtracted once from every token already generated.
+    #[arg(long, value_name = "A")]
+    pub presence: Option<f32>,
+    /// Frequency penalty: subtracted per (decayed) occurrence.
+    #[arg(long, value_name = "B")]
+    pub frequency: Option<f32>,
+    /// Occurrence counts are multiplied by this after every token.
+    #[arg(long, value_name = "D")]
+    pub penalty_decay: Option<f32>,
+    /// Token ids never to sample (comma-separated).
+    #[arg(long, value_name = "IDS")]
+    pub ban: Option<String>,
+}
+
+impl SamplerArgs {
+    /// Applies the flags that were given on top of `base`.
+    pub fn apply(&self, mut s: SamplerSettings) -> Result<SamplerSettings> {
+        if let Some(v) = self.temperature {
+            s.temperature = v;
+        }
+        if let Some(v) = self.top_p {
+            s.top_p = v;
+        }
+        if let Some(v) = self.top_k {
+            s.top_k = v;
+        }
+        if let Some(v) = self.min_p {
+            s.min_p = v;
+        }
+        if let Some(v) = self.presence {
+            s.presence = v;
+        }
+        if let Some(v) = self.frequency {
+            s.frequency = v;
+        }
+        if let Some(v) = self.penalty_decay {
+            s.penalty_decay = v;
+        }
+        if let Some(b) = &self.ban {
+            s.banned.extend(parse_ids(b)?);
+        }
+        s.validate()?;
+        Ok(s)
+    }
+
+    /// `--seed`, or one from the clock.
+    pub fn seed_or_clock(&self) -> u64 {
+        self.seed.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0)
+        })
+    }
+}
+
+/// Arguments of `quill generate`.
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("input").args(["prompt", "prompt_file", "tokens"])))]
+pub struct Args {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The text to continue.
+    #[arg(short, long)]
+    prompt: Option<String>,
+    /// Read the prompt from a file.
+    #[arg(long, value_name = "FILE")]
+    prompt_file: Option<PathBuf>,
+    /// The prompt as token ids (comma-separated).
+    #[arg(long, value_name = "IDS")]
+    tokens: Option<String>,
+    /// Tokens to generate (0 only reads the prompt).
+    #[arg(short = 'n', long = "max-tokens", default_value_t = 200)]
+    n: usize,
+    /// Stop when this text appears (repeatable); it is not printed.
+    #[arg(long, value_name = "STR")]
+    stop: Vec<String>,
+    /// Print one JSON object at the end instead of streaming text.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    sampler: SamplerArgs,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let settings = a.sampler.apply(SamplerSettings::default())?;
+    let (model, tokenizer) = a.model.load()?;
+    let prompt_ids = match (&a.prompt, &a.prompt_file, &a.tokens) {
+        (Some(p), _, _) => tokenizer.encode(p),
+        (_, Some(f), _) => {
+            let text = std::fs::read(f).with_context(|| format!("reading prompt file {}", f.display()))?;
+            let text = String::from_utf8(text)
+                .map_err(|_| anyhow::anyhow!("prompt file {} is not valid UTF-8 text", f.display()))?;
+            tokenizer.encode(&text)
+        }
+        (_, _, Some(ids)) => parse_ids(ids)?,
+        _ => Vec::new(),
+    };
+    if prompt_ids.is_empty() {
+        anyhow::bail!("the prompt is empty: give --prompt TEXT, --prompt-file FILE or --tokens IDS");
+    }
+    model.check_tokens(&prompt_ids)?;
+    let seed = a.sampler.seed_or_clock();
+    let mut session = Session::new(model, tokenizer, Sampler::new(settings, seed));
+    let t0 = Instant::now();
+    session.feed_tokens(&prompt_ids)?;
+    let prefill_s = t0.elapsed().as_secs_f64();
+    if !a.json {
+        eprintln!(
+            "[prompt: {} tokens in {:.2}s ({:.1} tokens/s); seed {seed}]",
+            prompt_ids.len(),
+            prefill_s,
+            prompt_ids.len() as f64 / prefill_s.max(1e-9)
+        );
+    }
+    let mut stdout = std::io::stdout().lock();
+    let streaming = !a.json;
+    let mut write_failed = None;
+    let out = session.generate(a.n, &a.stop, |piece| {
+        if streaming {
+            if let Err(e) = stdout.write_all(piece.as_bytes()).and_then(|_| stdout.flush()) {
+                write_failed = Some(e);
+                return false;
+            }
+        }
+        true
+    })?;
+    if let Some(e) = write_failed {
+        // A closed pipe (`| head`) is a normal way to stop reading.
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            return Ok(());
+        }
+        return Err(e).context("writing to stdout");
+    }
+    if a.json {
+        let v = serde_json::json!({
+            "text": out.text,
+            "tokens": out.tokens,
+            "prompt_tokens": prompt_ids.len(),
+            "tokens_per_s": out.tokens_per_s(),
+            "prefill_tokens_per_s": prompt_ids.len() as f64 / prefill_s.max(1e-9),
+            "seed": seed,
+            "stop": format!("{:?}", out.stop),
+        });
+        writeln!(stdout, "{v}")?;
+    } else {
+        if !out.text.ends_with('\n') && !out.text.is_empty() {
+            writeln!(stdout)?;
+        }
+        eprintln!(
+            "[{} tokens in {:.2}s ({:.1} tokens/s); stop: {:?}]",
+            out.tokens.len(),
+            out.seconds,
+            out.tokens_per_s(),
+            out.stop
+        );
+    }
+    Ok(())
+}

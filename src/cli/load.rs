@@ -1,0 +1,70 @@
+//! Model and tokenizer selection shared by every subcommand.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use quill::model::Model;
+use quill::tokenizer::{Tokenizer, TokenizerKind};
+
+/// Options for choosing a model and its tokenizer.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ModelArgs {
+    /// Model file (.safetensors or official .pth). Default: $QUILL_MODEL.
+    #[arg(short, long, value_name = "FILE")]
+    pub model: Option<PathBuf>,
+    /// Tokenizer: world, bytes or 20b (default: from the model's metadata, else its vocabulary size).
+    #[arg(long, value_name = "NAME")]
+    pub tokenizer: Option<TokenizerKind>,
+    /// Worker threads (default: physical cores).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+}
+
+impl ModelArgs {
+    /// The model path: `--model`, else `$QUILL_MODEL`.
+    pub fn path(&self) -> Result<PathBuf> {
+        if let Some(p) = &self.model {
+            return Ok(p.clone());
+        }
+        if let Some(p) = std::env::var_os("QUILL_MODEL") {
+            return Ok(PathBuf::from(p));
+        }
+        anyhow::bail!("no model given: pass --model FILE (a .safetensors or .pth RWKV checkpoint) or set QUILL_MODEL")
+    }
+
+    /// Loads the model and picks its tokenizer.
+    pub fn load(&self) -> Result<(Arc<Model>, Arc<Tokenizer>)> {
+        if let Some(n) = self.threads {
+            if n == 0 {
+                anyhow::bail!("--threads must be at least 1");
+            }
+            // Ignored if the pool already exists (only the first call counts).
+            let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+        }
+        let path = self.path()?;
+        let model = Model::load(&path).with_context(|| format!("loading {}", path.display()))?;
+        let kind = choose_tokenizer(&model, self.tokenizer)?;
+        let tokenizer = Tokenizer::new(kind)?;
+        Ok((Arc::new(model), Arc::new(tokenizer)))
+    }
+}
+
+/// `--tokenizer`, else the model's `tokenizer` metadata, else its vocab size.
+pub fn choose_tokenizer(model: &Model, flag: Option<TokenizerKind>) -> Result<TokenizerKind> {
+    if let Some(k) = flag {
+        return Ok(k);
+    }
+    let info = model.info();
+    if let Some(hint) = &info.tokenizer_hint {
+        return hint
+            .parse::<TokenizerKind>()
+            .map_err(|_| anyhow::anyhow!("the model's metadata names tokenizer `{hint}`, which Quill does not know; pass --tokenizer world|bytes|20b"));
+    }
+    Tokenizer::for_vocab_size(info.dims.vocab).ok_or_else(|| {
+        anyhow::anyhow!(
+            "cannot tell the tokenizer of a model with {} vocabulary rows; pass --tokenizer world|bytes|20b",
+            info.dims.vocab
+        )
+    })
+}

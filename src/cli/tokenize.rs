@@ -1,0 +1,55 @@
+//! `quill tokenize`: text → ids, or ids → text.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use quill::tokenizer::{Tokenizer, TokenizerKind};
+
+use super::parse_ids;
+
+/// Arguments of `quill tokenize`.
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["text", "file", "decode"])))]
+pub struct Args {
+    /// Use this model's tokenizer.
+    #[arg(short, long, value_name = "FILE", conflicts_with = "tokenizer")]
+    model: Option<PathBuf>,
+    /// Tokenizer: world, bytes or 20b.
+    #[arg(long, value_name = "NAME")]
+    tokenizer: Option<TokenizerKind>,
+    /// Text to encode.
+    #[arg(long)]
+    text: Option<String>,
+    /// File whose contents to encode.
+    #[arg(long, value_name = "FILE")]
+    file: Option<PathBuf>,
+    /// Token ids to decode instead (e.g. 1,2,3).
+    #[arg(long, value_name = "IDS")]
+    decode: Option<String>,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let kind = match (&a.model, a.tokenizer) {
+        (_, Some(k)) => k,
+        (Some(path), None) => {
+            let model = quill::model::Model::load(path).with_context(|| format!("loading {}", path.display()))?;
+            super::load::choose_tokenizer(&model, None)?
+        }
+        (None, None) => TokenizerKind::World,
+    };
+    let tok = Tokenizer::new(kind)?;
+    if let Some(ids) = &a.decode {
+        let ids = parse_ids(ids)?;
+        let text = tok.decode(&ids)?;
+        println!("{}", serde_json::json!({ "text": text }));
+        return Ok(());
+    }
+    let text = match (&a.text, &a.file) {
+        (Some(t), _) => t.clone(),
+        (None, Some(f)) => std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?,
+        _ => unreachable!("clap requires one input"),
+    };
+    let ids = tok.encode(&text);
+    println!("{}", serde_json::json!(ids));
+    Ok(())
+}
