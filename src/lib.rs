@@ -11,3 +11,6 @@ pub mod model;
 pub use error::{QuillError, Result};
 pub mod kernels;
 pub mod sampler;
+pub mod hash;
+pub mod session;
+pub mod snapshot;

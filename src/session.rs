@@ -59,6 +59,7 @@ pub struct Checkpoint {
     sampler: Sampler,
     tokens_in_state: u64,
     tail: String,
+    pending: Vec<u8>,
 }
 
 /// A model with its state, tokenizer and sampler.
@@ -71,6 +72,9 @@ pub struct Session {
     sampler: Sampler,
     tokens_in_state: u64,
     tail: String,
+    /// Bytes of a character whose token(s) ended a generation mid-character:
+    /// printed once the next token completes it, even across a snapshot.
+    decoder: StreamDecoder,
     /// Tokens run through the model since the session was made (a counter
     /// for tests and `/show`: `/retry` must not grow it by the history).
     pub tokens_processed: u64,
@@ -87,6 +91,7 @@ impl Session {
             sampler,
             tokens_in_state: 0,
             tail: String::new(),
+            decoder: StreamDecoder::default(),
             tokens_processed: 0,
         }
     }
@@ -140,6 +145,7 @@ impl Session {
         sampler: Sampler,
         tokens_in_state: u64,
         tail: String,
+        pending: &[u8],
     ) -> Result<()> {
         self.model.check_state(&state)?;
         if let Some(l) = &logits {
@@ -156,6 +162,7 @@ impl Session {
         self.sampler = sampler;
         self.tokens_in_state = tokens_in_state;
         self.tail = tail;
+        self.decoder = StreamDecoder::with_pending(pending);
         Ok(())
     }
 
@@ -166,6 +173,7 @@ impl Session {
         self.sampler.clear_counts();
         self.tokens_in_state = 0;
         self.tail.clear();
+        self.decoder = StreamDecoder::default();
     }
 
     /// A copy of everything that changes as text goes in or out.
@@ -176,6 +184,7 @@ impl Session {
             sampler: self.sampler.clone(),
             tokens_in_state: self.tokens_in_state,
             tail: self.tail.clone(),
+            pending: self.decoder.pending().to_vec(),
         }
     }
 
@@ -188,10 +197,25 @@ impl Session {
         self.sampler.settings = settings;
         self.tokens_in_state = cp.tokens_in_state;
         self.tail = cp.tail.clone();
+        self.decoder = StreamDecoder::with_pending(&cp.pending);
+    }
+
+    /// Bytes of an incomplete character held from the last generation.
+    pub fn pending_bytes(&self) -> &[u8] {
+        self.decoder.pending()
+    }
+
+    /// Releases held bytes of an incomplete character (lossily): call when
+    /// the text ends for good, not before saving a snapshot.
+    pub fn flush_text(&mut self) -> String {
+        self.decoder.finish()
     }
 
     /// Tokenizes and feeds text (sequence mode). Returns the token count.
+    /// Held bytes of an unfinished character are dropped: the text fed
+    /// follows what was printed.
     pub fn feed_text(&mut self, text: &str) -> Result<usize> {
+        self.decoder = StreamDecoder::default();
         let tokens = self.tokenizer.encode(text);
         self.feed_tokens(&tokens)?;
         Ok(tokens.len())
@@ -225,7 +249,8 @@ impl Session {
     /// Samples up to `max_tokens` tokens, feeding each back, streaming text
     /// through `on_text` (return `false` to stop). Text that could be the
     /// start of a stop string is held back until it is known not to be one,
-    /// so a stop string is never printed. Each sampled token is fed to the
+    /// so a stop string is never printed. Bytes of a character not yet
+    /// complete stay held (see [`Session::flush_text`]). Each sampled token is fed to the
     /// model, so the state and logits are ready to continue afterwards.
     pub fn generate(
         &mut self,
@@ -235,7 +260,6 @@ impl Session {
     ) -> Result<Generated> {
         let start = Instant::now();
         let mut tokens = Vec::new();
-        let mut decoder = StreamDecoder::default();
         let mut matcher = StopMatcher::new(stops);
         let eot = self.tokenizer.kind() != TokenizerKind::Bytes;
         let mut stop = StopReason::Length;
@@ -252,7 +276,7 @@ impl Session {
                 stop = StopReason::EndOfText;
                 break;
             }
-            let piece = decoder.push(&self.tokenizer.decode_bytes(&[tok])?);
+            let piece = self.decoder.push(&self.tokenizer.decode_bytes(&[tok])?);
             let (emit, hit) = matcher.push(&piece);
             text.push_str(&emit);
             let go_on = emit.is_empty() || on_text(&emit);
@@ -266,8 +290,7 @@ impl Session {
             }
         }
         if !matches!(stop, StopReason::StopString(_)) {
-            let (rest, _) = matcher.push(&decoder.finish());
-            let rest = rest + &matcher.flush();
+            let rest = matcher.flush();
             if !rest.is_empty() {
                 on_text(&rest);
                 text.push_str(&rest);

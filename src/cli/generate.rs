@@ -7,6 +7,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use quill::sampler::{Sampler, SamplerSettings};
 use quill::session::Session;
+use quill::snapshot::Snapshot;
 
 use super::{parse_ids, ModelArgs};
 
@@ -108,45 +109,79 @@ pub struct Args {
     /// Print one JSON object at the end instead of streaming text.
     #[arg(long)]
     json: bool,
+    /// Continue from this snapshot (state, logits, RNG and penalties); a prompt is appended to it.
+    #[arg(long, value_name = "FILE")]
+    state_in: Option<PathBuf>,
+    /// Save the state after generating (atomically) to this snapshot file.
+    #[arg(long, value_name = "FILE")]
+    state_out: Option<PathBuf>,
+    /// Use a --state-in snapshot made with other weights of the same shape.
+    #[arg(long)]
+    force: bool,
     #[command(flatten)]
     sampler: SamplerArgs,
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let settings = a.sampler.apply(SamplerSettings::default())?;
     let (model, tokenizer) = a.model.load()?;
-    let prompt_ids = match (&a.prompt, &a.prompt_file, &a.tokens) {
-        (Some(p), _, _) => tokenizer.encode(p),
-        (_, Some(f), _) => {
-            let text = std::fs::read(f).with_context(|| format!("reading prompt file {}", f.display()))?;
-            let text = String::from_utf8(text)
-                .map_err(|_| anyhow::anyhow!("prompt file {} is not valid UTF-8 text", f.display()))?;
-            tokenizer.encode(&text)
-        }
-        (_, _, Some(ids)) => parse_ids(ids)?,
-        _ => Vec::new(),
+    let read_prompt = || -> Result<Vec<u32>> {
+        Ok(match (&a.prompt, &a.prompt_file, &a.tokens) {
+            (Some(p), _, _) => tokenizer.encode(p),
+            (_, Some(f), _) => {
+                let text = std::fs::read(f).with_context(|| format!("reading prompt file {}", f.display()))?;
+                let text = String::from_utf8(text)
+                    .map_err(|_| anyhow::anyhow!("prompt file {} is not valid UTF-8 text", f.display()))?;
+                tokenizer.encode(&text)
+            }
+            (_, _, Some(ids)) => parse_ids(ids)?,
+            _ => Vec::new(),
+        })
     };
-    if prompt_ids.is_empty() {
-        anyhow::bail!("the prompt is empty: give --prompt TEXT, --prompt-file FILE or --tokens IDS");
-    }
+    let prompt_ids = read_prompt()?;
     model.check_tokens(&prompt_ids)?;
-    let seed = a.sampler.seed_or_clock();
-    let mut session = Session::new(model, tokenizer, Sampler::new(settings, seed));
+    let (mut session, seed) = match &a.state_in {
+        Some(path) => {
+            let snap = Snapshot::load(path)?;
+            let settings = a.sampler.apply(snap.sampler.settings.clone())?;
+            let mut session = Session::new(model, tokenizer, Sampler::new(settings.clone(), 0));
+            snap.restore_into(&mut session, a.force)
+                .with_context(|| format!("restoring {}", path.display()))?;
+            session.sampler_mut().settings = settings;
+            // An explicit --seed reseeds; otherwise the saved RNG goes on.
+            if let Some(seed) = a.sampler.seed {
+                session.sampler_mut().reseed(seed);
+            }
+            (session, a.sampler.seed)
+        }
+        None => {
+            if prompt_ids.is_empty() {
+                anyhow::bail!("the prompt is empty: give --prompt TEXT, --prompt-file FILE or --tokens IDS (or --state-in FILE to continue a snapshot)");
+            }
+            let settings = a.sampler.apply(SamplerSettings::default())?;
+            let seed = a.sampler.seed_or_clock();
+            (Session::new(model, tokenizer, Sampler::new(settings, seed)), Some(seed))
+        }
+    };
     let t0 = Instant::now();
     session.feed_tokens(&prompt_ids)?;
     let prefill_s = t0.elapsed().as_secs_f64();
+    if session.logits().is_none() && a.n > 0 {
+        anyhow::bail!("the snapshot holds no text to continue from: give a --prompt");
+    }
     if !a.json {
+        let seed_note = seed.map(|s| format!("; seed {s}")).unwrap_or_default();
         eprintln!(
-            "[prompt: {} tokens in {:.2}s ({:.1} tokens/s); seed {seed}]",
+            "[prompt: {} tokens in {:.2}s ({:.1} tokens/s); {} tokens in state{seed_note}]",
             prompt_ids.len(),
             prefill_s,
-            prompt_ids.len() as f64 / prefill_s.max(1e-9)
+            prompt_ids.len() as f64 / prefill_s.max(1e-9),
+            session.tokens_in_state()
         );
     }
     let mut stdout = std::io::stdout().lock();
     let streaming = !a.json;
     let mut write_failed = None;
-    let out = session.generate(a.n, &a.stop, |piece| {
+    let mut out = session.generate(a.n, &a.stop, |piece| {
         if streaming {
             if let Err(e) = stdout.write_all(piece.as_bytes()).and_then(|_| stdout.flush()) {
                 write_failed = Some(e);
@@ -155,6 +190,19 @@ pub fn run(a: Args) -> Result<()> {
         }
         true
     })?;
+    if let Some(path) = &a.state_out {
+        // Bytes of a character split across the save stay in the snapshot
+        // and are printed by the run that continues it.
+        Snapshot::capture(&session)
+            .save(path)
+            .with_context(|| format!("saving the state to {}", path.display()))?;
+    } else {
+        let rest = session.flush_text();
+        if streaming && !rest.is_empty() {
+            let _ = stdout.write_all(rest.as_bytes());
+        }
+        out.text.push_str(&rest);
+    }
     if let Some(e) = write_failed {
         // A closed pipe (`| head`) is a normal way to stop reading.
         if e.kind() == std::io::ErrorKind::BrokenPipe {
@@ -170,11 +218,12 @@ pub fn run(a: Args) -> Result<()> {
             "tokens_per_s": out.tokens_per_s(),
             "prefill_tokens_per_s": prompt_ids.len() as f64 / prefill_s.max(1e-9),
             "seed": seed,
+            "tokens_in_state": session.tokens_in_state(),
             "stop": format!("{:?}", out.stop),
         });
         writeln!(stdout, "{v}")?;
     } else {
-        if !out.text.ends_with('\n') && !out.text.is_empty() {
+        if a.state_out.is_none() && !out.text.is_empty() && !out.text.ends_with('\n') {
             writeln!(stdout)?;
         }
         eprintln!(

@@ -4,6 +4,7 @@ mod generate;
 mod info;
 mod load;
 mod logits;
+mod state;
 mod tokenize;
 
 use clap::{Parser, Subcommand};
@@ -28,18 +29,20 @@ enum Command {
     Tokenize(tokenize::Args),
     /// Show a model's version, size, dtype and state size.
     Info(info::Args),
+    /// Inspect or compare state snapshots.
+    State(state::Args),
 }
 
 /// Parses the command line and runs the subcommand; returns the exit code.
 pub fn run() -> anyhow::Result<i32> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Generate(a) => generate::run(a),
-        Command::Logits(a) => logits::run(a),
-        Command::Tokenize(a) => tokenize::run(a),
-        Command::Info(a) => info::run(a),
-    }?;
-    Ok(0)
+        Command::Generate(a) => generate::run(a).map(|_| 0),
+        Command::Logits(a) => logits::run(a).map(|_| 0),
+        Command::Tokenize(a) => tokenize::run(a).map(|_| 0),
+        Command::Info(a) => info::run(a).map(|_| 0),
+        Command::State(a) => state::run(a),
+    }
 }
 
 /// Parses `1,2,3` (spaces allowed) into token ids.

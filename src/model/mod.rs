@@ -138,6 +138,9 @@ pub struct ModelInfo {
     pub tokenizer_hint: Option<String>,
     /// String metadata of the file.
     pub metadata: std::collections::BTreeMap<String, String>,
+    /// A cheap identity of the weights: hash of every tensor's name, dtype,
+    /// shape and a sample of its bytes (see [`fingerprint`]).
+    pub fingerprint: String,
 }
 
 enum Blocks {
@@ -232,6 +235,7 @@ impl Model {
             origin: file.origin.clone(),
             tokenizer_hint: file.metadata.get("tokenizer").cloned(),
             metadata: file.metadata.clone(),
+            fingerprint: fingerprint(&file),
             dims,
         };
         Ok(Model {
@@ -355,6 +359,26 @@ impl Model {
     pub fn bytes_per_token(&self) -> usize {
         self.file.tensor_bytes() - self.emb.byte_len() + self.emb.byte_len() / self.info.dims.vocab
     }
+}
+
+/// Hashes every tensor's name, dtype, shape and 3 × 64 bytes (start,
+/// middle, end): a few KB read, yet any retraining or requantisation of the
+/// weights changes it.
+pub fn fingerprint(file: &WeightFile) -> String {
+    let mut h = crate::hash::Fnv64::default();
+    for (name, info) in &file.tensors {
+        h.update_str(name);
+        h.update_str(&info.dtype.to_string());
+        for d in &info.shape {
+            h.update(&(*d as u64).to_le_bytes());
+        }
+        let raw = file.raw(info);
+        let n = raw.len();
+        for start in [0, n / 2, n.saturating_sub(64)] {
+            h.update(&raw[start.min(n)..(start + 64).min(n)]);
+        }
+    }
+    h.hex()
 }
 
 fn count_layers(file: &WeightFile) -> Result<usize> {
