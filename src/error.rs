@@ -55,6 +55,9 @@ pub enum QuillError {
     /// A state does not fit the model it is used with.
     #[error("state mismatch: {0}")]
     StateMismatch(String),
+    /// A tokenizer problem.
+    #[error(transparent)]
+    Tokenizer(#[from] crate::tokenizer::TokenizerError),
     /// Invalid settings (sampler, options).
     #[error("invalid setting: {0}")]
     Invalid(String),

@@ -3,14 +3,17 @@
 //!
 //! The layers, bottom up: [`kernels`] (numeric kernels), [`model`] (weights,
 //! one module per RWKV generation, the recurrent state), [`tokenizer`],
-//! [`sampler`], and [`session`], which ties them together for the front ends.
+//! [`sampler`], and [`session`], which ties them together for the front
+//! ends; [`snapshot`] saves a session's state to disk.
 
 pub mod error;
-pub mod model;
-
-pub use error::{QuillError, Result};
-pub mod kernels;
-pub mod sampler;
 pub mod hash;
+pub mod kernels;
+pub mod model;
+pub mod sampler;
 pub mod session;
 pub mod snapshot;
+/// Text ↔ token ids for the World, byte-level and GPT-NeoX 20B vocabularies.
+pub mod tokenizer;
+
+pub use error::{QuillError, Result};

@@ -241,7 +241,12 @@ impl Session {
         self.tail.push_str(text);
         let n = self.tail.chars().count();
         if n > TAIL_CHARS {
-            let cut = self.tail.char_indices().nth(n - TAIL_CHARS).map(|(i, _)| i).unwrap_or(0);
+            let cut = self
+                .tail
+                .char_indices()
+                .nth(n - TAIL_CHARS)
+                .map(|(i, _)| i)
+                .unwrap_or(0);
             self.tail.drain(..cut);
         }
     }

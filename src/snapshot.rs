@@ -207,9 +207,23 @@ impl Snapshot {
                 .collect::<Vec<_>>()
                 .join(","),
         );
-        let counts: Vec<(u32, f32)> = self.sampler.counts().iter().map(|(&k, &v)| (k, v)).collect();
-        put("penalty_counts", serde_json::to_string(&counts).expect("counts serialise"));
-        put("pending_utf8", self.pending_utf8.iter().map(|b| format!("{b:02x}")).collect());
+        let counts: Vec<(u32, f32)> = self
+            .sampler
+            .counts()
+            .iter()
+            .map(|(&k, &v)| (k, v))
+            .collect();
+        put(
+            "penalty_counts",
+            serde_json::to_string(&counts).expect("counts serialise"),
+        );
+        put(
+            "pending_utf8",
+            self.pending_utf8
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+        );
         for (k, v) in &m.extra {
             meta.insert(format!("x.{k}"), v.clone());
         }
@@ -245,7 +259,9 @@ impl Snapshot {
                     name: name.clone(),
                     dtype: info.dtype,
                     shape: info.shape.clone(),
-                    data: std::borrow::Cow::Borrowed(&bytes[info.start..info.start + info.byte_len()]),
+                    data: std::borrow::Cow::Borrowed(
+                        &bytes[info.start..info.start + info.byte_len()],
+                    ),
                 })
                 .collect()
         };
@@ -287,7 +303,9 @@ impl Snapshot {
             .and_then(|f| f.checked_mul(4))
             .is_some_and(|b| b <= bytes.len());
         if !fits {
-            return Err(bad("the dims in the metadata do not match the tensors".into()));
+            return Err(bad(
+                "the dims in the metadata do not match the tensors".into()
+            ));
         }
         let mut state = State::new(version, m.n_layer, m.n_embd, m.n_head, m.head_size);
         let names = state_tensor_names(version, m.n_layer);
@@ -342,7 +360,11 @@ impl Snapshot {
             meta: m,
             state,
             logits,
-            sampler: Sampler::from_parts(settings, Rng::from_state(words), counts.into_iter().collect()),
+            sampler: Sampler::from_parts(
+                settings,
+                Rng::from_state(words),
+                counts.into_iter().collect(),
+            ),
         })
     }
 
@@ -375,20 +397,35 @@ impl Snapshot {
 /// logits and sampler (creation time and free-form entries are ignored).
 pub fn diff(a: &Snapshot, b: &Snapshot) -> Option<String> {
     let (ma, mb) = (&a.meta, &b.meta);
-    if ma.version != mb.version || (ma.n_layer, ma.n_embd, ma.n_head, ma.head_size) != (mb.n_layer, mb.n_embd, mb.n_head, mb.head_size) {
+    if ma.version != mb.version
+        || (ma.n_layer, ma.n_embd, ma.n_head, ma.head_size)
+            != (mb.n_layer, mb.n_embd, mb.n_head, mb.head_size)
+    {
         return Some(format!(
             "different models: {} {}×{} vs {} {}×{}",
             ma.version, ma.n_layer, ma.n_embd, mb.version, mb.n_layer, mb.n_embd
         ));
     }
     if ma.fingerprint != mb.fingerprint {
-        return Some(format!("model fingerprints differ ({} vs {})", ma.fingerprint, mb.fingerprint));
+        return Some(format!(
+            "model fingerprints differ ({} vs {})",
+            ma.fingerprint, mb.fingerprint
+        ));
     }
     if ma.tokens != mb.tokens {
-        return Some(format!("tokens consumed differ ({} vs {})", ma.tokens, mb.tokens));
+        return Some(format!(
+            "tokens consumed differ ({} vs {})",
+            ma.tokens, mb.tokens
+        ));
     }
     let names = state_tensor_names(a.state.version, a.state.layers.len());
-    for ((x, y), name) in a.state.official_tensors().iter().zip(b.state.official_tensors()).zip(&names) {
+    for ((x, y), name) in a
+        .state
+        .official_tensors()
+        .iter()
+        .zip(b.state.official_tensors())
+        .zip(&names)
+    {
         if let Some(i) = first_diff(x, y) {
             return Some(format!(
                 "`{name}` differs first at index {i} ({} vs {}, max |Δ| {:e})",
@@ -401,7 +438,10 @@ pub fn diff(a: &Snapshot, b: &Snapshot) -> Option<String> {
     match (&a.logits, &b.logits) {
         (Some(x), Some(y)) => {
             if let Some(i) = first_diff(x, y) {
-                return Some(format!("`logits` differ first at index {i} ({} vs {})", x[i], y[i]));
+                return Some(format!(
+                    "`logits` differ first at index {i} ({} vs {})",
+                    x[i], y[i]
+                ));
             }
         }
         (None, None) => {}
@@ -426,11 +466,16 @@ pub fn diff(a: &Snapshot, b: &Snapshot) -> Option<String> {
 }
 
 fn first_diff(a: &[f32], b: &[f32]) -> Option<usize> {
-    a.iter().zip(b).position(|(x, y)| x.to_bits() != y.to_bits())
+    a.iter()
+        .zip(b)
+        .position(|(x, y)| x.to_bits() != y.to_bits())
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 /// Tensor names in the official state order (reference/README.md).
@@ -477,8 +522,9 @@ fn checksum(tensors: &[TensorOut], meta: &BTreeMap<String, String>) -> String {
 }
 
 fn num<T: std::str::FromStr>(s: &str, key: &str, origin: &str) -> Result<T> {
-    s.parse()
-        .map_err(|_| QuillError::format(origin, format!("metadata `{key}` = `{s}` is not a number")))
+    s.parse().map_err(|_| {
+        QuillError::format(origin, format!("metadata `{key}` = `{s}` is not a number"))
+    })
 }
 
 fn model_name(origin: &str) -> String {
@@ -501,7 +547,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| err(std::io::Error::other("not a file path")))?;
-    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;

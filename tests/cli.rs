@@ -37,7 +37,10 @@ fn p(path: &Path) -> &str {
 /// problem, no panic or backtrace.
 fn assert_clean_error(o: &Output, needle: &str) {
     let err = stderr(o);
-    assert!(!o.status.success(), "expected failure, got success; stderr: {err}");
+    assert!(
+        !o.status.success(),
+        "expected failure, got success; stderr: {err}"
+    );
     assert!(!err.contains("panicked"), "panic: {err}");
     let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "expected a one-line error, got: {err}");
@@ -60,19 +63,30 @@ fn logits_match_reference_in_both_modes() {
     let ids: Vec<String> = case.tokens.iter().map(|t| t.to_string()).collect();
     let ids = ids.join(",");
     for serial in [false, true] {
-        let mut args = vec!["logits", "--model", p(&v7()), "--tokens", &ids, "--all"];
+        let model = v7();
+        let mut args = vec!["logits", "--model", p(&model), "--tokens", &ids, "--all"];
         if serial {
             args.push("--serial");
         }
         let o = quill(&args);
         assert!(o.status.success(), "{}", stderr(&o));
         let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
-        let last: Vec<f32> = v["logits"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
+        let last: Vec<f32> = v["logits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect();
         assert!(max_diff(&last, &case.logits_seq_last) <= TOL);
         let steps = v["steps"].as_array().unwrap();
         assert_eq!(steps.len(), case.tokens.len());
         for (t, step) in steps.iter().enumerate() {
-            let got: Vec<f32> = step.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
+            let got: Vec<f32> = step
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+                .collect();
             assert!(max_diff(&got, &case.logits_serial[t]) <= TOL, "step {t}");
         }
     }
@@ -82,8 +96,20 @@ fn logits_match_reference_in_both_modes() {
 fn generate_is_reproducible_with_a_seed() {
     let run = |seed: &str| {
         let o = quill(&[
-            "generate", "--model", p(&v7()), "--prompt", "Once upon a time", "-n", "40", "--seed", seed,
-            "--temperature", "1", "--top-p", "0.9", "--json",
+            "generate",
+            "--model",
+            p(&v7()),
+            "--prompt",
+            "Once upon a time",
+            "-n",
+            "40",
+            "--seed",
+            seed,
+            "--temperature",
+            "1",
+            "--top-p",
+            "0.9",
+            "--json",
         ]);
         assert!(o.status.success(), "{}", stderr(&o));
         serde_json::from_str::<serde_json::Value>(&stdout(&o)).unwrap()
@@ -95,7 +121,10 @@ fn generate_is_reproducible_with_a_seed() {
     assert_eq!(a["text"], b["text"]);
     assert_eq!(a["tokens"].as_array().unwrap().len(), 40);
     assert_eq!(a["prompt_tokens"], 16);
-    assert_ne!(a["tokens"], c["tokens"], "another seed should change the sample");
+    assert_ne!(
+        a["tokens"], c["tokens"],
+        "another seed should change the sample"
+    );
     assert!(a["tokens_per_s"].as_f64().unwrap() > 0.0);
 }
 
@@ -104,33 +133,89 @@ fn greedy_generate_matches_reference_continuation() {
     let cases = load_cases(&random_dir().join("rand-v7.expected.json"));
     let case = cases.iter().find(|c| c.name == "story").unwrap();
     let ids: Vec<String> = case.tokens.iter().map(|t| t.to_string()).collect();
-    let n_ok = case.greedy_margin.iter().take_while(|&&m| m >= 1e-3).count().min(20);
+    let n_ok = case
+        .greedy_margin
+        .iter()
+        .take_while(|&&m| m >= 1e-3)
+        .count()
+        .min(20);
     let o = quill(&[
-        "generate", "--model", p(&v7()), "--tokens", &ids.join(","), "-n", &n_ok.to_string(),
-        "--temperature", "0", "--presence", "0", "--frequency", "0", "--json",
+        "generate",
+        "--model",
+        p(&v7()),
+        "--tokens",
+        &ids.join(","),
+        "-n",
+        &n_ok.to_string(),
+        "--temperature",
+        "0",
+        "--presence",
+        "0",
+        "--frequency",
+        "0",
+        "--json",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
-    let got: Vec<u32> = v["tokens"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+    let got: Vec<u32> = v["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect();
     assert_eq!(&got[..], &case.greedy[..n_ok]);
 }
 
 #[test]
 fn generate_zero_tokens_reads_prompt_only_and_stop_strings_cut() {
-    let o = quill(&["generate", "--model", p(&v7()), "--prompt", "abc", "-n", "0", "--json"]);
+    let o = quill(&[
+        "generate",
+        "--model",
+        p(&v7()),
+        "--prompt",
+        "abc",
+        "-n",
+        "0",
+        "--json",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v["tokens"].as_array().unwrap().len(), 0);
     assert_eq!(v["prompt_tokens"], 3);
     // Greedy text of the random model, then the same run with a stop string
     // taken from inside it: the output is cut just before it.
-    let base = quill(&["generate", "--model", p(&v7()), "--prompt", "abc", "-n", "30", "--temperature", "0", "--json"]);
-    let text = serde_json::from_str::<serde_json::Value>(&stdout(&base)).unwrap()["text"].as_str().unwrap().to_string();
+    let base = quill(&[
+        "generate",
+        "--model",
+        p(&v7()),
+        "--prompt",
+        "abc",
+        "-n",
+        "30",
+        "--temperature",
+        "0",
+        "--json",
+    ]);
+    let text = serde_json::from_str::<serde_json::Value>(&stdout(&base)).unwrap()["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let chars: Vec<char> = text.chars().collect();
     assert!(chars.len() > 12, "need some text: {text:?}");
     let stop: String = chars[8..11].iter().collect();
     let o = quill(&[
-        "generate", "--model", p(&v7()), "--prompt", "abc", "-n", "30", "--temperature", "0", "--stop", &stop, "--json",
+        "generate",
+        "--model",
+        p(&v7()),
+        "--prompt",
+        "abc",
+        "-n",
+        "30",
+        "--temperature",
+        "0",
+        "--stop",
+        &stop,
+        "--json",
     ]);
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     let cut = v["text"].as_str().unwrap();
@@ -140,7 +225,18 @@ fn generate_zero_tokens_reads_prompt_only_and_stop_strings_cut() {
 
 #[test]
 fn streaming_output_equals_json_text() {
-    let args = ["generate", "--model", p(&v7()), "--prompt", "héllo wörld", "-n", "30", "--seed", "3"];
+    let model = v7();
+    let args = [
+        "generate",
+        "--model",
+        p(&model),
+        "--prompt",
+        "héllo wörld",
+        "-n",
+        "30",
+        "--seed",
+        "3",
+    ];
     let o = quill(&args);
     assert!(o.status.success(), "{}", stderr(&o));
     let mut with_json = args.to_vec();
@@ -155,13 +251,32 @@ fn streaming_output_equals_json_text() {
 
 #[test]
 fn tokenize_and_info() {
-    let o = quill(&["tokenize", "--tokenizer", "world", "--text", "Hello, world!"]);
+    let o = quill(&[
+        "tokenize",
+        "--tokenizer",
+        "world",
+        "--text",
+        "Hello, world!",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stdout(&o).trim(), "[33155,45,40213,34]");
-    let o = quill(&["tokenize", "--tokenizer", "world", "--decode", "33155,45,40213,34"]);
-    assert_eq!(serde_json::from_str::<serde_json::Value>(&stdout(&o)).unwrap()["text"], "Hello, world!");
+    let o = quill(&[
+        "tokenize",
+        "--tokenizer",
+        "world",
+        "--decode",
+        "33155,45,40213,34",
+    ]);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&stdout(&o)).unwrap()["text"],
+        "Hello, world!"
+    );
     let o = quill(&["tokenize", "--model", p(&v7()), "--text", "hi"]);
-    assert_eq!(stdout(&o).trim(), "[104,105]", "a 256-row model is byte-level");
+    assert_eq!(
+        stdout(&o).trim(),
+        "[104,105]",
+        "a 256-row model is byte-level"
+    );
     let o = quill(&["info", p(&v7()), "--json"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
@@ -179,7 +294,10 @@ fn tokenize_and_info() {
 fn bad_input_gets_one_line_errors() {
     let m = v7();
     // Missing file.
-    assert_clean_error(&quill(&["info", "/nonexistent/model.safetensors"]), "/nonexistent/model.safetensors");
+    assert_clean_error(
+        &quill(&["info", "/nonexistent/model.safetensors"]),
+        "/nonexistent/model.safetensors",
+    );
     // Not a safetensors file.
     let junk = tmp("junk.safetensors");
     std::fs::write(&junk, "this is a text file, not a model\n").unwrap();
@@ -193,15 +311,31 @@ fn bad_input_gets_one_line_errors() {
         std::fs::write(&trunc, &bytes[..cut]).unwrap();
         let o = quill(&["info", p(&trunc)]);
         assert!(!o.status.success(), "truncated at {cut} loaded");
-        assert!(!stderr(&o).contains("panicked"), "cut {cut}: {}", stderr(&o));
-        assert_eq!(stderr(&o).trim().lines().count(), 1, "cut {cut}: {}", stderr(&o));
+        assert!(
+            !stderr(&o).contains("panicked"),
+            "cut {cut}: {}",
+            stderr(&o)
+        );
+        assert_eq!(
+            stderr(&o).trim().lines().count(),
+            1,
+            "cut {cut}: {}",
+            stderr(&o)
+        );
     }
     // A header that lies about offsets.
     let liar = tmp("liar.safetensors");
-    let t = TensorOut { name: "emb.weight".into(), dtype: DType::F32, shape: vec![4, 4], data: vec![0u8; 64].into() };
+    let t = TensorOut {
+        name: "emb.weight".into(),
+        dtype: DType::F32,
+        shape: vec![4, 4],
+        data: vec![0u8; 64].into(),
+    };
     let mut good = write_safetensors(&[t], &Default::default());
     let hlen = u64::from_le_bytes(good[..8].try_into().unwrap()) as usize;
-    let header = String::from_utf8(good[8..8 + hlen].to_vec()).unwrap().replace("[0,64]", "[0,6400]");
+    let header = String::from_utf8(good[8..8 + hlen].to_vec())
+        .unwrap()
+        .replace("[0,64]", "[0,96]");
     let header = format!("{header:<width$}", width = hlen);
     good[8..8 + hlen].copy_from_slice(header.as_bytes());
     std::fs::write(&liar, &good).unwrap();
@@ -209,9 +343,24 @@ fn bad_input_gets_one_line_errors() {
     // Unknown architecture.
     let alien = tmp("alien.safetensors");
     let ts = vec![
-        TensorOut { name: "emb.weight".into(), dtype: DType::F32, shape: vec![2, 2], data: vec![0u8; 16].into() },
-        TensorOut { name: "head.weight".into(), dtype: DType::F32, shape: vec![2, 2], data: vec![0u8; 16].into() },
-        TensorOut { name: "blocks.0.att.mystery".into(), dtype: DType::F32, shape: vec![2], data: vec![0u8; 8].into() },
+        TensorOut {
+            name: "emb.weight".into(),
+            dtype: DType::F32,
+            shape: vec![2, 2],
+            data: vec![0u8; 16].into(),
+        },
+        TensorOut {
+            name: "head.weight".into(),
+            dtype: DType::F32,
+            shape: vec![2, 2],
+            data: vec![0u8; 16].into(),
+        },
+        TensorOut {
+            name: "blocks.0.att.mystery".into(),
+            dtype: DType::F32,
+            shape: vec![2],
+            data: vec![0u8; 8].into(),
+        },
     ];
     std::fs::write(&alien, write_safetensors(&ts, &Default::default())).unwrap();
     assert_clean_error(&quill(&["info", p(&alien)]), "architecture");
@@ -227,21 +376,49 @@ fn bad_input_gets_one_line_errors() {
                 shape = vec![64, 256];
                 data.truncate(64 * 256 * 4);
             }
-            TensorOut { name: n.clone(), dtype: i.dtype, shape, data: data.into() }
+            TensorOut {
+                name: n.clone(),
+                dtype: i.dtype,
+                shape,
+                data: data.into(),
+            }
         })
         .collect();
     let bad_shape = tmp("shape.safetensors");
     std::fs::write(&bad_shape, write_safetensors(&ts, &Default::default())).unwrap();
     assert_clean_error(&quill(&["info", p(&bad_shape)]), "blocks.1.att.key.weight");
     // Token id ≥ vocab.
-    assert_clean_error(&quill(&["logits", "--model", p(&m), "--tokens", "1,2,256"]), "256");
-    assert_clean_error(&quill(&["generate", "--model", p(&m), "--tokens", "999", "-n", "1"]), "999");
+    assert_clean_error(
+        &quill(&["logits", "--model", p(&m), "--tokens", "1,2,256"]),
+        "256",
+    );
+    assert_clean_error(
+        &quill(&["generate", "--model", p(&m), "--tokens", "999", "-n", "1"]),
+        "999",
+    );
     // Empty prompt.
-    assert_clean_error(&quill(&["generate", "--model", p(&m), "--prompt", "", "-n", "5"]), "empty");
+    assert_clean_error(
+        &quill(&["generate", "--model", p(&m), "--prompt", "", "-n", "5"]),
+        "empty",
+    );
     // No model at all.
     assert_clean_error(&quill(&["generate", "--prompt", "hi"]), "--model");
     // Bad sampler value.
-    assert_clean_error(&quill(&["generate", "--model", p(&m), "--prompt", "hi", "--top-p", "2"]), "top_p");
+    assert_clean_error(
+        &quill(&[
+            "generate",
+            "--model",
+            p(&m),
+            "--prompt",
+            "hi",
+            "--top-p",
+            "2",
+        ]),
+        "top_p",
+    );
     // Bad token list.
-    assert_clean_error(&quill(&["logits", "--model", p(&m), "--tokens", "1,x"]), "`x`");
+    assert_clean_error(
+        &quill(&["logits", "--model", p(&m), "--tokens", "1,x"]),
+        "`x`",
+    );
 }

@@ -39,14 +39,30 @@ fn s(p: &Path) -> &str {
 
 /// Non-greedy sampler with penalties on, fixed seed (the setting).
 const SAMPLER: [&str; 10] = [
-    "--temperature", "1", "--top-p", "0.9", "--presence", "0.4", "--frequency", "0.4", "--seed", "1234",
+    "--temperature",
+    "1",
+    "--top-p",
+    "0.9",
+    "--presence",
+    "0.4",
+    "--frequency",
+    "0.4",
+    "--seed",
+    "1234",
 ];
 
 fn split_equals_whole(model: &Path, tag: &str) {
     let dir = tmpdir(tag);
     let (n, k) = (60usize, 23usize);
     let whole = dir.join("whole.qs");
-    let mut args = vec!["generate", "--model", s(model), "--prompt", "The old lighthouse", "-n"];
+    let mut args = vec![
+        "generate",
+        "--model",
+        s(model),
+        "--prompt",
+        "The old lighthouse",
+        "-n",
+    ];
     let n_s = n.to_string();
     args.push(&n_s);
     args.extend(SAMPLER);
@@ -55,7 +71,15 @@ fn split_equals_whole(model: &Path, tag: &str) {
 
     let first = dir.join("first.qs");
     let k_s = k.to_string();
-    let mut args = vec!["generate", "--model", s(model), "--prompt", "The old lighthouse", "-n", &k_s];
+    let mut args = vec![
+        "generate",
+        "--model",
+        s(model),
+        "--prompt",
+        "The old lighthouse",
+        "-n",
+        &k_s,
+    ];
     args.extend(SAMPLER);
     args.extend(["--state-out", s(&first)]);
     let part1 = ok(quill(&args)).stdout;
@@ -63,7 +87,15 @@ fn split_equals_whole(model: &Path, tag: &str) {
     let second = dir.join("second.qs");
     let rest = (n - k).to_string();
     let part2 = ok(quill(&[
-        "generate", "--model", s(model), "--state-in", s(&first), "-n", &rest, "--state-out", s(&second),
+        "generate",
+        "--model",
+        s(model),
+        "--state-in",
+        s(&first),
+        "-n",
+        &rest,
+        "--state-out",
+        s(&second),
     ]))
     .stdout;
     let mut joined = part1.clone();
@@ -103,7 +135,15 @@ fn damaged_snapshots_are_refused() {
     let dir = tmpdir("damage");
     let model = random_dir().join("rand-v7.safetensors");
     let snap = dir.join("s.qs");
-    let mut args = vec!["generate", "--model", s(&model), "--prompt", "abc", "-n", "5"];
+    let mut args = vec![
+        "generate",
+        "--model",
+        s(&model),
+        "--prompt",
+        "abc",
+        "-n",
+        "5",
+    ];
     args.extend(SAMPLER);
     args.extend(["--state-out", s(&snap)]);
     ok(quill(&args));
@@ -115,7 +155,15 @@ fn damaged_snapshots_are_refused() {
         let mut b = bytes.clone();
         b[pos] ^= 0x04;
         std::fs::write(&bad, &b).unwrap();
-        let o = quill(&["generate", "--model", s(&model), "--state-in", s(&bad), "-n", "1"]);
+        let o = quill(&[
+            "generate",
+            "--model",
+            s(&model),
+            "--state-in",
+            s(&bad),
+            "-n",
+            "1",
+        ]);
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(!o.status.success(), "flip at {pos} accepted");
         assert!(!err.contains("panicked"), "flip at {pos}: {err}");
@@ -136,19 +184,60 @@ fn snapshots_from_other_models_are_refused_with_reasons() {
     let dir = tmpdir("mismatch");
     let model = random_dir().join("rand-v7.safetensors");
     let snap = dir.join("s.qs");
-    ok(quill(&["generate", "--model", s(&model), "--prompt", "abc", "-n", "2", "--state-out", s(&snap), "--seed", "1"]));
+    ok(quill(&[
+        "generate",
+        "--model",
+        s(&model),
+        "--prompt",
+        "abc",
+        "-n",
+        "2",
+        "--state-out",
+        s(&snap),
+        "--seed",
+        "1",
+    ]));
     // Same dims, other weights (bf16-rounded copy): refused, --force allowed.
     let bf16 = dir.join("bf16.safetensors");
     write_bf16_copy(&model, &bf16);
-    let o = quill(&["generate", "--model", s(&bf16), "--state-in", s(&snap), "-n", "2"]);
+    let o = quill(&[
+        "generate",
+        "--model",
+        s(&bf16),
+        "--state-in",
+        s(&snap),
+        "-n",
+        "2",
+    ]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("fingerprint") && err.contains("--force"), "{err}");
-    ok(quill(&["generate", "--model", s(&bf16), "--state-in", s(&snap), "-n", "2", "--force"]));
+    assert!(
+        err.contains("fingerprint") && err.contains("--force"),
+        "{err}"
+    );
+    ok(quill(&[
+        "generate",
+        "--model",
+        s(&bf16),
+        "--state-in",
+        s(&snap),
+        "-n",
+        "2",
+        "--force",
+    ]));
     // Another version: refused even with --force.
     let v5 = random_dir().join("rand-v5.safetensors");
     if quill(&["info", s(&v5)]).status.success() {
-        let o = quill(&["generate", "--model", s(&v5), "--state-in", s(&snap), "-n", "2", "--force"]);
+        let o = quill(&[
+            "generate",
+            "--model",
+            s(&v5),
+            "--state-in",
+            s(&snap),
+            "-n",
+            "2",
+            "--force",
+        ]);
         assert!(!o.status.success());
         assert!(String::from_utf8_lossy(&o.stderr).contains("RWKV-7"));
     }
@@ -159,7 +248,19 @@ fn state_info_shows_metadata() {
     let dir = tmpdir("info");
     let model = random_dir().join("rand-v7.safetensors");
     let snap = dir.join("s.qs");
-    ok(quill(&["generate", "--model", s(&model), "--prompt", "Hello there", "-n", "3", "--state-out", s(&snap), "--seed", "9"]));
+    ok(quill(&[
+        "generate",
+        "--model",
+        s(&model),
+        "--prompt",
+        "Hello there",
+        "-n",
+        "3",
+        "--state-out",
+        s(&snap),
+        "--seed",
+        "9",
+    ]));
     let o = ok(quill(&["state", "info", s(&snap), "--json"]));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["rwkv_version"], "7");
@@ -204,12 +305,36 @@ fn killing_the_process_during_a_save_keeps_the_previous_snapshot() {
     let dir = tmpdir("kill");
     let model = random_dir().join("rand-v7.safetensors");
     let snap = dir.join("s.qs");
-    ok(quill(&["generate", "--model", s(&model), "--prompt", "first", "-n", "3", "--state-out", s(&snap), "--seed", "1"]));
+    ok(quill(&[
+        "generate",
+        "--model",
+        s(&model),
+        "--prompt",
+        "first",
+        "-n",
+        "3",
+        "--state-out",
+        s(&snap),
+        "--seed",
+        "1",
+    ]));
     let before = std::fs::read(&snap).unwrap();
     // The second save pauses after writing its temporary file and before
     // the rename; kill -9 it inside that window.
     let mut child = Command::new(env!("CARGO_BIN_EXE_quill"))
-        .args(["generate", "--model", s(&model), "--prompt", "second", "-n", "3", "--state-out", s(&snap), "--seed", "2"])
+        .args([
+            "generate",
+            "--model",
+            s(&model),
+            "--prompt",
+            "second",
+            "-n",
+            "3",
+            "--state-out",
+            s(&snap),
+            "--seed",
+            "2",
+        ])
         .env("QUILL_TEST_PAUSE_BEFORE_RENAME_MS", "5000")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -224,11 +349,18 @@ fn killing_the_process_during_a_save_keeps_the_previous_snapshot() {
         if tmp_exists {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "the save never started");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the save never started"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    assert_eq!(std::fs::read(&snap).unwrap(), before, "the previous snapshot changed");
+    assert_eq!(
+        std::fs::read(&snap).unwrap(),
+        before,
+        "the previous snapshot changed"
+    );
     ok(quill(&["state", "info", s(&snap)]));
 }

@@ -128,9 +128,11 @@ pub fn run(a: Args) -> Result<()> {
         Ok(match (&a.prompt, &a.prompt_file, &a.tokens) {
             (Some(p), _, _) => tokenizer.encode(p),
             (_, Some(f), _) => {
-                let text = std::fs::read(f).with_context(|| format!("reading prompt file {}", f.display()))?;
-                let text = String::from_utf8(text)
-                    .map_err(|_| anyhow::anyhow!("prompt file {} is not valid UTF-8 text", f.display()))?;
+                let text = std::fs::read(f)
+                    .with_context(|| format!("reading prompt file {}", f.display()))?;
+                let text = String::from_utf8(text).map_err(|_| {
+                    anyhow::anyhow!("prompt file {} is not valid UTF-8 text", f.display())
+                })?;
                 tokenizer.encode(&text)
             }
             (_, _, Some(ids)) => parse_ids(ids)?,
@@ -159,7 +161,10 @@ pub fn run(a: Args) -> Result<()> {
             }
             let settings = a.sampler.apply(SamplerSettings::default())?;
             let seed = a.sampler.seed_or_clock();
-            (Session::new(model, tokenizer, Sampler::new(settings, seed)), Some(seed))
+            (
+                Session::new(model, tokenizer, Sampler::new(settings, seed)),
+                Some(seed),
+            )
         }
     };
     let t0 = Instant::now();
@@ -183,7 +188,10 @@ pub fn run(a: Args) -> Result<()> {
     let mut write_failed = None;
     let mut out = session.generate(a.n, &a.stop, |piece| {
         if streaming {
-            if let Err(e) = stdout.write_all(piece.as_bytes()).and_then(|_| stdout.flush()) {
+            if let Err(e) = stdout
+                .write_all(piece.as_bytes())
+                .and_then(|_| stdout.flush())
+            {
                 write_failed = Some(e);
                 return false;
             }

@@ -50,7 +50,11 @@ pub fn run(a: Args) -> Result<()> {
     println!("vocab       {}", d.vocab);
     println!("dtype       {}", i.dtype);
     println!("parameters  {} ({})", i.n_params, human_count(i.n_params));
-    println!("state       {} bytes ({:.2} MiB)", i.state_bytes, i.state_bytes as f64 / (1 << 20) as f64);
+    println!(
+        "state       {} bytes ({:.2} MiB)",
+        i.state_bytes,
+        i.state_bytes as f64 / (1 << 20) as f64
+    );
     println!("tokenizer   {tokenizer}");
     for (k, v) in &i.metadata {
         println!("meta.{k:<7} {v}");

@@ -40,7 +40,9 @@ impl ModelArgs {
                 anyhow::bail!("--threads must be at least 1");
             }
             // Ignored if the pool already exists (only the first call counts).
-            let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+            let _ = rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .build_global();
         }
         let path = self.path()?;
         let model = Model::load(&path).with_context(|| format!("loading {}", path.display()))?;

@@ -51,8 +51,9 @@ pub fn parse_ids(s: &str) -> anyhow::Result<Vec<u32>> {
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .map(|t| {
-            t.parse::<u32>()
-                .map_err(|_| anyhow::anyhow!("`{t}` is not a token id (expected numbers like 1,2,3)"))
+            t.parse::<u32>().map_err(|_| {
+                anyhow::anyhow!("`{t}` is not a token id (expected numbers like 1,2,3)")
+            })
         })
         .collect()
 }

@@ -38,12 +38,18 @@ pub fn run(a: Args) -> Result<i32> {
             let snap = Snapshot::load(&file)?;
             let rows = snap.describe();
             if json {
-                let map: serde_json::Map<String, serde_json::Value> =
-                    rows.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect();
+                let map: serde_json::Map<String, serde_json::Value> = rows
+                    .into_iter()
+                    .map(|(k, v)| (k, serde_json::Value::String(v)))
+                    .collect();
                 println!("{}", serde_json::Value::Object(map));
             } else {
                 for (k, v) in rows {
-                    let v = if k == "text_tail" { format!("{v:?}") } else { v };
+                    let v = if k == "text_tail" {
+                        format!("{v:?}")
+                    } else {
+                        v
+                    };
                     println!("{k:<18} {v}");
                 }
             }
@@ -53,7 +59,11 @@ pub fn run(a: Args) -> Result<i32> {
             let (sa, sb) = (Snapshot::load(&a)?, Snapshot::load(&b)?);
             match diff(&sa, &sb) {
                 None => {
-                    println!("same: {} and {} hold the same state", a.display(), b.display());
+                    println!(
+                        "same: {} and {} hold the same state",
+                        a.display(),
+                        b.display()
+                    );
                     Ok(0)
                 }
                 Some(d) => {

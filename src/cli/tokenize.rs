@@ -32,7 +32,8 @@ pub fn run(a: Args) -> Result<()> {
     let kind = match (&a.model, a.tokenizer) {
         (_, Some(k)) => k,
         (Some(path), None) => {
-            let model = quill::model::Model::load(path).with_context(|| format!("loading {}", path.display()))?;
+            let model = quill::model::Model::load(path)
+                .with_context(|| format!("loading {}", path.display()))?;
             super::load::choose_tokenizer(&model, None)?
         }
         (None, None) => TokenizerKind::World,
@@ -46,7 +47,9 @@ pub fn run(a: Args) -> Result<()> {
     }
     let text = match (&a.text, &a.file) {
         (Some(t), _) => t.clone(),
-        (None, Some(f)) => std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?,
+        (None, Some(f)) => {
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?
+        }
         _ => unreachable!("clap requires one input"),
     };
     let ids = tok.encode(&text);
