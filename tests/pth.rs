@@ -1,5 +1,5 @@
 //! The `.pth` reader against real torch.save output (the reference random
-//! models in `tests/fixtures/`), against files built here in torch.save's
+//! models in `tests/fixtures/random/`), against files built here in torch.save's
 //! layout (shared storages, offsets, dtypes, ZIP64), and against hostile or
 //! damaged input, which must give one clear error and never panic.
 
@@ -10,7 +10,7 @@ use quill::model::weights::{Backing, DType, WeightFile};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
+        .join("tests/fixtures/random")
         .join(name)
 }
 

@@ -24,6 +24,14 @@ fn check_random(version: &str) {
         Some(&dir.join(format!("rand-{version}-bf16"))),
         &format!("rand-{version} bf16"),
     );
+    // The official-format .pth (torch.save, bf16), read in place.
+    let pth = Model::load(&dir.join(format!("rand-{version}-bf16.pth"))).unwrap();
+    check_model(
+        &pth,
+        &dir.join(format!("rand-{version}-bf16.expected.json")),
+        Some(&dir.join(format!("rand-{version}-bf16"))),
+        &format!("rand-{version} bf16.pth"),
+    );
 }
 
 fn check_trained(version: &str) {
@@ -44,6 +52,13 @@ fn check_trained(version: &str) {
         &dir.join(format!("{name}-bf16.expected.json")),
         Some(&dir.join(format!("{name}-bf16"))),
         &format!("{name} bf16"),
+    );
+    let pth = Model::load(&dir.join(format!("{name}-bf16.pth"))).unwrap();
+    check_model(
+        &pth,
+        &dir.join(format!("{name}-bf16.expected.json")),
+        Some(&dir.join(format!("{name}-bf16"))),
+        &format!("{name} bf16.pth"),
     );
 }
 
