@@ -56,3 +56,13 @@ fn random_v7_matches_reference() {
 fn trained_v7_matches_reference() {
     check_trained("v7");
 }
+
+#[test]
+fn random_v4_matches_reference() {
+    check_random("v4");
+}
+
+#[test]
+fn trained_v4_matches_reference() {
+    check_trained("v4");
+}

@@ -8,6 +8,7 @@
 pub mod common;
 pub mod pth;
 pub mod state;
+pub mod v4;
 pub mod v7;
 pub mod weights;
 
@@ -141,6 +142,7 @@ pub struct ModelInfo {
 }
 
 enum Blocks {
+    V4(Vec<v4::Block>),
     V7(Vec<v7::Block>),
 }
 
@@ -210,6 +212,11 @@ impl Model {
             ffn,
         };
         let blocks = match version {
+            RwkvVersion::V4 => Blocks::V4(
+                (0..n_layer)
+                    .map(|i| v4::load_block(&l, i, &dims))
+                    .collect::<Result<_>>()?,
+            ),
             RwkvVersion::V7 => Blocks::V7(
                 (0..n_layer)
                     .map(|i| v7::load_block(&l, i, &dims))
@@ -326,6 +333,7 @@ impl Model {
                 self.ln0.layer_norm_rows(&row, &mut x[ti * c..(ti + 1) * c]);
             }
             match &self.blocks {
+                Blocks::V4(b) => v4::forward_blocks(b, &self.info.dims, &mut x, t, state),
                 Blocks::V7(b) => v7::forward_blocks(b, &self.info.dims, &mut x, t, state),
             }
             let rows = match want {
