@@ -63,6 +63,16 @@ fn random_v4_matches_reference() {
 }
 
 #[test]
+fn random_v5_matches_reference() {
+    check_random("v5");
+}
+
+#[test]
 fn trained_v4_matches_reference() {
     check_trained("v4");
+}
+
+#[test]
+fn trained_v5_matches_reference() {
+    check_trained("v5");
 }

@@ -9,6 +9,7 @@ pub mod common;
 pub mod pth;
 pub mod state;
 pub mod v4;
+pub mod v5;
 pub mod v7;
 pub mod weights;
 
@@ -143,6 +144,7 @@ pub struct ModelInfo {
 
 enum Blocks {
     V4(Vec<v4::Block>),
+    V5(Vec<v5::Block>),
     V7(Vec<v7::Block>),
 }
 
@@ -215,6 +217,11 @@ impl Model {
             RwkvVersion::V4 => Blocks::V4(
                 (0..n_layer)
                     .map(|i| v4::load_block(&l, i, &dims))
+                    .collect::<Result<_>>()?,
+            ),
+            RwkvVersion::V5 => Blocks::V5(
+                (0..n_layer)
+                    .map(|i| v5::load_block(&l, i, &dims))
                     .collect::<Result<_>>()?,
             ),
             RwkvVersion::V7 => Blocks::V7(
@@ -334,6 +341,7 @@ impl Model {
             }
             match &self.blocks {
                 Blocks::V4(b) => v4::forward_blocks(b, &self.info.dims, &mut x, t, state),
+                Blocks::V5(b) => v5::forward_blocks(b, &self.info.dims, &mut x, t, state),
                 Blocks::V7(b) => v7::forward_blocks(b, &self.info.dims, &mut x, t, state),
             }
             let rows = match want {
