@@ -68,6 +68,11 @@ fn random_v5_matches_reference() {
 }
 
 #[test]
+fn random_v6_matches_reference() {
+    check_random("v6");
+}
+
+#[test]
 fn trained_v4_matches_reference() {
     check_trained("v4");
 }
