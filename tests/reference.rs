@@ -71,3 +71,28 @@ fn random_v7_matches_reference() {
 fn trained_v7_matches_reference() {
     check_trained("v7");
 }
+
+#[test]
+fn random_v4_matches_reference() {
+    check_random("v4");
+}
+
+#[test]
+fn random_v5_matches_reference() {
+    check_random("v5");
+}
+
+#[test]
+fn random_v6_matches_reference() {
+    check_random("v6");
+}
+
+#[test]
+fn trained_v4_matches_reference() {
+    check_trained("v4");
+}
+
+#[test]
+fn trained_v5_matches_reference() {
+    check_trained("v5");
+}

@@ -13,7 +13,7 @@ mod wkv;
 use std::sync::OnceLock;
 
 pub use matrix::{MatData, Matrix};
-pub use wkv::{wkv5_step, wkv7_step};
+pub use wkv::{wkv4_step, wkv5_step, wkv7_step};
 
 /// One instruction set's implementations of the inner loops.
 pub struct KernelSet {

@@ -57,3 +57,38 @@ pub fn wkv5_step(
         }
     }
 }
+
+/// One RWKV-4 step over all C channels (RWKV-NOTES "v4"; official
+/// `model.py` `att_one` / the `att_seq` loop), with the running-maximum
+/// trick that keeps the exponentials in range: the state is `aa`, `bb`
+/// (numerator and denominator scaled by `exp(−pp)`) and `pp` (the exponent).
+/// `w` is `−exp(time_decay)`, `u` is `time_first`; `y` receives wkv.
+#[allow(clippy::too_many_arguments)]
+pub fn wkv4_step(
+    aa: &mut [f32],
+    bb: &mut [f32],
+    pp: &mut [f32],
+    w: &[f32],
+    u: &[f32],
+    k: &[f32],
+    v: &[f32],
+    y: &mut [f32],
+) {
+    for i in 0..y.len() {
+        let (a, b, p_old, ki, vi) = (aa[i], bb[i], pp[i], k[i], v[i]);
+        // Output with the bonus u for the current token.
+        let ww = u[i] + ki;
+        let p = p_old.max(ww);
+        let e1 = (p_old - p).exp();
+        let e2 = (ww - p).exp();
+        y[i] = (e1 * a + e2 * vi) / (e1 * b + e2);
+        // State update: decay the past by w, add the current token.
+        let ww = w[i] + p_old;
+        let p = ww.max(ki);
+        let e1 = (ww - p).exp();
+        let e2 = (ki - p).exp();
+        aa[i] = e1 * a + e2 * vi;
+        bb[i] = e1 * b + e2;
+        pp[i] = p;
+    }
+}

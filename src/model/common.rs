@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::weights::WeightFile;
 use crate::error::{QuillError, Result};
-use crate::kernels::{matmul, Matrix};
+use crate::kernels::{matmul, wkv5_step, Matrix};
 
 /// LayerNorm epsilon of every RWKV generation (torch default).
 pub const LN_EPS: f32 = 1e-5;
@@ -68,6 +68,33 @@ impl Loader<'_> {
         })
     }
 
+    /// A token-shift mix vector of `len` values in the form [`lerp_rows`]
+    /// takes: as stored for [`MixStyle::Lerp`], `1 − m` for [`MixStyle::Blend`].
+    pub fn mix(&self, name: &str, len: usize, style: MixStyle) -> Result<Vec<f32>> {
+        let m = self.vector(name, len)?;
+        Ok(match style {
+            MixStyle::Lerp => m,
+            MixStyle::Blend => m.into_iter().map(|v| 1.0 - v).collect(),
+        })
+    }
+
+    /// A per-head tensor of (heads, head_size) values, stored as (H, N) or
+    /// (H, N, 1) (v5.2/v6 `time_faaaa`, v5.2 `time_decay`), flattened to
+    /// H·N values in [head][channel] order.
+    pub fn per_head(&self, name: &str, h: usize, n: usize) -> Result<Vec<f32>> {
+        let info = self.file.info(name)?;
+        match info.shape[..] {
+            [a, b] | [a, b, 1] if a == h && b == n => self.file.to_f32(name),
+            _ => Err(QuillError::tensor(
+                name,
+                format!(
+                    "has shape {:?}, expected ({h}, {n}) (heads, head_size)",
+                    info.shape
+                ),
+            )),
+        }
+    }
+
     /// A LoRA pair stored as `x @ down @ up` with `down` (C, D) and `up` (D, C).
     pub fn lora(&self, down: &str, up: &str, c: usize) -> Result<Lora> {
         let d = self.file.info(down)?.shape.get(1).copied().unwrap_or(0);
@@ -81,6 +108,27 @@ impl Loader<'_> {
             down: Matrix::from_file_transposed(self.file, down, c, d)?,
             up: Matrix::from_file_transposed(self.file, up, d, c)?,
         })
+    }
+}
+
+/// How a generation's token-shift mix `m` combines the current row `x` and
+/// the previous one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MixStyle {
+    /// v4 / v5.2 `time_mix_*`: `x·m + prev·(1 − m)` (official `model.py`
+    /// `kx = xx * k_mix + sx * (1 - k_mix)`); note `m` weighs the *current* token.
+    Blend,
+    /// v6 `time_maa_*` and v7 `x_*`: `x + (prev − x)·m`.
+    Lerp,
+}
+
+impl MixStyle {
+    /// The tensor-name stem of the ffn mixes: `time_mix` or `time_maa`.
+    fn ffn_stem(self) -> &'static str {
+        match self {
+            MixStyle::Blend => "time_mix",
+            MixStyle::Lerp => "time_maa",
+        }
     }
 }
 
@@ -134,7 +182,13 @@ fn normalize(x: &[f32], out: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
 
 /// Token shift over a chunk: `sx[t] = prev(t) − xx[t]` where `prev(0)` is the
 /// state's last input and `prev(t) = xx[t−1]`; the state then keeps the
-/// chunk's last row. (v6/v7 form; v4/v5 use `prev` itself, see callers.)
+/// chunk's last row.
+///
+/// Every generation uses this form: v6/v7 write their mixes as
+/// `x + (prev − x)·m` directly; v4/v5.2 write `x·m + prev·(1 − m)`, which
+/// is `x + (prev − x)·(1 − m)`, so they load `1 − m` ([`MixStyle::Blend`])
+/// and [`lerp_rows`] serves them too (the forms differ only in f32
+/// rounding, ~1e-7 relative).
 pub fn shift_delta(xx: &[f32], state_prev: &mut [f32]) -> Vec<f32> {
     let c = state_prev.len();
     let mut sx = vec![0.0; xx.len()];
@@ -152,7 +206,9 @@ pub fn shift_delta(xx: &[f32], state_prev: &mut [f32]) -> Vec<f32> {
     sx
 }
 
-/// `xx + sx ⊙ mix` per row (the v6/v7 lerp toward the previous token).
+/// `xx + sx ⊙ mix` per row: the lerp toward the previous token of every
+/// generation (see [`shift_delta`]). `mix` is either one row of C values,
+/// shared by all rows, or one row per row of `xx` (v6's data-dependent mixes).
 pub fn lerp_rows(xx: &[f32], sx: &[f32], mix: &[f32]) -> Vec<f32> {
     let c = mix.len();
     let mut out = vec![0.0; xx.len()];
@@ -180,6 +236,138 @@ impl Lora {
         matmul(&self.up, &mid, t, &mut out);
         out
     }
+}
+
+/// The channel mix of v4, v5.2 and v6, with a receptance gate
+/// (RWKV-NOTES "v4" / "v5.2 and v6"; official `model.py` `ffn_one`,
+/// `ffn_seq`, `ffn_one_v6`, `ffn_seq_v6`):
+/// `k = x + (prev − x)⊙mix_k`, `r = x + (prev − x)⊙mix_r`,
+/// `out = σ(W_r r) ⊙ W_v(relu(W_k k)²)`. v4/v5.2 store the mixes as
+/// `ffn.time_mix_k/r` in [`MixStyle::Blend`] form, v6 as `ffn.time_maa_k/r`
+/// in [`MixStyle::Lerp`] form; see [`shift_delta`].
+pub struct ReceptanceFfn {
+    mix_k: Vec<f32>,
+    mix_r: Vec<f32>,
+    key: Matrix,
+    value: Matrix,
+    receptance: Matrix,
+}
+
+impl ReceptanceFfn {
+    /// Loads layer `layer`'s channel mix, its mixes named after `style`
+    /// (`ffn.time_mix_k/r` or `ffn.time_maa_k/r`); `c` is the model width
+    /// and `hidden` the width of `ffn.key`.
+    pub fn load(
+        l: &Loader,
+        layer: usize,
+        style: MixStyle,
+        c: usize,
+        hidden: usize,
+    ) -> Result<Self> {
+        let f = |s: &str| format!("blocks.{layer}.ffn.{s}");
+        let stem = style.ffn_stem();
+        Ok(ReceptanceFfn {
+            mix_k: l.mix(&f(&format!("{stem}_k")), c, style)?,
+            mix_r: l.mix(&f(&format!("{stem}_r")), c, style)?,
+            key: l.matrix(&f("key.weight"), hidden, c)?,
+            value: l.matrix(&f("value.weight"), c, hidden)?,
+            receptance: l.matrix(&f("receptance.weight"), c, c)?,
+        })
+    }
+
+    /// The channel mix of `t` rows of LN2 output `xx`; `shift` is the
+    /// state's ffn token shift, advanced to the chunk's last row.
+    pub fn forward(&self, xx: &[f32], t: usize, shift: &mut [f32]) -> Vec<f32> {
+        let sx = shift_delta(xx, shift);
+        let kx = lerp_rows(xx, &sx, &self.mix_k);
+        let rx = lerp_rows(xx, &sx, &self.mix_r);
+        let mut hidden = project(&self.key, &kx, t);
+        hidden.iter_mut().for_each(|v| {
+            let r = v.max(0.0);
+            *v = r * r
+        });
+        let mut out = project(&self.value, &hidden, t);
+        let r = project(&self.receptance, &rx, t);
+        for (o, ri) in out.iter_mut().zip(&r) {
+            *o *= sigmoid(*ri);
+        }
+        out
+    }
+}
+
+/// The v5.2/v6 wkv over a chunk of `t` tokens, head by head
+/// ([`wkv5_step`]); `state` is H×N×N indexed [head][key][value].
+/// `decay` holds either C values (v5.2: constant) or t×C values
+/// (v6: one row per token); `u` is `time_faaaa` (C values).
+/// Returns y (t×C). Sequential in t, as the official `att_seq_v6_0` loop.
+#[allow(clippy::too_many_arguments)]
+pub fn wkv5_chunk(
+    state: &mut [f32],
+    h: usize,
+    n: usize,
+    t: usize,
+    r: &[f32],
+    k: &[f32],
+    v: &[f32],
+    u: &[f32],
+    decay: &[f32],
+) -> Vec<f32> {
+    let c = h * n;
+    // Row stride of `decay`: 0 when one row serves every token.
+    let stride = if decay.len() == c {
+        0
+    } else {
+        assert_eq!(
+            decay.len(),
+            t * c,
+            "wkv5_chunk: decay must be C or t×C values"
+        );
+        c
+    };
+    let mut y = vec![0.0; t * c];
+    for ti in 0..t {
+        let d0 = ti * stride;
+        for hi in 0..h {
+            let o = ti * c + hi * n;
+            let sl = o..o + n;
+            let hs = hi * n..(hi + 1) * n;
+            wkv5_step(
+                &mut state[hi * n * n..(hi + 1) * n * n],
+                n,
+                &r[sl.clone()],
+                &decay[d0 + hi * n..d0 + (hi + 1) * n],
+                &u[hs],
+                &k[sl.clone()],
+                &v[sl.clone()],
+                &mut y[sl],
+            );
+        }
+    }
+    y
+}
+
+/// The v5.2/v6 attention output: `W_o(GroupNorm(y; H groups, eps 64e-5) ⊙ g)`
+/// (official `model.py`: `F.group_norm(..., eps = 64e-5)`, then `* g`,
+/// then the output matrix).
+pub fn gated_group_out(
+    ln_x: &Norm,
+    mut y: Vec<f32>,
+    g: &[f32],
+    h: usize,
+    output: &Matrix,
+    t: usize,
+) -> Vec<f32> {
+    ln_x.group_norm_rows(&mut y, h);
+    for (yi, gi) in y.iter_mut().zip(g) {
+        *yi *= gi;
+    }
+    project(output, &y, t)
+}
+
+/// SiLU, `x·σ(x)` (the v5.2/v6 gate).
+#[inline]
+pub fn silu(x: f32) -> f32 {
+    x * sigmoid(x)
 }
 
 /// Logistic sigmoid.

@@ -8,6 +8,9 @@
 pub mod common;
 pub mod pth;
 pub mod state;
+pub mod v4;
+pub mod v5;
+pub mod v6;
 pub mod v7;
 pub mod weights;
 
@@ -144,6 +147,9 @@ pub struct ModelInfo {
 }
 
 enum Blocks {
+    V4(Vec<v4::Block>),
+    V5(Vec<v5::Block>),
+    V6(Vec<v6::Block>),
     V7(Vec<v7::Block>),
 }
 
@@ -213,16 +219,26 @@ impl Model {
             ffn,
         };
         let blocks = match version {
+            RwkvVersion::V4 => Blocks::V4(
+                (0..n_layer)
+                    .map(|i| v4::load_block(&l, i, &dims))
+                    .collect::<Result<_>>()?,
+            ),
+            RwkvVersion::V5 => Blocks::V5(
+                (0..n_layer)
+                    .map(|i| v5::load_block(&l, i, &dims))
+                    .collect::<Result<_>>()?,
+            ),
+            RwkvVersion::V6 => Blocks::V6(
+                (0..n_layer)
+                    .map(|i| v6::load_block(&l, i, &dims))
+                    .collect::<Result<_>>()?,
+            ),
             RwkvVersion::V7 => Blocks::V7(
                 (0..n_layer)
                     .map(|i| v7::load_block(&l, i, &dims))
                     .collect::<Result<_>>()?,
             ),
-            other => {
-                return Err(QuillError::UnknownArchitecture(format!(
-                    "{other} models are not supported yet"
-                )))
-            }
         };
         let emb = l.matrix("emb.weight", vocab, c)?;
         let head = l.matrix("head.weight", vocab, c)?;
@@ -330,6 +346,9 @@ impl Model {
                 self.ln0.layer_norm_rows(&row, &mut x[ti * c..(ti + 1) * c]);
             }
             match &self.blocks {
+                Blocks::V4(b) => v4::forward_blocks(b, &self.info.dims, &mut x, t, state),
+                Blocks::V5(b) => v5::forward_blocks(b, &self.info.dims, &mut x, t, state),
+                Blocks::V6(b) => v6::forward_blocks(b, &self.info.dims, &mut x, t, state),
                 Blocks::V7(b) => v7::forward_blocks(b, &self.info.dims, &mut x, t, state),
             }
             let rows = match want {
