@@ -125,6 +125,28 @@ fn split_run_equals_single_run_v7() {
 }
 
 #[test]
+fn split_run_equals_single_run_v4() {
+    split_equals_whole(&random_dir().join("rand-v4.safetensors"), "v4");
+}
+
+#[test]
+fn split_run_equals_single_run_v5() {
+    split_equals_whole(&random_dir().join("rand-v5.safetensors"), "v5");
+}
+
+#[test]
+fn split_run_equals_single_run_v6() {
+    split_equals_whole(&random_dir().join("rand-v6-bf16.pth"), "v6");
+}
+
+#[test]
+fn split_run_equals_single_run_trained_v4_v5() {
+    let dir = trained_dir().expect("trained fixtures needed");
+    split_equals_whole(&dir.join("trained-v4.safetensors"), "tv4");
+    split_equals_whole(&dir.join("trained-v5-bf16.pth"), "tv5");
+}
+
+#[test]
 fn split_run_equals_single_run_trained_v7() {
     let dir = trained_dir().expect("trained fixtures needed");
     split_equals_whole(&dir.join("trained-v7.safetensors"), "tv7");

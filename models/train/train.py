@@ -41,6 +41,10 @@ import sys
 import tarfile
 import time
 
+# Passive OpenMP waiting: on a shared, busy 2-core machine, spinning threads
+# waiting at barriers for a descheduled sibling waste most of the CPU.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import numpy as np
 import torch
 import torch.nn as nn
@@ -246,7 +250,8 @@ class TimeMix(nn.Module):
         k = k * (1 + (a - 1) * self.k_a)
         r4, k4, v4 = r.view(B, T, H, N), k.view(B, T, H, N), v.view(B, T, H, N)
         fn = wkv7_reference if use_ref else WKV7.apply
-        ins = [t.float() for t in (r4, w.view(B, T, H, N), k4, v4, -kk, kk * a.view(B, T, H, N))]
+        ins = [t if t.dtype in (torch.float32, torch.float64) else t.float()
+               for t in (r4, w.view(B, T, H, N), k4, v4, -kk, kk * a.view(B, T, H, N))]
         y, S = fn(*ins, S)
         y = self.ln_x(y.reshape(B * T, C)).view(B, T, C)
         y = y + ((r4 * k4 * self.r_k).sum(-1, keepdim=True) * v4).view(B, T, C)
@@ -464,11 +469,12 @@ def selftest():
 # training
 
 
-def lr_at(step, steps, lr, warmup, lr_min):
+def lr_at(step, progress, lr, warmup, lr_min):
+    """Linear warm-up over `warmup` steps, then cosine from lr to lr_min as
+    `progress` (fraction of the run done: steps or training time) goes 0 -> 1."""
     if step < warmup:
         return lr * (step + 1) / warmup
-    p = (step - warmup) / max(1, steps - warmup)
-    return lr_min + 0.5 * (lr - lr_min) * (1 + math.cos(math.pi * min(1.0, p)))
+    return lr_min + 0.5 * (lr - lr_min) * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 def make_optimizer(model, lr, wd):
@@ -480,7 +486,7 @@ def make_optimizer(model, lr, wd):
             no_decay.append(p)
     return torch.optim.AdamW([{"params": decay, "weight_decay": wd},
                               {"params": no_decay, "weight_decay": 0.0}],
-                             lr=lr, betas=(0.9, 0.99), eps=1e-8)
+                             lr=lr, betas=(0.9, 0.99), eps=1e-8, fused=True)
 
 
 class Streams:
@@ -517,6 +523,34 @@ class Streams:
         return idx[:, :-1], idx[:, 1:], fresh
 
 
+class ThreadTuner:
+    """With threads=0, alternately times steps with 1 and 2 torch threads every
+    200 steps and keeps the faster: when other jobs load the 2 cores, one
+    thread is often faster than two (a parallel region waits for its slowest
+    thread). Only speed is affected, not the computed function."""
+
+    def __init__(self, threads):
+        self.fixed = threads
+        self.times = {1: [], 2: []}
+        self.best = 2
+
+    def before_step(self, step):
+        if self.fixed:
+            return
+        phase = step % 200
+        n = 1 if phase < 6 else 2 if phase < 12 else self.best
+        if phase == 12:
+            t1, t2 = (sorted(self.times[k])[len(self.times[k]) // 2] for k in (1, 2))
+            self.best = 1 if t1 < t2 else 2
+            self.times = {1: [], 2: []}
+        self.current = n
+        torch.set_num_threads(n)
+
+    def after_step(self, dt):
+        if not self.fixed and hasattr(self, "current"):
+            self.times[self.current].append(dt)
+
+
 def save_model(model, path, metadata):
     from safetensors.torch import save_file
     sd = {k: v.detach().contiguous().float() for k, v in model.state_dict().items()}
@@ -529,18 +563,21 @@ def main():
     ap.add_argument("--bench", action="store_true", help="time a few training steps and exit")
     ap.add_argument("--eval-only", metavar="SAFETENSORS")
     ap.add_argument("--layers", type=int, default=4)
-    ap.add_argument("--dim", type=int, default=256)
+    ap.add_argument("--dim", type=int, default=192)
     ap.add_argument("--head-size", type=int, default=64)
     ap.add_argument("--ctx", type=int, default=256)
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=0, help="fixed number of optimizer steps")
+    ap.add_argument("--time-budget", type=float, default=75.0,
+                    help="minutes of training (used when --steps is 0)")
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--lr-min", type=float, default=1e-4)
-    ap.add_argument("--warmup", type=int, default=50)
+    ap.add_argument("--warmup", type=int, default=100)
     ap.add_argument("--wd", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=1234)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--eval-every", type=int, default=100)
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch threads; 0 = re-measure 1 vs 2 every 200 steps and keep the faster")
+    ap.add_argument("--eval-every", type=int, default=250)
     ap.add_argument("--eval-chunk", type=int, default=1024)
     ap.add_argument("--cache", default=os.path.join(HERE, ".cache"))
     ap.add_argument("--out", default=os.path.join(MODELS, "quill-default.safetensors"))
@@ -549,7 +586,7 @@ def main():
     ap.add_argument("--sample-len", type=int, default=600)
     args = ap.parse_args()
 
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads or 2)
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
@@ -585,15 +622,28 @@ def main():
     state = None
     tokens_per_step = args.batch * args.ctx
 
-    steps = 6 if args.bench else args.steps
+    # Run length: --steps N (progress = step / N), or --time-budget MIN
+    # (progress = training seconds / budget; stops when the budget is used).
+    if args.bench:
+        args.steps, args.time_budget = 6, None
+    budget = None if args.steps else args.time_budget * 60.0
+    assert budget or args.steps, "give --steps or --time-budget"
+    tuner = ThreadTuner(args.threads)
     t_start = time.time()
+    t_eval = 0.0  # time spent in progress evaluations (not counted as training)
     t_last = t_start
     ema = None
-    for step in range(steps):
+    step = 0
+    while True:
+        train_time = time.time() - t_start - t_eval
+        progress = step / args.steps if args.steps else train_time / budget
+        if progress >= 1.0:
+            break
+        tuner.before_step(step)
         x, y, fresh = streams.next()
         if fresh:
             state = model.zero_state(args.batch)
-        lr = lr_at(step, steps, args.lr, args.warmup, args.lr_min)
+        lr = lr_at(step, progress, args.lr, args.warmup, args.lr_min)
         for grp in opt.param_groups:
             grp["lr"] = lr
         logits, state = model(x, state)
@@ -603,20 +653,26 @@ def main():
         loss.backward()
         gn = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
         now = time.time()
-        if args.bench or step % 10 == 0 or step == steps - 1:
+        tuner.after_step(now - t_last)
+        ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
+        if args.bench or step % 25 == 0:
             print(f"step {step} epoch {streams.epoch} loss {loss.item():.4f} ema {ema:.4f} "
-                  f"gnorm {gn:.2f} lr {lr:.2e} {tokens_per_step / (now - t_last) * (1 if args.bench else 1):.0f} tok/s "
+                  f"gnorm {gn:.2f} lr {lr:.2e} {tokens_per_step / (now - t_last):.0f} tok/s "
+                  f"threads {torch.get_num_threads()} progress {progress:.3f} "
                   f"elapsed {now - t_start:.0f}s", flush=True)
         t_last = now
-        if not args.bench and args.eval_every and (step + 1) % args.eval_every == 0 and step + 1 < steps:
+        step += 1
+        if not args.bench and args.eval_every and step % args.eval_every == 0:
             te = time.time()
             q = evaluate(model, held, chunk=args.eval_chunk, max_bytes=32768)
+            t_eval += time.time() - te
             print(f"  eval (first 32 KiB of held-out) {q:.4f} nats/byte [{time.time() - te:.0f}s]", flush=True)
             t_last = time.time()
+    steps = step
     train_seconds = time.time() - t_start
-    print(f"training done: {steps} steps, {steps * tokens_per_step} tokens, {train_seconds:.0f}s", flush=True)
+    print(f"training done: {steps} steps, {steps * tokens_per_step} tokens, {train_seconds:.0f}s "
+          f"(of which {t_eval:.0f}s progress evals)", flush=True)
     if args.bench:
         return
 
@@ -626,6 +682,8 @@ def main():
                       f"({len(names)} modern-spelling works from Project Gutenberg), "
                       f"train = first {len(train)} bytes, held-out = last {len(held)} bytes",
             "commit": "uncommitted", "seed": args.seed, "train_seconds": round(train_seconds),
+            "train_steps": steps, "train_tokens": steps * tokens_per_step,
+            "shape": f"L={args.layers} C={args.dim} head_size={args.head_size} ffn={model.F}",
             "heldout_nats_per_byte": "pending"}
     save_model(model, args.out, meta)
     from safetensors.torch import load_file
