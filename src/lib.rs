@@ -7,6 +7,7 @@
 //! ends; [`snapshot`] saves a session's state to disk.
 
 pub mod error;
+pub mod eval;
 pub mod hash;
 pub mod kernels;
 pub mod model;

@@ -1,9 +1,11 @@
 //! Command-line front end: argument parsing and the subcommands.
 
+mod convert;
 mod generate;
 mod info;
 mod load;
 mod logits;
+mod perplexity;
 mod state;
 mod tokenize;
 
@@ -31,6 +33,10 @@ enum Command {
     Info(info::Args),
     /// Inspect or compare state snapshots.
     State(state::Args),
+    /// Convert a checkpoint (.pth or .safetensors) to safetensors.
+    Convert(convert::Args),
+    /// Score a text file: mean negative log-likelihood and perplexity.
+    Perplexity(perplexity::Args),
 }
 
 /// Parses the command line and runs the subcommand; returns the exit code.
@@ -42,6 +48,8 @@ pub fn run() -> anyhow::Result<i32> {
         Command::Tokenize(a) => tokenize::run(a).map(|_| 0),
         Command::Info(a) => info::run(a).map(|_| 0),
         Command::State(a) => state::run(a),
+        Command::Convert(a) => convert::run(a).map(|_| 0),
+        Command::Perplexity(a) => perplexity::run(a).map(|_| 0),
     }
 }
 

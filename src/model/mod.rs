@@ -6,6 +6,7 @@
 //! is a chunk of length one.
 
 pub mod common;
+pub mod convert;
 pub mod pth;
 pub mod state;
 pub mod v4;

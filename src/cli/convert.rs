@@ -1,0 +1,62 @@
+//! `quill convert`: any supported checkpoint to safetensors.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use quill::model::convert::write_converted;
+use quill::model::weights::DType;
+use quill::model::Model;
+use quill::tokenizer::TokenizerKind;
+
+/// Arguments of `quill convert`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Input checkpoint (.pth or .safetensors).
+    input: PathBuf,
+    /// Output .safetensors file (written atomically).
+    output: PathBuf,
+    /// Element type of the output: f32, f16 or bf16 (default: as stored).
+    #[arg(long, value_parser = parse_dtype)]
+    dtype: Option<DType>,
+    /// Tokenizer to record in the metadata (default: inferred from the model).
+    #[arg(long)]
+    tokenizer: Option<TokenizerKind>,
+}
+
+fn parse_dtype(s: &str) -> Result<DType, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "f32" | "fp32" | "float32" => Ok(DType::F32),
+        "f16" | "fp16" | "float16" => Ok(DType::F16),
+        "bf16" | "bfloat16" => Ok(DType::BF16),
+        other => Err(format!("unknown dtype `{other}` (use f32, f16 or bf16)")),
+    }
+}
+
+pub fn run(a: Args) -> Result<()> {
+    if a.input == a.output {
+        anyhow::bail!("the output would overwrite the input; choose another output file");
+    }
+    // Loading validates the checkpoint fully before anything is written.
+    let model = Model::load(&a.input).with_context(|| format!("loading {}", a.input.display()))?;
+    let tokenizer = super::load::choose_tokenizer(&model, a.tokenizer)?;
+    let info = model.info();
+    let mut meta: BTreeMap<String, String> = info.metadata.clone();
+    meta.insert("tokenizer".into(), tokenizer.to_string());
+    meta.insert("rwkv_version".into(), info.version.number().to_string());
+    meta.insert(
+        "converted_by".into(),
+        format!("quill {}", env!("CARGO_PKG_VERSION")),
+    );
+    write_converted(model.weight_file(), &a.output, a.dtype, &meta)?;
+    eprintln!(
+        "wrote {} ({}, {} tensors, {})",
+        a.output.display(),
+        info.version,
+        model.weight_file().tensors.len(),
+        a.dtype
+            .map(|d| d.to_string())
+            .unwrap_or_else(|| "dtypes as stored".into())
+    );
+    Ok(())
+}

@@ -1,0 +1,150 @@
+//! `quill convert` and `quill perplexity`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::*;
+use quill::model::weights::WeightFile;
+use quill::model::{Logits, Model};
+
+fn quill(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_quill"))
+        .args(args)
+        .env_remove("QUILL_MODEL")
+        .output()
+        .expect("run quill")
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("quill-convert-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d.join(name)
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn story_logits(model: &Model) -> Vec<f32> {
+    let tokens: Vec<u32> = "It was a dark and stormy night"
+        .bytes()
+        .map(u32::from)
+        .collect();
+    let mut st = model.new_state();
+    model.forward(&tokens, &mut st, Logits::All).unwrap()
+}
+
+#[test]
+fn pth_converts_to_safetensors_with_identical_logits() {
+    for v in ["v4", "v5", "v6", "v7"] {
+        let src = random_dir().join(format!("rand-{v}-bf16.pth"));
+        let out = tmp(&format!("{v}.safetensors"));
+        let o = quill(&["convert", s(&src), s(&out)]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let a = story_logits(&Model::load(&src).unwrap());
+        let b = story_logits(&Model::load(&out).unwrap());
+        assert_eq!(a, b, "{v}: logits changed by conversion");
+        let wf = WeightFile::open(&out).unwrap();
+        assert_eq!(wf.metadata["tokenizer"], "bytes");
+        assert_eq!(wf.metadata["rwkv_version"], &v[1..]);
+    }
+}
+
+#[test]
+fn dtype_conversion_matches_bf16_reference() {
+    let src = random_dir().join("rand-v7.safetensors");
+    let out = tmp("v7-bf16.safetensors");
+    let o = quill(&["convert", s(&src), s(&out), "--dtype", "bf16"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let model = Model::load(&out).unwrap();
+    assert_eq!(model.info().dtype.to_string(), "bf16");
+    check_model(
+        &model,
+        &random_dir().join("rand-v7-bf16.expected.json"),
+        None,
+        "converted bf16",
+    );
+    // f16 round trip loads and runs close to f32.
+    let out16 = tmp("v7-f16.safetensors");
+    assert!(quill(&["convert", s(&src), s(&out16), "--dtype", "f16"])
+        .status
+        .success());
+    let a = story_logits(&Model::load(&src).unwrap());
+    let b = story_logits(&Model::load(&out16).unwrap());
+    assert!(max_diff(&a, &b) < 0.05, "f16 drifted {}", max_diff(&a, &b));
+    // Bad dtype and same-file output are refused.
+    assert!(!quill(&["convert", s(&src), s(&out), "--dtype", "q4"])
+        .status
+        .success());
+    let o = quill(&["convert", s(&src), s(&src)]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("overwrite"));
+}
+
+#[test]
+fn perplexity_is_the_mean_nll_and_chunking_does_not_change_it() {
+    let model_path = random_dir().join("rand-v7.safetensors");
+    let text = "The quick brown fox jumps over the lazy dog. It was the best of times.";
+    let file = tmp("text.txt");
+    std::fs::write(&file, text).unwrap();
+    let run = |chunk: &str| -> serde_json::Value {
+        let o = quill(&[
+            "perplexity",
+            "--model",
+            s(&model_path),
+            s(&file),
+            "--chunk",
+            chunk,
+            "--json",
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let a = run("256");
+    let b = run("7");
+    assert_eq!(a["tokens"], text.len() - 1);
+    let (na, nb) = (
+        a["mean_nll"].as_f64().unwrap(),
+        b["mean_nll"].as_f64().unwrap(),
+    );
+    assert!((na - nb).abs() < 1e-5, "{na} vs {nb}");
+    // Independent computation: serial steps, log-softmax by hand.
+    let model = Model::load(&model_path).unwrap();
+    let toks: Vec<u32> = text.bytes().map(u32::from).collect();
+    let mut st = model.new_state();
+    let mut total = 0.0f64;
+    for t in 0..toks.len() - 1 {
+        let l = model.forward(&[toks[t]], &mut st, Logits::Last).unwrap();
+        let z: f64 = l.iter().map(|&x| (x as f64).exp()).sum();
+        total += z.ln() - l[toks[t + 1] as usize] as f64;
+    }
+    let manual = total / (toks.len() - 1) as f64;
+    assert!((manual - na).abs() < 1e-4, "manual {manual} vs quill {na}");
+    assert!((a["perplexity"].as_f64().unwrap() - na.exp()).abs() < 1e-6 * na.exp());
+}
+
+#[test]
+fn perplexity_prefers_real_text_on_a_trained_model() {
+    let Some(dir) = trained_dir() else {
+        panic!("trained fixtures missing");
+    };
+    let model = Model::load(&dir.join("trained-v7.safetensors")).unwrap();
+    let english: Vec<u32> = "and the king said unto them, go ye into the city and tell the people"
+        .bytes()
+        .map(u32::from)
+        .collect();
+    let noise: Vec<u32> = "qz xv kj wq pz fj vx qk zj wx vq jz kq xw zv qj fk xz jq vw kx zq"
+        .bytes()
+        .map(u32::from)
+        .collect();
+    let a = quill::eval::perplexity(&model, &english, 16, |_| {}).unwrap();
+    let b = quill::eval::perplexity(&model, &noise, 16, |_| {}).unwrap();
+    assert!(
+        a.mean_nll < b.mean_nll,
+        "english {} vs noise {}",
+        a.mean_nll,
+        b.mean_nll
+    );
+}
