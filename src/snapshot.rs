@@ -602,3 +602,96 @@ pub fn now_rfc3339() -> String {
         rem % 60
     )
 }
+
+/// Imports a state-tuned initial state (`blocks.{i}.att.time_state`, as
+/// published for the official package, `.pth` or safetensors) as a
+/// snapshot for `model`. The official loader uses
+/// `time_state.transpose(1, 2)` as the wkv state and zero token shifts; so
+/// does this. Only v5/v6/v7 have such states.
+pub fn import_time_state(path: &Path, model: &Model) -> Result<Snapshot> {
+    let file = crate::model::weights::WeightFile::open(path)?;
+    let origin = path.display().to_string();
+    let info = model.info();
+    if info.version == RwkvVersion::V4 {
+        return Err(QuillError::StateMismatch(
+            "RWKV-4 models have no state-tuned initial states".into(),
+        ));
+    }
+    let (h, n) = (info.dims.n_head, info.dims.head_size);
+    let mut state = model.new_state();
+    for (i, layer) in state.layers.iter_mut().enumerate() {
+        let name = format!("blocks.{i}.att.time_state");
+        let t = file.info(&name).map_err(|_| {
+            QuillError::format(
+                &origin,
+                format!(
+                    "`{name}` missing: not a state-tuned initial state for this {}-layer model",
+                    info.dims.n_layer
+                ),
+            )
+        })?;
+        if t.shape != [h, n, n] {
+            return Err(QuillError::StateMismatch(format!(
+                "`{name}` has shape {:?}; this model needs [{h}, {n}, {n}]",
+                t.shape
+            )));
+        }
+        let vals = file.to_f32(&name)?;
+        for hi in 0..h {
+            for a in 0..n {
+                for b in 0..n {
+                    layer.wkv[hi * n * n + b * n + a] = vals[hi * n * n + a * n + b];
+                }
+            }
+        }
+    }
+    if file
+        .tensors
+        .contains_key(&format!("blocks.{}.att.time_state", info.dims.n_layer))
+    {
+        return Err(QuillError::StateMismatch(format!(
+            "{origin} has more layers than this {}-layer model",
+            info.dims.n_layer
+        )));
+    }
+    let d = &info.dims;
+    let mut extra = BTreeMap::new();
+    extra.insert("imported_from".into(), model_name(&origin));
+    Ok(Snapshot {
+        meta: SnapshotMeta {
+            fingerprint: info.fingerprint.clone(),
+            version: info.version,
+            n_layer: d.n_layer,
+            n_embd: d.n_embd,
+            n_head: d.n_head,
+            head_size: d.head_size,
+            vocab: d.vocab,
+            tokens: 0,
+            created: now_rfc3339(),
+            text_tail: String::new(),
+            extra,
+        },
+        state,
+        logits: None,
+        sampler: Sampler::new(SamplerSettings::default(), 0),
+        pending_utf8: Vec::new(),
+    })
+}
+
+/// Loads `--state-in`: a Quill snapshot, or a state-tuned `time_state`
+/// file (recognised by its tensor names), imported for `model`.
+pub fn load_for(path: &Path, model: &Model) -> Result<Snapshot> {
+    let bytes = std::fs::read(path).map_err(|source| QuillError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if bytes.starts_with(b"PK") {
+        return import_time_state(path, model);
+    }
+    if let Ok((tensors, meta)) = parse_safetensors(&bytes, "") {
+        if !meta.contains_key("format") && tensors.contains_key("blocks.0.att.time_state") {
+            return import_time_state(path, model);
+        }
+    }
+    Snapshot::from_bytes(&bytes, &path.display().to_string())
+}

@@ -386,3 +386,77 @@ fn killing_the_process_during_a_save_keeps_the_previous_snapshot() {
     );
     ok(quill(&["state", "info", s(&snap)]));
 }
+
+#[test]
+fn state_tuned_time_state_imports_transposed() {
+    use quill::model::weights::{f32_bytes, write_safetensors, DType, TensorOut};
+    let dir = tmpdir("timestate");
+    for v in ["v5", "v6", "v7"] {
+        let model_path = random_dir().join(format!("rand-{v}.safetensors"));
+        let model = quill::model::Model::load(&model_path).unwrap();
+        let reference =
+            load_state_tensors(&random_dir().join(format!("rand-{v}.state-story.safetensors")));
+        let (h, n) = (model.info().dims.n_head, model.info().dims.head_size);
+        // A published time_state is the transpose of the official wkv state.
+        let outs: Vec<TensorOut> = (0..model.info().dims.n_layer)
+            .map(|i| {
+                let wkv = &reference[i * 3 + 1];
+                let mut t = vec![0.0f32; wkv.len()];
+                for hi in 0..h {
+                    for a in 0..n {
+                        for b in 0..n {
+                            t[hi * n * n + a * n + b] = wkv[hi * n * n + b * n + a];
+                        }
+                    }
+                }
+                TensorOut {
+                    name: format!("blocks.{i}.att.time_state"),
+                    dtype: DType::F32,
+                    shape: vec![h, n, n],
+                    data: f32_bytes(&t).into(),
+                }
+            })
+            .collect();
+        let ts = dir.join(format!("{v}-state.safetensors"));
+        std::fs::write(&ts, write_safetensors(&outs, &Default::default())).unwrap();
+        let snap = quill::snapshot::load_for(&ts, &model).unwrap();
+        for (i, layer) in snap.state.layers.iter().enumerate() {
+            assert_eq!(layer.wkv, reference[i * 3 + 1], "{v} layer {i} wkv");
+            assert!(layer.att_x.iter().chain(&layer.ffn_x).all(|&x| x == 0.0));
+        }
+        ok(quill(&[
+            "generate",
+            "--model",
+            s(&model_path),
+            "--state-in",
+            s(&ts),
+            "--prompt",
+            "Hi",
+            "-n",
+            "5",
+            "--seed",
+            "1",
+        ]));
+        // A time_state for another shape is refused with the reason.
+        let other = random_dir().join("rand-v7.safetensors");
+        if v != "v7" {
+            let o = quill(&[
+                "generate",
+                "--model",
+                s(&other),
+                "--state-in",
+                s(&ts),
+                "--prompt",
+                "Hi",
+                "-n",
+                "1",
+            ]);
+            assert!(!o.status.success());
+            assert!(
+                String::from_utf8_lossy(&o.stderr).contains("time_state"),
+                "{}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+    }
+}

@@ -109,7 +109,8 @@ pub struct Args {
     /// Print one JSON object at the end instead of streaming text.
     #[arg(long)]
     json: bool,
-    /// Continue from this snapshot (state, logits, RNG and penalties); a prompt is appended to it.
+    /// Continue from this snapshot (state, logits, RNG and penalties), or start from a state-tuned
+    /// `time_state` file (.pth or safetensors); a prompt is appended to it.
     #[arg(long, value_name = "FILE")]
     state_in: Option<PathBuf>,
     /// Save the state after generating (atomically) to this snapshot file.
@@ -143,17 +144,29 @@ pub fn run(a: Args) -> Result<()> {
     model.check_tokens(&prompt_ids)?;
     let (mut session, seed) = match &a.state_in {
         Some(path) => {
-            let snap = Snapshot::load(path)?;
-            let settings = a.sampler.apply(snap.sampler.settings.clone())?;
+            let snap = quill::snapshot::load_for(path, &model)?;
+            // An imported time_state carries no sampler: use the defaults.
+            let base = if snap.meta.extra.contains_key("imported_from") {
+                SamplerSettings::default()
+            } else {
+                snap.sampler.settings.clone()
+            };
+            let settings = a.sampler.apply(base)?;
             let mut session = Session::new(model, tokenizer, Sampler::new(settings.clone(), 0));
             snap.restore_into(&mut session, a.force)
                 .with_context(|| format!("restoring {}", path.display()))?;
             session.sampler_mut().settings = settings;
             // An explicit --seed reseeds; otherwise the saved RNG goes on.
-            if let Some(seed) = a.sampler.seed {
+            let imported = snap.meta.extra.contains_key("imported_from");
+            let seed = if imported {
+                Some(a.sampler.seed_or_clock())
+            } else {
+                a.sampler.seed
+            };
+            if let Some(seed) = seed {
                 session.sampler_mut().reseed(seed);
             }
-            (session, a.sampler.seed)
+            (session, seed)
         }
         None => {
             if prompt_ids.is_empty() {
