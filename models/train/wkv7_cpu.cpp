@@ -15,14 +15,20 @@
 
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
+#include <type_traits>
 #include <vector>
 
 static const int64_t CHUNK = 16;
 
-template <typename scalar_t>
-static void step_forward(const scalar_t* r, const scalar_t* w, const scalar_t* k,
-                         const scalar_t* v, const scalar_t* a, const scalar_t* b,
-                         scalar_t* S, scalar_t* sa_out, scalar_t* y, int64_t N) {
+// NT > 0: head size known at compile time (lets the compiler unroll and
+// vectorise the j loops); NT == 0: runtime N.
+template <typename scalar_t, int NT>
+static inline void step_forward(const scalar_t* __restrict__ r, const scalar_t* __restrict__ w,
+                                const scalar_t* __restrict__ k, const scalar_t* __restrict__ v,
+                                const scalar_t* __restrict__ a, const scalar_t* __restrict__ b,
+                                scalar_t* __restrict__ S, scalar_t* sa_out, scalar_t* y,
+                                int64_t N_) {
+    const int64_t N = NT > 0 ? NT : N_;
     for (int64_t i = 0; i < N; i++) {
         scalar_t* Si = S + i * N;
         scalar_t sa = 0;
@@ -60,19 +66,24 @@ std::vector<torch::Tensor> wkv7_forward(torch::Tensor r, torch::Tensor w, torch:
         scalar_t* py = y.data_ptr<scalar_t>();
         scalar_t* ps = sT.data_ptr<scalar_t>();
         scalar_t* pck = save_checkpoints ? ck.data_ptr<scalar_t>() : nullptr;
-        at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
-            for (int64_t bh = begin; bh < end; bh++) {
-                const int64_t bb = bh / H, hh = bh % H;
-                scalar_t* S = ps + bh * N * N;
-                for (int64_t t = 0; t < T; t++) {
-                    if (pck && t % CHUNK == 0)
-                        std::copy(S, S + N * N, pck + (bh * nck + t / CHUNK) * N * N);
-                    const int64_t off = ((bb * T + t) * H + hh) * N;
-                    step_forward<scalar_t>(pr + off, pw + off, pk + off, pv + off, pa + off,
-                                           pb + off, S, nullptr, py + off, N);
+        auto run = [&](auto nt_tag) {
+            constexpr int NT = decltype(nt_tag)::value;
+            at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
+                for (int64_t bh = begin; bh < end; bh++) {
+                    const int64_t bb = bh / H, hh = bh % H;
+                    scalar_t* S = ps + bh * N * N;
+                    for (int64_t t = 0; t < T; t++) {
+                        if (pck && t % CHUNK == 0)
+                            std::copy(S, S + N * N, pck + (bh * nck + t / CHUNK) * N * N);
+                        const int64_t off = ((bb * T + t) * H + hh) * N;
+                        step_forward<scalar_t, NT>(pr + off, pw + off, pk + off, pv + off,
+                                                   pa + off, pb + off, S, nullptr, py + off, N);
+                    }
                 }
-            }
-        });
+            });
+        };
+        if (N == 64) run(std::integral_constant<int, 64>{});
+        else run(std::integral_constant<int, 0>{});
     });
     return {y, sT, ck};
 }
@@ -96,81 +107,90 @@ std::vector<torch::Tensor> wkv7_backward(torch::Tensor r, torch::Tensor w, torch
                  *pdk = dk.data_ptr<scalar_t>(), *pdv = dv.data_ptr<scalar_t>(),
                  *pda = da.data_ptr<scalar_t>(), *pdb = db.data_ptr<scalar_t>();
         scalar_t* pds = ds0.data_ptr<scalar_t>();
-        at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
-            // states[s] = state before step t0+s (s = 0..CHUNK), sa per step
-            std::vector<scalar_t> states((CHUNK + 1) * N * N), sas(CHUNK * N);
-            std::vector<scalar_t> dSb(N), acc_dr(N), acc_dk(N), acc_db(N), acc_dw(N), acc_da(N);
-            for (int64_t bh = begin; bh < end; bh++) {
-                const int64_t bb = bh / H, hh = bh % H;
-                scalar_t* dS = pds + bh * N * N;
-                for (int64_t c = nck - 1; c >= 0; c--) {
-                    const int64_t t0 = c * CHUNK, t1 = std::min(T, t0 + CHUNK);
-                    const scalar_t* cks = pck + (bh * nck + c) * N * N;
-                    std::copy(cks, cks + N * N, states.begin());
-                    for (int64_t t = t0; t < t1; t++) {
-                        const int64_t s = t - t0;
-                        std::copy(states.begin() + s * N * N, states.begin() + (s + 1) * N * N,
-                                  states.begin() + (s + 1) * N * N);
-                        const int64_t off = ((bb * T + t) * H + hh) * N;
-                        step_forward<scalar_t>(pr + off, pw + off, pk + off, pv + off, pa + off,
-                                               pb + off, states.data() + (s + 1) * N * N,
-                                               sas.data() + s * N, nullptr, N);
-                    }
-                    for (int64_t t = t1 - 1; t >= t0; t--) {
-                        const int64_t s = t - t0;
-                        const int64_t off = ((bb * T + t) * H + hh) * N;
-                        const scalar_t *r_ = pr + off, *w_ = pw + off, *k_ = pk + off,
-                                       *v_ = pv + off, *a_ = pa + off, *b_ = pb + off,
-                                       *dy_ = pdy + off;
-                        const scalar_t* Scur = states.data() + (s + 1) * N * N;
-                        const scalar_t* Sprev = states.data() + s * N * N;
-                        const scalar_t* sa = sas.data() + s * N;
-                        std::fill(acc_dr.begin(), acc_dr.end(), scalar_t(0));
-                        std::fill(acc_dk.begin(), acc_dk.end(), scalar_t(0));
-                        std::fill(acc_db.begin(), acc_db.end(), scalar_t(0));
-                        std::fill(acc_dw.begin(), acc_dw.end(), scalar_t(0));
-                        std::fill(acc_da.begin(), acc_da.end(), scalar_t(0));
-                        // pass 1: dS += dy r^T ; dr, dv, dk, dSb, db, dw
-                        for (int64_t i = 0; i < N; i++) {
-                            scalar_t* dSi = dS + i * N;
-                            const scalar_t* Si = Scur + i * N;
-                            const scalar_t* Pi = Sprev + i * N;
-                            const scalar_t dyi = dy_[i], vi = v_[i], sai = sa[i];
-                            scalar_t dvi = 0, dsbi = 0;
-                            for (int64_t j = 0; j < N; j++) {
-                                const scalar_t g = dSi[j] + dyi * r_[j];
-                                dSi[j] = g;
-                                acc_dr[j] += Si[j] * dyi;
-                                dvi += g * k_[j];
-                                acc_dk[j] += g * vi;
-                                dsbi += g * b_[j];
-                                acc_db[j] += g * sai;
-                                acc_dw[j] += Pi[j] * g;
-                            }
-                            pdv[off + i] = dvi;
-                            dSb[i] = dsbi;
+        const int64_t N_ = N;
+        auto run = [&](auto nt_tag) {
+            constexpr int NT = decltype(nt_tag)::value;
+            at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
+                // states[s] = state before step t0+s (s = 0..CHUNK), sa per step
+                const int64_t N = NT > 0 ? NT : N_;
+                std::vector<scalar_t> states((CHUNK + 1) * N * N), sas(CHUNK * N);
+                std::vector<scalar_t> acc_dr(N), acc_dk(N), acc_db(N), acc_dw(N), acc_da(N);
+                for (int64_t bh = begin; bh < end; bh++) {
+                    const int64_t bb = bh / H, hh = bh % H;
+                    scalar_t* dS = pds + bh * N * N;
+                    for (int64_t c = nck - 1; c >= 0; c--) {
+                        const int64_t t0 = c * CHUNK, t1 = std::min(T, t0 + CHUNK);
+                        const scalar_t* cks = pck + (bh * nck + c) * N * N;
+                        std::copy(cks, cks + N * N, states.begin());
+                        for (int64_t t = t0; t < t1; t++) {
+                            const int64_t s = t - t0;
+                            std::copy(states.begin() + s * N * N, states.begin() + (s + 1) * N * N,
+                                      states.begin() + (s + 1) * N * N);
+                            const int64_t off = ((bb * T + t) * H + hh) * N;
+                            step_forward<scalar_t, NT>(pr + off, pw + off, pk + off, pv + off, pa + off,
+                                                   pb + off, states.data() + (s + 1) * N * N,
+                                                   sas.data() + s * N, nullptr, N);
                         }
-                        // pass 2: da = Sprev^T dSb ; dS_prev = dS diag(w) + dSb a^T
-                        for (int64_t i = 0; i < N; i++) {
-                            scalar_t* dSi = dS + i * N;
-                            const scalar_t* Pi = Sprev + i * N;
-                            const scalar_t dsbi = dSb[i];
-                            for (int64_t j = 0; j < N; j++) {
-                                acc_da[j] += Pi[j] * dsbi;
-                                dSi[j] = dSi[j] * w_[j] + dsbi * a_[j];
+                        for (int64_t t = t1 - 1; t >= t0; t--) {
+                            const int64_t s = t - t0;
+                            const int64_t off = ((bb * T + t) * H + hh) * N;
+                            const scalar_t *r_ = pr + off, *w_ = pw + off, *k_ = pk + off,
+                                           *v_ = pv + off, *a_ = pa + off, *b_ = pb + off,
+                                           *dy_ = pdy + off;
+                            const scalar_t* Scur = states.data() + (s + 1) * N * N;
+                            const scalar_t* Sprev = states.data() + s * N * N;
+                            const scalar_t* sa = sas.data() + s * N;
+                            scalar_t* __restrict__ adr = acc_dr.data();
+                            scalar_t* __restrict__ adk = acc_dk.data();
+                            scalar_t* __restrict__ adb = acc_db.data();
+                            scalar_t* __restrict__ adw = acc_dw.data();
+                            scalar_t* __restrict__ ada = acc_da.data();
+                            std::fill(acc_dr.begin(), acc_dr.end(), scalar_t(0));
+                            std::fill(acc_dk.begin(), acc_dk.end(), scalar_t(0));
+                            std::fill(acc_db.begin(), acc_db.end(), scalar_t(0));
+                            std::fill(acc_dw.begin(), acc_dw.end(), scalar_t(0));
+                            std::fill(acc_da.begin(), acc_da.end(), scalar_t(0));
+                            // Row i of dS only involves row i of the states, so each row is
+                            // finished in two passes over it while it sits in L1:
+                            //   dS += dy r^T ; dr = S_t^T dy ; dv = dS k ; dk = dS^T v ;
+                            //   dSb = dS b ; db = dS^T sa ; dw = diag(S_prev^T dS) ;
+                            //   da = S_prev^T dSb ; dS_prev = dS diag(w) + dSb a^T
+                            for (int64_t i = 0; i < N; i++) {
+                                scalar_t* __restrict__ dSi = dS + i * N;
+                                const scalar_t* __restrict__ Si = Scur + i * N;
+                                const scalar_t* __restrict__ Pi = Sprev + i * N;
+                                const scalar_t dyi = dy_[i], vi = v_[i], sai = sa[i];
+                                scalar_t dvi = 0, dsbi = 0;
+                                for (int64_t j = 0; j < N; j++) {
+                                    const scalar_t g = dSi[j] + dyi * r_[j];
+                                    dSi[j] = g;
+                                    adr[j] += Si[j] * dyi;
+                                    dvi += g * k_[j];
+                                    adk[j] += g * vi;
+                                    dsbi += g * b_[j];
+                                    adb[j] += g * sai;
+                                    adw[j] += Pi[j] * g;
+                                }
+                                pdv[off + i] = dvi;
+                                for (int64_t j = 0; j < N; j++) {
+                                    ada[j] += Pi[j] * dsbi;
+                                    dSi[j] = dSi[j] * w_[j] + dsbi * a_[j];
+                                }
                             }
-                        }
-                        for (int64_t j = 0; j < N; j++) {
-                            pdr[off + j] = acc_dr[j];
-                            pdk[off + j] = acc_dk[j];
-                            pdb[off + j] = acc_db[j];
-                            pdw[off + j] = acc_dw[j];
-                            pda[off + j] = acc_da[j];
+                            for (int64_t j = 0; j < N; j++) {
+                                pdr[off + j] = adr[j];
+                                pdk[off + j] = adk[j];
+                                pdb[off + j] = adb[j];
+                                pdw[off + j] = adw[j];
+                                pda[off + j] = ada[j];
+                            }
                         }
                     }
                 }
-            }
-        });
+            });
+        };
+        if (N == 64) run(std::integral_constant<int, 64>{});
+        else run(std::integral_constant<int, 0>{});
     });
     return {dr, dw, dk, dv, da, db, ds0};
 }
