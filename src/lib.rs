@@ -16,5 +16,6 @@ pub mod session;
 pub mod snapshot;
 /// Text ↔ token ids for the World, byte-level and GPT-NeoX 20B vocabularies.
 pub mod tokenizer;
+pub mod tui;
 
 pub use error::{QuillError, Result};
