@@ -6,6 +6,7 @@ mod load;
 mod logits;
 mod state;
 mod tokenize;
+mod write;
 
 use clap::{Parser, Subcommand};
 
@@ -31,6 +32,8 @@ enum Command {
     Info(info::Args),
     /// Inspect or compare state snapshots.
     State(state::Args),
+    /// Write stories from prompt files, chapter by chapter (resumable).
+    Write(write::Args),
 }
 
 /// Parses the command line and runs the subcommand; returns the exit code.
@@ -42,6 +45,7 @@ pub fn run() -> anyhow::Result<i32> {
         Command::Tokenize(a) => tokenize::run(a).map(|_| 0),
         Command::Info(a) => info::run(a).map(|_| 0),
         Command::State(a) => state::run(a),
+        Command::Write(a) => write::run(a).map(|_| 0),
     }
 }
 
