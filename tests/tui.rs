@@ -33,7 +33,7 @@ fn status(label: &str) -> Status {
 
 /// An app as it is once the engine has prepared both modes.
 fn ready_app() -> App {
-    let mut app = App::new(Arc::new(AtomicBool::new(false)), true);
+    let mut app = App::new(Arc::new(AtomicBool::new(false)));
     app.handle_response(Response::Status(Mode::Chat, status("assistant")));
     app.handle_response(Response::Status(Mode::Write, status("The Lighthouse")));
     app.handle_response(Response::Ready {
@@ -175,17 +175,11 @@ fn write_screen_shows_story_guidance_and_actions() {
 }
 
 #[test]
-fn write_mode_without_a_prompt_file_says_how_to_get_one() {
-    let mut app = App::new(Arc::new(AtomicBool::new(false)), false);
-    app.handle_response(Response::Idle);
-    app.handle_key(key(KeyCode::Tab));
-    assert_eq!(app.mode, Mode::Chat);
-    assert!(app.message.as_ref().unwrap().1.contains("--prompt-file"));
-    app.mode = Mode::Write;
+fn status_bar_says_loading_before_the_engine_reports() {
+    let app = App::new(Arc::new(AtomicBool::new(false)));
     let s = render(&app);
-    assert_shows(&s, "quill tui --prompt-file");
-    // Before the engine reports, the status bar says it is loading.
     assert_shows(&s, "loading the model…");
+    assert_shows(&s, "preparing…");
 }
 
 #[test]
@@ -406,7 +400,7 @@ fn typing_and_enter_send_a_message() {
 #[test]
 fn esc_and_ctrl_c_cancel_generation() {
     let cancel = Arc::new(AtomicBool::new(false));
-    let mut app = App::new(cancel.clone(), true);
+    let mut app = App::new(cancel.clone());
     app.handle_response(Response::Idle);
     type_text(&mut app, "go");
     app.handle_key(key(KeyCode::Enter));
@@ -476,4 +470,262 @@ fn paste_inserts_newlines_without_sending() {
     app.handle_paste("line one\r\nline two");
     assert_eq!(app.chat.input.text(), "line one\nline two");
     assert!(app.take_requests().is_empty());
+}
+
+mod engine {
+    //! The engine thread on the random-weight v7 fixture: text streams
+    //! back, Esc's flag stops a reply, sessions save, list and load. The
+    //! fixture writes gibberish; these tests check the mechanics.
+
+    use std::path::PathBuf;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::mpsc::{Receiver, Sender};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use quill::chat::Persona;
+    use quill::model::Model;
+    use quill::tokenizer::Tokenizer;
+    use quill::tui::engine::{spawn, EngineConfig};
+    use quill::tui::protocol::{Mode, Request, Response, Settings};
+    use quill::writer::prompt::Prompt;
+
+    fn fixture() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/random/rand-v7.safetensors")
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("quill-tui-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    struct Harness {
+        tx: Sender<Request>,
+        rx: Receiver<Response>,
+        cancel: Arc<AtomicBool>,
+    }
+
+    impl Harness {
+        fn start(dir: &std::path::Path, prompt: Prompt, max_tokens: usize) -> Harness {
+            let model = Arc::new(Model::load(&fixture()).unwrap());
+            let tokenizer =
+                Arc::new(Tokenizer::new(quill::tokenizer::TokenizerKind::Bytes).unwrap());
+            // A short opening keeps the prefill quick on the fixture.
+            let persona = Persona::parse(
+                "name = \"tester\"\n[[opening]]\nuser = \"Hi\"\nassistant = \"Hello.\"\n",
+                "test",
+                "tester",
+            )
+            .unwrap();
+            let config = EngineConfig {
+                model,
+                tokenizer,
+                persona,
+                prompt,
+                seed: 7,
+                max_tokens: Some(max_tokens),
+                sessions_dir: Some(dir.join("sessions")),
+                cache_dir: None,
+            };
+            let cancel = Arc::new(AtomicBool::new(false));
+            let (rtx, rx) = std::sync::mpsc::channel();
+            let (tx, _thread) = spawn(config, cancel.clone(), move |r| {
+                let _ = rtx.send(r);
+            })
+            .unwrap();
+            let h = Harness { tx, rx, cancel };
+            h.until_idle();
+            h
+        }
+
+        /// Everything the engine says up to its next Idle.
+        fn until_idle(&self) -> Vec<Response> {
+            let mut out = Vec::new();
+            loop {
+                let r = self
+                    .rx
+                    .recv_timeout(Duration::from_secs(60))
+                    .expect("the engine answers within a minute");
+                if r == Response::Idle {
+                    return out;
+                }
+                out.push(r);
+            }
+        }
+
+        fn ask(&self, req: Request) -> Vec<Response> {
+            self.tx.send(req).unwrap();
+            self.until_idle()
+        }
+    }
+
+    fn text_of(rs: &[Response], mode: Mode) -> String {
+        rs.iter()
+            .filter_map(|r| match r {
+                Response::Text(m, t) if *m == mode => Some(t.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn untitled(dir: &std::path::Path) -> Prompt {
+        let p = dir.join("lighthouse.toml");
+        std::fs::write(
+            &p,
+            "title = \"The Lighthouse\"\npremise = \"A keeper alone.\"\n[[chapter]]\nheading = \"The Letter\"\nlength = 12\n",
+        )
+        .unwrap();
+        Prompt::load(&p, None).unwrap()
+    }
+
+    #[test]
+    fn chat_streams_stops_saves_lists_and_loads() {
+        let dir = temp_dir("chat");
+        let h = Harness::start(&dir, untitled(&dir), 16);
+        let rs = h.ask(Request::Send("Hello".into()));
+        let text = text_of(&rs, Mode::Chat);
+        assert!(!text.is_empty(), "reply text streams: {rs:?}");
+        let fin = rs.iter().find_map(|r| match r {
+            Response::Finished { tokens, .. } => Some(*tokens),
+            _ => None,
+        });
+        assert!(fin.is_some_and(|t| t > 0 && t <= 16), "{rs:?}");
+        let status = rs
+            .iter()
+            .find_map(|r| match r {
+                Response::Status(Mode::Chat, s) => Some(s.clone()),
+                _ => None,
+            })
+            .expect("a status after the reply");
+        assert_eq!(status.model, "rand-v7.safetensors");
+        assert_eq!(status.label, "tester");
+        assert!(status.tokens_in_state > 0 && status.state_bytes > 0);
+        assert!(status.tokens_per_s > 0.0);
+
+        // The cancel flag stops a reply at its first piece.
+        h.tx.send(Request::Settings(
+            Mode::Chat,
+            Settings {
+                sampler: status.settings.clone().unwrap().sampler,
+                max_tokens: 400,
+            },
+        ))
+        .unwrap();
+        h.until_idle();
+        h.cancel.store(true, Ordering::SeqCst);
+        // The engine clears the flag when a request starts, so set it
+        // from the first piece instead.
+        h.tx.send(Request::Send("Go on".into())).unwrap();
+        let mut tokens = None;
+        let mut pieces = 0;
+        loop {
+            match h.rx.recv_timeout(Duration::from_secs(60)).unwrap() {
+                Response::Text(..) => {
+                    pieces += 1;
+                    h.cancel.store(true, Ordering::SeqCst);
+                }
+                Response::Finished {
+                    tokens: t, stop, ..
+                } => {
+                    assert_eq!(stop, "stopped");
+                    tokens = Some(t);
+                }
+                Response::Idle => break,
+                _ => {}
+            }
+        }
+        assert!(pieces >= 1);
+        assert!(tokens.is_some_and(|t| t < 400), "stopped early: {tokens:?}");
+
+        let rs = h.ask(Request::Save(Mode::Chat, "first".into()));
+        assert!(
+            rs.iter()
+                .any(|r| matches!(r, Response::Notice(m) if m.contains("saved session `first`"))),
+            "{rs:?}"
+        );
+        assert!(dir.join("sessions/first.qs").is_file());
+        let rs = h.ask(Request::Branch(Mode::Chat, "second".into()));
+        assert!(
+            rs.iter()
+                .any(|r| matches!(r, Response::Notice(m) if m.contains("branched"))),
+            "{rs:?}"
+        );
+        let rs = h.ask(Request::ListSessions);
+        let Some(Response::Sessions(list)) = rs.first() else {
+            panic!("{rs:?}")
+        };
+        let mut names: Vec<_> = list.iter().map(|e| e.name.as_str()).collect();
+        names.sort();
+        assert_eq!(names, ["first", "second"]);
+        assert!(list.iter().all(|e| e.mode == Mode::Chat && e.tokens > 0));
+        let rs = h.ask(Request::Load(Mode::Chat, "first".into()));
+        assert!(
+            rs.iter().any(
+                |r| matches!(r, Response::Loaded { mode: Mode::Chat, name, .. } if name == "first")
+            ),
+            "{rs:?}"
+        );
+        let rs = h.ask(Request::Load(Mode::Chat, "nope".into()));
+        assert!(rs.iter().any(|r| matches!(r, Response::Error(_))), "{rs:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn write_chapters_retry_continue_save_and_load() {
+        let dir = temp_dir("write");
+        let h = Harness::start(&dir, untitled(&dir), 8);
+        let rs = h.ask(Request::WriteChapter("a storm comes".into()));
+        let ch1 = text_of(&rs, Mode::Write);
+        assert!(ch1.starts_with("## The Letter\n\n"), "{ch1:?}");
+        assert!(
+            !ch1.contains("a storm comes"),
+            "guidance is read, not shown"
+        );
+        let rs = h.ask(Request::Retry(Mode::Write));
+        assert!(text_of(&rs, Mode::Write).starts_with("## The Letter\n\n"));
+        let rs = h.ask(Request::Continue(Mode::Write));
+        assert!(rs.iter().any(|r| matches!(
+            r,
+            Response::Finished {
+                mode: Mode::Write,
+                ..
+            }
+        )));
+        // The next chapter falls back to "Chapter 2" after a blank line.
+        let rs = h.ask(Request::WriteChapter(String::new()));
+        assert!(text_of(&rs, Mode::Write).starts_with("\n\n## Chapter 2\n\n"));
+        let rs = h.ask(Request::Save(Mode::Write, "tale".into()));
+        assert!(
+            rs.iter()
+                .any(|r| matches!(r, Response::Notice(m) if m.contains("saved story `tale`"))),
+            "{rs:?}"
+        );
+        let rs = h.ask(Request::ListSessions);
+        let Some(Response::Sessions(list)) = rs.first() else {
+            panic!("{rs:?}")
+        };
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].mode, Mode::Write);
+        let rs = h.ask(Request::Reset(Mode::Write));
+        assert!(rs.iter().any(|r| matches!(r, Response::WasReset { mode: Mode::Write, intro } if intro.starts_with("# The Lighthouse"))));
+        let rs = h.ask(Request::Load(Mode::Write, "tale".into()));
+        let text = rs
+            .iter()
+            .find_map(|r| match r {
+                Response::Loaded { text, .. } => Some(text.clone()),
+                _ => None,
+            })
+            .expect("loaded");
+        assert!(
+            text.starts_with("# The Lighthouse\n\nA keeper alone.\n\n## The Letter"),
+            "{text:?}"
+        );
+        assert!(text.contains("## Chapter 2"));
+        // Numbering goes on after a load.
+        let rs = h.ask(Request::WriteChapter(String::new()));
+        assert!(text_of(&rs, Mode::Write).starts_with("\n\n## Chapter 3\n\n"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -9,6 +9,7 @@ mod logits;
 mod perplexity;
 mod state;
 mod tokenize;
+mod tui;
 mod write;
 
 use clap::{Parser, Subcommand};
@@ -45,6 +46,8 @@ enum Command {
     Perplexity(perplexity::Args),
     /// Write stories from prompt files, chapter by chapter (resumable).
     Write(write::Args),
+    /// Full-screen terminal app: chat and story writing side by side.
+    Tui(tui::Args),
 }
 
 /// Parses the command line and runs the subcommand; returns the exit code.
@@ -60,6 +63,7 @@ pub fn run() -> anyhow::Result<i32> {
         Command::Convert(a) => convert::run(a).map(|_| 0),
         Command::Perplexity(a) => perplexity::run(a).map(|_| 0),
         Command::Write(a) => write::run(a).map(|_| 0),
+        Command::Tui(a) => tui::run(a).map(|_| 0),
     }
 }
 

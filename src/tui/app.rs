@@ -202,9 +202,6 @@ pub struct App {
     pub chat_status: Status,
     /// See `chat_status`.
     pub write_status: Status,
-    /// Whether the Write mode is available (a prompt file was given or
-    /// the default one loaded).
-    pub write_enabled: bool,
     /// What the engine is busy with (None: idle, keys may start work).
     pub busy: Option<Busy>,
     /// The message line: the last notice or error.
@@ -221,7 +218,7 @@ pub struct App {
 impl App {
     /// A fresh app, busy until the engine reports it has prepared the
     /// modes.
-    pub fn new(cancel: Arc<AtomicBool>, write_enabled: bool) -> Self {
+    pub fn new(cancel: Arc<AtomicBool>) -> Self {
         App {
             mode: Mode::Chat,
             overlay: None,
@@ -229,7 +226,6 @@ impl App {
             write: WriteView::default(),
             chat_status: Status::default(),
             write_status: Status::default(),
-            write_enabled,
             busy: Some(Busy {
                 mode: Mode::Chat,
                 what: "preparing".into(),
@@ -369,13 +365,7 @@ impl App {
         let mode = self.mode;
         match key.code {
             KeyCode::Esc => self.stop(),
-            KeyCode::Tab | KeyCode::BackTab => {
-                if self.write_enabled {
-                    self.mode = self.mode.other();
-                } else {
-                    self.error("Write mode needs a prompt file: quill tui --prompt-file FILE");
-                }
-            }
+            KeyCode::Tab | KeyCode::BackTab => self.mode = self.mode.other(),
             KeyCode::F(2) => self.open_settings(),
             KeyCode::Char('t') if ctrl => self.open_settings(),
             KeyCode::Char('s') if ctrl => self.open_name(NameFor::Save),
@@ -691,10 +681,6 @@ impl App {
             }
             KeyCode::Enter => {
                 if let Some(e) = p.entries.as_ref().and_then(|v| v.get(p.selected)) {
-                    if e.mode == Mode::Write && !self.write_enabled {
-                        self.error("that is a story session: start quill tui with --prompt-file to open it");
-                        return true;
-                    }
                     let (mode, name) = (e.mode, e.name.clone());
                     self.mode = mode;
                     self.start(mode, "loading", Request::Load(mode, name));

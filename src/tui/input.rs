@@ -30,8 +30,15 @@ impl TextInput {
         self.text.is_empty()
     }
 
-    /// Inserts a character at the cursor.
+    /// Inserts a character at the cursor. A tab becomes a space and other
+    /// control characters are dropped: they would garble the screen.
     pub fn insert(&mut self, c: char) {
+        let c = match c {
+            '\t' => ' ',
+            '\n' => '\n',
+            c if c.is_control() => return,
+            c => c,
+        };
         self.text.insert(self.cursor, c);
         self.cursor += c.len_utf8();
     }

@@ -14,6 +14,7 @@ pub mod engine;
 pub mod event;
 pub mod input;
 pub mod protocol;
+pub mod story;
 pub mod ui;
 
 use std::io::{self, Stdout};
@@ -148,7 +149,6 @@ pub struct TuiOptions {
 pub fn run(options: TuiOptions) -> anyhow::Result<()> {
     let (tx, rx) = std::sync::mpsc::channel::<AppEvent>();
     let cancel = Arc::new(AtomicBool::new(false));
-    let write_enabled = options.engine.write_enabled();
     let engine_tx = tx.clone();
     let (requests, engine_thread) = engine::spawn(options.engine, cancel.clone(), move |r| {
         let _ = engine_tx.send(AppEvent::Engine(r));
@@ -156,7 +156,7 @@ pub fn run(options: TuiOptions) -> anyhow::Result<()> {
     let mut guard = TerminalGuard::enter()?;
     let stop_reader = Arc::new(AtomicBool::new(false));
     let reader = event::spawn_terminal_reader(tx, stop_reader.clone());
-    let mut app = App::new(cancel, write_enabled);
+    let mut app = App::new(cancel);
     let result = run_loop(&mut guard.terminal, &mut app, &rx, &requests);
     stop_reader.store(true, Ordering::SeqCst);
     let _ = reader.join();

@@ -51,8 +51,6 @@ fn draw_tabs(frame: &mut Frame, app: &App, area: Rect) {
     for mode in [Mode::Chat, Mode::Write] {
         let style = if mode == app.mode {
             Style::new().fg(Color::Black).bg(Color::Cyan)
-        } else if mode == Mode::Write && !app.write_enabled {
-            Style::new().fg(Color::DarkGray)
         } else {
             Style::new()
         };
@@ -112,7 +110,7 @@ pub fn centered(area: Rect, w: u16, h: u16) -> Rect {
 pub fn wrap(text: &str, width: usize) -> Vec<String> {
     let width = width.max(1);
     let mut out = Vec::new();
-    for para in text.split('\n') {
+    for para in clean(text).split('\n') {
         let mut line = String::new();
         let mut line_w = 0;
         for word in split_keep_spaces(para) {
@@ -147,6 +145,21 @@ pub fn wrap(text: &str, width: usize) -> Vec<String> {
         out.push(line);
     }
     out
+}
+
+/// Makes model output safe to draw: a control character (an escape, a
+/// carriage return, a backspace…) written to the terminal would move the
+/// cursor or restyle the screen, so each becomes U+FFFD, as undecodable
+/// bytes already do; tabs become a space.
+pub fn clean(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '\n' => '\n',
+            '\t' => ' ',
+            c if c.is_control() => '\u{FFFD}',
+            c => c,
+        })
+        .collect()
 }
 
 /// Splits into runs of spaces and runs of other characters.
@@ -190,6 +203,10 @@ mod tests {
         assert_eq!(wrap("x\n\ny", 10), vec!["x", "", "y"]);
         assert_eq!(wrap("", 10), vec![""]);
         assert_eq!(wrap("日本語", 4), vec!["日本", "語"]);
+        assert_eq!(
+            wrap("a\x1b[2Jb\rc\td", 20),
+            vec!["a\u{FFFD}[2Jb\u{FFFD}c d"]
+        );
     }
 
     #[test]

@@ -53,7 +53,8 @@ pub fn draw(frame: &mut Frame, p: &Picker, area: Rect) {
                 Cell::from(e.mode.title()),
                 Cell::from(format!("{} tok", e.tokens)),
                 Cell::from(e.created.clone()),
-                Cell::from(format!("…{}", e.tail)),
+                // Saved text comes from the model: no control characters.
+                Cell::from(format!("…{}", super::clean(&e.tail))),
             ])
             .style(style)
         });

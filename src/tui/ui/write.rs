@@ -51,16 +51,6 @@ fn draw_story(frame: &mut Frame, app: &App, area: Rect) {
     let block = Block::bordered().title(title);
     let inner = block.inner(area);
     let width = inner.width.saturating_sub(1) as usize;
-    if !app.write_enabled {
-        let p = Paragraph::new(vec![
-            Line::from("Write mode needs a prompt file:"),
-            Line::from("  quill tui --prompt-file prompts/NAME.toml"),
-        ])
-        .style(Style::new().fg(Color::DarkGray))
-        .block(block);
-        frame.render_widget(p, area);
-        return;
-    }
     let mut text = app.write.story();
     if app.busy.as_ref().is_some_and(|b| b.mode == Mode::Write) {
         text.push('▌');
