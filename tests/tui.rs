@@ -729,3 +729,38 @@ mod engine {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+/// A real terminal: tmux runs `quill tui` on the v7 fixture, types a
+/// message, waits for the reply, saves, quits, and checks the terminal is
+/// restored (tests/tmux_tui.sh).
+#[test]
+fn tmux_smoke_test() {
+    use std::process::Command;
+    let have_tmux = Command::new("tmux")
+        .arg("-V")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        have_tmux,
+        "!!! tmux is not installed: the quill tui smoke test CANNOT RUN. Install it (apt-get install tmux; .ci/run does) !!!"
+    );
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = std::env::temp_dir().join(format!("quill-tui-tmux-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = Command::new("bash")
+        .arg(root.join("tests/tmux_tui.sh"))
+        .arg(env!("CARGO_BIN_EXE_quill"))
+        .arg(root.join("tests/fixtures/random/rand-v7.safetensors"))
+        .arg(&dir)
+        .output()
+        .expect("run tests/tmux_tui.sh");
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "tests/tmux_tui.sh failed:\n{log}");
+    assert!(log.contains("all steps passed"), "{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
