@@ -764,3 +764,22 @@ fn tmux_smoke_test() {
     assert!(log.contains("all steps passed"), "{log}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The README's key table lists every key the help overlay lists.
+#[test]
+fn readme_documents_every_key() {
+    let readme =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+            .unwrap();
+    let start = readme
+        .find("## Full-screen app (`quill tui`)")
+        .expect("README has a quill tui section");
+    let section = &readme[start..];
+    for (place, key, _) in KEYS {
+        let k = key.replace('?', "`?`");
+        assert!(
+            section.contains(&format!("| {place} | {k} |")),
+            "README's key table lacks `{place} | {key}`"
+        );
+    }
+}

@@ -35,6 +35,7 @@ pub struct Args {
     no_cache: bool,
 }
 
+/// Runs `quill tui`.
 pub fn run(a: Args) -> Result<()> {
     if a.max_tokens == Some(0) {
         anyhow::bail!("--max-tokens must be at least 1");

@@ -370,46 +370,39 @@ impl App {
             KeyCode::Char('t') if ctrl => self.open_settings(),
             KeyCode::Char('s') if ctrl => self.open_name(NameFor::Save),
             KeyCode::Char('b') if ctrl => self.open_name(NameFor::Branch),
-            KeyCode::Char('o') if ctrl => {
-                if self.idle_or_say() {
-                    self.overlay = Some(Overlay::Picker(Picker {
-                        entries: None,
-                        selected: 0,
-                    }));
-                    self.outbox.push(Request::ListSessions);
-                }
+            // The guards below say why a key does nothing (busy, nothing
+            // to retry) on the message line; a Ctrl key that falls through
+            // does nothing else.
+            KeyCode::Char('o') if ctrl && self.idle_or_say() => {
+                self.overlay = Some(Overlay::Picker(Picker {
+                    entries: None,
+                    selected: 0,
+                }));
+                self.outbox.push(Request::ListSessions);
             }
-            KeyCode::Char('r') if ctrl => {
-                if self.idle_or_say() && self.has_output(mode) {
-                    match mode {
-                        Mode::Chat => {
-                            if let Some(last) = self.chat.entries.last_mut() {
-                                last.text.clear();
-                            }
-                        }
-                        Mode::Write => {
-                            if let Some(last) = self.write.chapters.last_mut() {
-                                last.clear();
-                            }
+            KeyCode::Char('r') if ctrl && self.idle_or_say() && self.has_output(mode) => {
+                match mode {
+                    Mode::Chat => {
+                        if let Some(last) = self.chat.entries.last_mut() {
+                            last.text.clear();
                         }
                     }
-                    self.start(mode, "retrying", Request::Retry(mode));
+                    Mode::Write => {
+                        if let Some(last) = self.write.chapters.last_mut() {
+                            last.clear();
+                        }
+                    }
                 }
+                self.start(mode, "retrying", Request::Retry(mode));
             }
-            KeyCode::Char('e') if ctrl => {
-                if self.idle_or_say() && self.has_output(mode) {
-                    self.start(mode, "continuing", Request::Continue(mode));
-                }
+            KeyCode::Char('e') if ctrl && self.idle_or_say() && self.has_output(mode) => {
+                self.start(mode, "continuing", Request::Continue(mode));
             }
-            KeyCode::Char('z') if ctrl && mode == Mode::Chat => {
-                if self.idle_or_say() {
-                    self.start(mode, "undoing", Request::Undo);
-                }
+            KeyCode::Char('z') if ctrl && mode == Mode::Chat && self.idle_or_say() => {
+                self.start(mode, "undoing", Request::Undo);
             }
-            KeyCode::Char('n') if ctrl => {
-                if self.idle_or_say() {
-                    self.start(mode, "starting over", Request::Reset(mode));
-                }
+            KeyCode::Char('n') if ctrl && self.idle_or_say() => {
+                self.start(mode, "starting over", Request::Reset(mode));
             }
             KeyCode::Char('u') if ctrl => {
                 self.input_mut().take();
