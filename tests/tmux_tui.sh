@@ -4,7 +4,9 @@
 # the help and the settings (raising the temperature), write a chapter in
 # Write mode, save both sessions and see them in the picker, resize, and
 # quit with Ctrl-C; then check that the terminal is back to normal (main
-# screen, canonical mode, echo). Run by tests/tui.rs (tmux_smoke_test).
+# screen, canonical mode, echo); and the same after a panic on the UI
+# thread and on the engine thread (QUILL_TUI_TEST_PANIC). Run by
+# tests/tui.rs (tmux_smoke_test).
 #
 # usage: tests/tmux_tui.sh QUILL_BINARY MODEL SCRATCH_DIR
 set -euo pipefail
@@ -19,7 +21,8 @@ tm() { tmux -L "$SOCK" "$@"; }
 cleanup() { tm kill-server >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 
-screen() { tm capture-pane -p -t tui 2>/dev/null || true; }
+T=tui
+screen() { tm capture-pane -p -t "$T" 2>/dev/null || true; }
 fail() {
   echo "FAIL: $*"
   echo "----- screen -----"
@@ -46,8 +49,8 @@ gone() {
   done
   fail "/$pat/ still on screen after ${limit}s"
 }
-key() { tm send-keys -t tui "$@"; }
-type_text() { tm send-keys -t tui -l -- "$1"; }
+key() { tm send-keys -t "$T" "$@"; }
+type_text() { tm send-keys -t "$T" -l -- "$1"; }
 # The message line after a generation: "N tokens, X tokens/s (why)".
 DONE='^ [0-9]+ tokens, [0-9.]+ tokens/s \('
 
@@ -132,4 +135,24 @@ key C-c
 wait_for '^EXIT=0' 10
 gone 'Conversation'
 wait_for '^icanon echo'
+
+# 9. A panic on the UI thread or on the engine thread: the terminal is
+#    restored and the message is on the screen, not lost with the
+#    alternate screen.
+for where in ui engine; do
+  T="panic-$where"
+  tm new-session -d -s "$T" -x 120 -y 40 \
+    "env QUILL_TUI_TEST_PANIC=$where QUILL_DATA_DIR='$DIR/data' QUILL_CACHE_DIR='$DIR/cache' RUST_BACKTRACE=0 '$QUILL' tui --model '$MODEL' --seed 1; \
+     echo \"EXIT=\$?\"; stty -a | tr ' ;' '\n\n' | grep -xE -- '-?(icanon|echo)' | tr '\n' ' '; echo; sleep 60"
+  wait_for "^EXIT=[1-9]" 30
+  wait_for "QUILL_TUI_TEST_PANIC=$where: panicking"
+  if [ "$where" = ui ]; then
+    wait_for "^thread 'main' .*panicked at"
+  else
+    # Caught on its thread; the app quits with it as a one-line error.
+    wait_for '^quill: error: quill tui: the engine thread panicked at'
+  fi
+  wait_for '^icanon echo'
+  gone 'Conversation'
+done
 echo "tmux_tui: all steps passed"

@@ -783,3 +783,14 @@ fn readme_documents_every_key() {
         );
     }
 }
+
+#[test]
+fn an_engine_failure_quits_with_its_message() {
+    let mut app = ready_app();
+    app.handle_response(Response::Fatal("the engine thread panicked at x".into()));
+    assert!(app.quit);
+    assert_eq!(
+        app.fatal.as_deref(),
+        Some("the engine thread panicked at x")
+    );
+}

@@ -213,6 +213,8 @@ pub struct App {
     pub outbox: Vec<Request>,
     /// Set when the user quits.
     pub quit: bool,
+    /// Why the app must stop, when it is not the user's choice.
+    pub fatal: Option<String>,
 }
 
 impl App {
@@ -236,6 +238,7 @@ impl App {
             cancel,
             outbox: Vec::new(),
             quit: false,
+            fatal: None,
         }
     }
 
@@ -762,6 +765,10 @@ impl App {
                 {
                     self.chat.entries.truncate(i);
                 }
+            }
+            Response::Fatal(m) => {
+                self.fatal = Some(m);
+                self.quit = true;
             }
             Response::Idle => {
                 self.busy = None;

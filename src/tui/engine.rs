@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crate::chat::engine::{list_sessions, valid_session_name, SNAPSHOT_EXT};
@@ -20,6 +20,20 @@ use crate::writer::Prompt;
 
 use super::protocol::{Mode, Request, Response, SessionEntry, Settings, Status};
 use super::story::{Story, MODE_KEY};
+
+/// The engine thread's name (the panic hook tells it apart by it).
+pub const THREAD_NAME: &str = "quill-engine";
+
+/// The last panic on the engine thread, as the panic hook saw it (with
+/// its location).
+static LAST_PANIC: Mutex<Option<String>> = Mutex::new(None);
+
+/// Records a panic of the engine thread, for [`Response::Fatal`].
+pub fn note_panic(message: String) {
+    if let Ok(mut p) = LAST_PANIC.lock() {
+        *p = Some(message);
+    }
+}
 
 /// What the engine starts with.
 pub struct EngineConfig {
@@ -52,8 +66,22 @@ pub fn spawn(
 ) -> anyhow::Result<(Sender<Request>, JoinHandle<()>)> {
     let (tx, rx) = std::sync::mpsc::channel();
     let handle = std::thread::Builder::new()
-        .name("quill-engine".into())
-        .spawn(move || run(config, cancel, &emit, rx))?;
+        .name(THREAD_NAME.into())
+        .spawn(move || {
+            // A panic here must not leave the UI waiting for an answer
+            // that never comes: report it, and the UI quits with it.
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                run(config, cancel, &emit, rx)
+            }));
+            if let Err(p) = r {
+                let noted = LAST_PANIC.lock().ok().and_then(|mut n| n.take());
+                let what = noted
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                emit(Response::Fatal(format!("the engine thread {what}")));
+            }
+        })?;
     Ok((tx, handle))
 }
 
@@ -90,6 +118,11 @@ fn run(
         session_name: [None, None],
     };
     w.start(config);
+    // Lets the tmux test check that a panic on this thread restores the
+    // terminal and reaches the user.
+    if std::env::var("QUILL_TUI_TEST_PANIC").is_ok_and(|v| v == "engine") {
+        panic!("QUILL_TUI_TEST_PANIC=engine: panicking on purpose");
+    }
     emit(Response::Idle);
     for req in rx {
         w.cancel.store(false, Ordering::SeqCst);

@@ -34,9 +34,17 @@ use app::App;
 use event::AppEvent;
 use protocol::Request;
 
-/// Puts the terminal back: cooked mode, main screen, visible cursor. Safe
-/// to call more than once and when the terminal was never set up.
+/// Whether the app has the terminal (raw mode, alternate screen).
+static ACTIVE: AtomicBool = AtomicBool::new(false);
+
+/// Puts the terminal back: cooked mode, main screen, visible cursor. Does
+/// nothing unless the app has the terminal, so calling it again (the panic
+/// hook, then the guard) cannot leave the alternate screen twice, which
+/// would move the cursor back over a panic message just printed.
 pub fn restore_terminal() {
+    if !ACTIVE.swap(false, Ordering::SeqCst) {
+        return;
+    }
     let _ = disable_raw_mode();
     let _ = execute!(
         io::stdout(),
@@ -60,6 +68,7 @@ impl TerminalGuard {
     /// shell would be left in raw mode).
     pub fn enter() -> io::Result<TerminalGuard> {
         install_panic_hook();
+        ACTIVE.store(true, Ordering::SeqCst);
         enable_raw_mode()?;
         let setup = execute!(io::stdout(), EnterAlternateScreen, EnableBracketedPaste)
             .and_then(|_| Terminal::new(CrosstermBackend::new(io::stdout())));
@@ -87,6 +96,16 @@ fn install_panic_hook() {
     ONCE.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
+            if ACTIVE.load(Ordering::SeqCst)
+                && std::thread::current().name() == Some(engine::THREAD_NAME)
+            {
+                // The engine thread catches its panics and the app quits
+                // with the message once the terminal is restored; restoring
+                // here would let the UI draw once more on the main screen,
+                // and printing here would be lost with the alternate one.
+                engine::note_panic(info.to_string().replace('\n', " "));
+                return;
+            }
             restore_terminal();
             previous(info);
         }));
@@ -129,7 +148,10 @@ pub fn run_loop<B: Backend>(
             if app.quit {
                 app.cancel.store(true, Ordering::SeqCst);
                 let _ = engine.send(Request::Quit);
-                return Ok(());
+                return match app.fatal.take() {
+                    Some(m) => Err(anyhow::anyhow!(m)),
+                    None => Ok(()),
+                };
             }
         }
         if engine_gone {
@@ -147,6 +169,8 @@ pub struct TuiOptions {
 /// Runs the app on the real terminal until the user quits. The terminal
 /// is restored before this returns, whether it returns an error or not.
 pub fn run(options: TuiOptions) -> anyhow::Result<()> {
+    // Before the engine thread starts, so a panic there restores too.
+    install_panic_hook();
     let (tx, rx) = std::sync::mpsc::channel::<AppEvent>();
     let cancel = Arc::new(AtomicBool::new(false));
     let engine_tx = tx.clone();
@@ -157,6 +181,11 @@ pub fn run(options: TuiOptions) -> anyhow::Result<()> {
     let stop_reader = Arc::new(AtomicBool::new(false));
     let reader = event::spawn_terminal_reader(tx, stop_reader.clone());
     let mut app = App::new(cancel);
+    // Lets the tmux test check that a panic on the UI thread restores the
+    // terminal and shows its message.
+    if std::env::var("QUILL_TUI_TEST_PANIC").is_ok_and(|v| v == "ui") {
+        panic!("QUILL_TUI_TEST_PANIC=ui: panicking on purpose");
+    }
     let result = run_loop(&mut guard.terminal, &mut app, &rx, &requests);
     stop_reader.store(true, Ordering::SeqCst);
     let _ = reader.join();

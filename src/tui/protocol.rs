@@ -159,6 +159,8 @@ pub enum Response {
     /// The engine finished a request (or its start-up) and waits for the
     /// next: the UI may start new work.
     Idle,
+    /// The engine thread died (a panic); the app quits with this error.
+    Fatal(String),
     /// A mode was started over; `intro` as in `Ready`.
     WasReset {
         /// The mode.
