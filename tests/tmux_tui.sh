@@ -5,8 +5,8 @@
 # Write mode, save both sessions and see them in the picker, resize, and
 # quit with Ctrl-C; then check that the terminal is back to normal (main
 # screen, canonical mode, echo); and the same after a panic on the UI
-# thread and on the engine thread (QUILL_TUI_TEST_PANIC). Run by
-# tests/tui.rs (tmux_smoke_test).
+# thread and on the engine thread (QUILL_TUI_TEST_PANIC), and after a
+# SIGTERM. Run by tests/tui.rs (tmux_smoke_test).
 #
 # usage: tests/tmux_tui.sh QUILL_BINARY MODEL SCRATCH_DIR
 set -euo pipefail
@@ -155,4 +155,18 @@ for where in ui engine; do
   wait_for '^icanon echo'
   gone 'Conversation'
 done
+
+# 10. SIGTERM (a `kill`): quill quits as if asked, restoring the terminal.
+T=term
+tm new-session -d -s "$T" -x 120 -y 40 \
+  "env QUILL_DATA_DIR='$DIR/data' QUILL_CACHE_DIR='$DIR/cache' '$QUILL' tui --model '$MODEL' --seed 1; \
+   echo \"EXIT=\$?\"; stty -a | tr ' ;' '\n\n' | grep -xE -- '-?(icanon|echo)' | tr '\n' ' '; echo; sleep 60"
+wait_for 'ready: persona opening' 30
+SHELL_PID=$(tm display-message -p -t "$T" '#{pane_pid}')
+QUILL_PID=$(pgrep -P "$SHELL_PID" | head -n 1)
+[ -n "$QUILL_PID" ] || fail "cannot find quill's process id"
+kill -TERM "$QUILL_PID"
+wait_for '^EXIT=0' 10
+wait_for '^icanon echo'
+gone 'Conversation'
 echo "tmux_tui: all steps passed"

@@ -741,11 +741,14 @@ impl App {
                     p.entries = Some(list);
                 }
             }
-            Response::Loaded { mode, name, text } => match mode {
+            Response::Loaded { mode, text, .. } => match mode {
                 Mode::Chat => {
+                    // A chat snapshot keeps the state, not the transcript:
+                    // show what the load reported (it ends with the last
+                    // words of the conversation).
                     self.chat.entries = vec![ChatEntry {
                         speaker: Speaker::Note,
-                        text: format!("(session `{name}` loaded; its recent text:)\n…{text}"),
+                        text,
                     }];
                     self.chat.scroll = 0;
                 }

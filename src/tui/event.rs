@@ -25,6 +25,9 @@ pub enum AppEvent {
     Tick,
     /// The engine said something.
     Engine(Response),
+    /// A signal asked the process to end (SIGTERM, SIGHUP, or SIGINT from
+    /// outside: in raw mode Ctrl-C is a key, not a signal).
+    Terminate,
 }
 
 /// How often the reader wakes to send a [`AppEvent::Tick`] and to check
@@ -34,12 +37,21 @@ pub const TICK: Duration = Duration::from_millis(200);
 /// Reads terminal events on a thread until `stop` is set or the channel
 /// closes. Polling with a timeout (rather than a blocking read) lets the
 /// thread notice `stop`, so it never holds the terminal after the app
-/// has restored it.
-pub fn spawn_terminal_reader(tx: Sender<AppEvent>, stop: Arc<AtomicBool>) -> JoinHandle<()> {
+/// has restored it, and `signalled` (set by a signal handler), so the app
+/// quits through its normal path, restoring the terminal.
+pub fn spawn_terminal_reader(
+    tx: Sender<AppEvent>,
+    stop: Arc<AtomicBool>,
+    signalled: Arc<AtomicBool>,
+) -> JoinHandle<()> {
     std::thread::Builder::new()
         .name("quill-tui-input".into())
         .spawn(move || {
             while !stop.load(Ordering::SeqCst) {
+                if signalled.swap(false, Ordering::SeqCst) && tx.send(AppEvent::Terminate).is_err()
+                {
+                    break;
+                }
                 let ev = match event::poll(TICK) {
                     Ok(true) => match event::read() {
                         Ok(Event::Key(k)) => AppEvent::Key(k),

@@ -139,6 +139,7 @@ pub fn run_loop<B: Backend>(
                 }
                 AppEvent::Tick => {}
                 AppEvent::Engine(r) => app.handle_response(r),
+                AppEvent::Terminate => app.quit = true,
             }
             for req in app.take_requests() {
                 if engine.send(req).is_err() {
@@ -179,7 +180,18 @@ pub fn run(options: TuiOptions) -> anyhow::Result<()> {
     })?;
     let mut guard = TerminalGuard::enter()?;
     let stop_reader = Arc::new(AtomicBool::new(false));
-    let reader = event::spawn_terminal_reader(tx, stop_reader.clone());
+    let signalled = Arc::new(AtomicBool::new(false));
+    // Without these, a `kill` would end the process with the terminal
+    // still raw; with them the app quits as if asked and restores it.
+    #[cfg(unix)]
+    for sig in [
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+        signal_hook::consts::SIGINT,
+    ] {
+        signal_hook::flag::register(sig, signalled.clone())?;
+    }
+    let reader = event::spawn_terminal_reader(tx, stop_reader.clone(), signalled);
     let mut app = App::new(cancel);
     // Lets the tmux test check that a panic on the UI thread restores the
     // terminal and shows its message.
