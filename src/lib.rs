@@ -4,8 +4,10 @@
 //! The layers, bottom up: [`kernels`] (numeric kernels), [`model`] (weights,
 //! one module per RWKV generation, the recurrent state), [`tokenizer`],
 //! [`sampler`], and [`session`], which ties them together for the front
-//! ends; [`snapshot`] saves a session's state to disk.
+//! ends; [`snapshot`] saves a session's state to disk, and [`chat`] runs a
+//! conversation over a session.
 
+pub mod chat;
 pub mod error;
 pub mod eval;
 pub mod hash;

@@ -1,5 +1,6 @@
 //! Command-line front end: argument parsing and the subcommands.
 
+mod chat;
 mod convert;
 mod generate;
 mod info;
@@ -25,6 +26,8 @@ pub struct Cli {
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
+    /// Chat with a model in the terminal (or answer lines piped to stdin).
+    Chat(chat::Args),
     /// Continue a prompt, streaming the text to stdout.
     Generate(generate::Args),
     /// Print the model's logits for a list of token ids, as JSON (conformance checks).
@@ -45,6 +48,7 @@ enum Command {
 pub fn run() -> anyhow::Result<i32> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Chat(a) => chat::run(a).map(|_| 0),
         Command::Generate(a) => generate::run(a).map(|_| 0),
         Command::Logits(a) => logits::run(a).map(|_| 0),
         Command::Tokenize(a) => tokenize::run(a).map(|_| 0),

@@ -1,0 +1,510 @@
+//! `quill chat`: scripted sessions against the random-weight fixture model
+//! (its replies are gibberish, but the mechanics are what is tested): the
+//! engine's commands do what they say, `/retry` does not re-run the
+//! conversation, sessions saved in one process continue identically in the
+//! next, a session from another model is refused, the persona opening is
+//! cached, piped use answers each line; and a real terminal session under
+//! tmux (tests/tmux_chat.sh).
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+
+use common::*;
+use quill::chat::{ChatEngine, ChatError, ChatOptions, Outcome, Persona, Think};
+use quill::model::Model;
+use quill::sampler::{Sampler, SamplerSettings};
+use quill::session::{Session, StopReason};
+use quill::tokenizer::{Tokenizer, TokenizerKind};
+
+fn v7() -> PathBuf {
+    random_dir().join("rand-v7.safetensors")
+}
+
+fn tmpdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("quill-chat-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A short persona: the engine tests need an opening, not a long one
+/// (prefill time adds up over the tests).
+const SMALL_PERSONA: &str = r#"
+name = "small"
+description = "test"
+[[opening]]
+user = "Hi."
+assistant = "Hello! How can I help?"
+"#;
+
+fn engine_for(model: &Path, seed: u64, sessions: &Path) -> ChatEngine {
+    let model = Arc::new(Model::load(model).unwrap());
+    let tok = Arc::new(Tokenizer::new(TokenizerKind::Bytes).unwrap());
+    let settings = SamplerSettings {
+        top_p: 0.9,
+        ..SamplerSettings::default()
+    };
+    let session = Session::new(model, tok, Sampler::new(settings, seed));
+    let persona = Persona::parse(SMALL_PERSONA, "small.toml", "small").unwrap();
+    let (engine, report) = ChatEngine::start(
+        session,
+        persona,
+        ChatOptions {
+            max_tokens: Some(24),
+            sessions_dir: Some(sessions.to_path_buf()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    // Bytes tokenizer: one token a byte of the opening.
+    let text = format!(
+        "{u}: Hi.\n\n{a}: Hello! How can I help?\n\n",
+        u = engine.format().user,
+        a = engine.format().assistant
+    );
+    assert_eq!(report.tokens, text.len() as u64);
+    assert!(!report.from_cache);
+    assert_eq!(engine.session().text_tail(), text);
+    engine
+}
+
+fn engine(tag: &str) -> ChatEngine {
+    engine_for(&v7(), 7, &tmpdir(tag))
+}
+
+fn say(e: &mut ChatEngine, line: &str) -> Outcome {
+    e.handle(line, &mut |_| true).unwrap()
+}
+
+fn message(e: &mut ChatEngine, line: &str) -> String {
+    match say(e, line) {
+        Outcome::Message(m) => m,
+        other => panic!("{line}: expected a message, got {other:?}"),
+    }
+}
+
+/// What must come back bit for bit: state, logits, counters, penalties.
+fn fingerprint(e: &ChatEngine) -> (quill::model::State, Vec<f32>, u64, String) {
+    let s = e.session();
+    (
+        s.state().clone(),
+        s.logits().unwrap().to_vec(),
+        s.tokens_in_state(),
+        format!("{:?}", s.sampler().counts()),
+    )
+}
+
+#[test]
+fn undo_restores_the_state_bit_exactly() {
+    let mut e = engine("undo");
+    let before = fingerprint(&e);
+    let r = e.send("Hello there!", &mut |_| true).unwrap();
+    assert!(r.generated > 0);
+    let middle = fingerprint(&e);
+    assert_ne!(before.2, middle.2);
+    e.send("And again.\n\n\nTwo lines.", &mut |_| true).unwrap();
+    assert_eq!(e.undo_depth(), 2);
+    message(&mut e, "/undo");
+    assert!(fingerprint(&e) == middle, "first /undo is not bit-exact");
+    message(&mut e, "/undo");
+    assert!(fingerprint(&e) == before, "second /undo is not bit-exact");
+    let err = e.handle("/undo", &mut |_| true).unwrap_err();
+    assert!(matches!(err, ChatError::NothingToUndo), "{err}");
+}
+
+#[test]
+fn retry_processes_only_the_new_reply() {
+    let mut e = engine("retry");
+    let opening = e.session().tokens_processed;
+    assert_eq!(opening, e.session().tokens_in_state());
+    let first = e.send("Tell me a story.", &mut |_| true).unwrap();
+    let in_state = e.session().tokens_in_state();
+    let p0 = e.session().tokens_processed;
+    let Outcome::Reply(again) = say(&mut e, "/retry") else {
+        panic!("no reply")
+    };
+    let used = e.session().tokens_processed - p0;
+    assert_eq!(
+        used,
+        (again.generated + again.closing) as u64,
+        "/retry fed more than its own reply"
+    );
+    assert!(
+        used < in_state / 2,
+        "/retry re-ran the conversation ({used} tokens)"
+    );
+    // Same place, new draw: the state holds the same conversation up to
+    // the reply, so tokens in state differ only by the replies' lengths.
+    assert_eq!(
+        e.session().tokens_in_state() - (again.generated + again.closing) as u64,
+        in_state - (first.generated + first.closing) as u64
+    );
+    assert_ne!(first.raw, again.raw, "a retry should be a new draw");
+}
+
+#[test]
+fn continue_goes_on_from_a_cut_reply_and_turns_are_closed() {
+    let mut e = engine("cont");
+    message(&mut e, "/set max_tokens=6");
+    let r = e.send("Go on at length.", &mut |_| true).unwrap();
+    assert_eq!(r.generated, 6);
+    assert_eq!(r.stop, StopReason::Length);
+    assert!(
+        e.session().text_tail().ends_with("\n\n"),
+        "a cut reply must leave the turn closed: {:?}",
+        e.session().text_tail()
+    );
+    let p0 = e.session().tokens_processed;
+    let Outcome::Reply(more) = say(&mut e, "/continue") else {
+        panic!("no reply")
+    };
+    assert_eq!(more.refed, 0, "a cut reply resumes from its own state");
+    assert_eq!(
+        e.session().tokens_processed - p0,
+        (more.generated + more.closing) as u64
+    );
+    assert!(e.session().text_tail().ends_with("\n\n"));
+    // Ctrl-C (the callback saying stop) closes the turn the same way.
+    message(&mut e, "/set max_tokens=50");
+    let mut n = 0;
+    let r = e
+        .send("Stop me.", &mut |_| {
+            n += 1;
+            n < 2
+        })
+        .unwrap();
+    assert!(r.cancelled());
+    assert!(e.session().text_tail().ends_with("\n\n"));
+    assert!(e
+        .session()
+        .text_tail()
+        .contains("User: Stop me.\n\nAssistant:"));
+}
+
+#[test]
+fn set_changes_settings_and_bad_values_change_nothing() {
+    let mut e = engine("set");
+    let m = message(
+        &mut e,
+        "/set temperature=0.5 top_p=0.4 top_k=3 max_tokens=9 seed=3",
+    );
+    assert!(
+        m.contains("temperature=0.5") && m.contains("max_tokens=9"),
+        "{m}"
+    );
+    let s = &e.session().sampler().settings;
+    assert_eq!((s.temperature, s.top_p, s.top_k), (0.5, 0.4, 3));
+    assert_eq!(e.max_tokens(), 9);
+    assert!(s.banned.contains(&0), "chat bans token 0");
+    for (bad, needle) in [
+        ("/set temperature=0.9 top_p=2", "top_p"),
+        ("/set temperature=hot", "temperature"),
+        ("/set colour=red", "unknown setting"),
+        ("/set max_tokens=0", "max_tokens"),
+        ("/set top_p", "KEY=VALUE"),
+    ] {
+        let err = e.handle(bad, &mut |_| true).unwrap_err().to_string();
+        assert!(err.contains(needle), "{bad}: {err}");
+        assert!(err.starts_with("/set"), "{bad}: {err}");
+    }
+    let s = &e.session().sampler().settings;
+    assert_eq!(
+        (s.temperature, s.top_p),
+        (0.5, 0.4),
+        "a rejected /set changed something"
+    );
+}
+
+#[test]
+fn reset_show_think_help() {
+    let mut e = engine("reset");
+    let fresh = fingerprint(&e);
+    e.send("one", &mut |_| true).unwrap();
+    e.send("two", &mut |_| true).unwrap();
+    let m = message(&mut e, "/reset");
+    assert!(m.contains("new conversation"), "{m}");
+    assert!(
+        fingerprint(&e) == fresh,
+        "/reset is not the fresh opening state"
+    );
+    assert_eq!(e.undo_depth(), 0);
+    let show = message(&mut e, "/show");
+    for needle in ["rand-v7", "tokens", "MiB", "temperature=", "think auto"] {
+        assert!(show.contains(needle), "/show lacks {needle}: {show}");
+    }
+    message(&mut e, "/think on");
+    assert_eq!(e.format().think, Think::On);
+    e.send("why?", &mut |_| true).unwrap();
+    assert!(e
+        .session()
+        .text_tail()
+        .contains("User: why?\n\nAssistant: <think"));
+    assert!(message(&mut e, "/help").contains("/retry"));
+    assert!(matches!(say(&mut e, "/quit"), Outcome::Quit));
+    for (bad, needle) in [
+        ("/bogus", "unknown command"),
+        ("/retry now", "no arguments"),
+    ] {
+        let err = e.handle(bad, &mut |_| true).unwrap_err().to_string();
+        assert!(err.contains(needle), "{err}");
+    }
+    let mut fresh = engine("noreply");
+    let err = fresh.handle("/retry", &mut |_| true).unwrap_err();
+    assert!(err.to_string().contains("no reply yet"), "{err}");
+}
+
+#[test]
+fn raven_names_for_rwkv4() {
+    let mut e = engine_for(&random_dir().join("rand-v4.safetensors"), 3, &tmpdir("v4"));
+    assert_eq!(
+        (e.format().user.as_str(), e.format().assistant.as_str()),
+        ("Bob", "Alice")
+    );
+    e.send("hi", &mut |_| true).unwrap();
+    assert!(e.session().text_tail().contains("Bob: hi\n\nAlice:"));
+}
+
+#[test]
+fn save_and_load_in_process_and_refusal_of_another_model() {
+    let dir = tmpdir("saveload");
+    let mut e = engine_for(&v7(), 11, &dir);
+    e.send("first", &mut |_| true).unwrap();
+    let m = message(&mut e, "/save here");
+    assert!(m.contains("saved session `here`"), "{m}");
+    let a = e.send("second", &mut |_| true).unwrap();
+    message(&mut e, "/load here");
+    let b = e.send("second", &mut |_| true).unwrap();
+    assert_eq!(a.raw, b.raw, "a loaded session must continue identically");
+    assert!(message(&mut e, "/sessions").contains("here"));
+    let err = e.handle("/load ../etc", &mut |_| true).unwrap_err();
+    assert!(matches!(err, ChatError::BadSessionName(_)), "{err}");
+    let err = e.handle("/load nope", &mut |_| true).unwrap_err();
+    assert!(err.to_string().contains("no session named `nope`"), "{err}");
+
+    let mut other = engine_for(&random_dir().join("rand-v6.safetensors"), 1, &dir);
+    let err = other.handle("/load here", &mut |_| true).unwrap_err();
+    assert!(matches!(err, ChatError::WrongModel { .. }), "{err}");
+    assert!(err.to_string().contains("another model"), "{err}");
+}
+
+// ---- the binary ------------------------------------------------------
+
+struct Run {
+    out: Output,
+}
+
+impl Run {
+    fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.out.stdout).into_owned()
+    }
+    fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.out.stderr).into_owned()
+    }
+    fn ok(self) -> Self {
+        assert!(
+            self.out.status.success(),
+            "quill chat failed: {}",
+            self.stderr()
+        );
+        self
+    }
+}
+
+/// Runs `quill chat` with `input` on stdin, data and cache in `dir`.
+fn chat(dir: &Path, args: &[&str], input: &str) -> Run {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_quill"))
+        .arg("chat")
+        .args(args)
+        .env_remove("QUILL_MODEL")
+        .env_remove("NO_COLOR")
+        .env("QUILL_DATA_DIR", dir.join("data"))
+        .env("QUILL_CACHE_DIR", dir.join("cache"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run quill");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    Run {
+        out: child.wait_with_output().unwrap(),
+    }
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn piped_chat_answers_each_line_without_prompts_or_colour() {
+    let dir = tmpdir("piped");
+    let model = v7();
+    let r = chat(
+        &dir,
+        &[
+            "--model",
+            s(&model),
+            "--seed",
+            "1",
+            "-n",
+            "16",
+            "--top-p",
+            "0.9",
+        ],
+        "hi\n\nhow are \\\nyou\n/bogus\n",
+    )
+    .ok();
+    let err = r.stderr();
+    let notes = err
+        .lines()
+        .filter(|l| l.starts_with("[16 tokens in"))
+        .count();
+    assert_eq!(notes, 2, "two replies, each with its tokens/s: {err}");
+    assert!(err.contains("unknown command `/bogus`"), "{err}");
+    let out = r.stdout();
+    assert!(!out.contains('\x1b'), "colour in piped output: {out:?}");
+    assert!(
+        !out.contains("User:") && !out.contains("Assistant:"),
+        "{out:?}"
+    );
+    assert!(!out.is_empty());
+}
+
+#[test]
+fn save_then_load_in_a_new_process_continues_identically() {
+    let dir = tmpdir("twoproc");
+    let model = v7();
+    let common = ["--model", s(&model), "-n", "20", "--top-p", "0.9"];
+    let a = chat(
+        &dir,
+        &[&common[..], &["--seed", "5"]].concat(),
+        "first message\n/save s1\nwhat next?\n",
+    )
+    .ok();
+    let b = chat(
+        &dir,
+        &[&common[..], &["--seed", "999", "--session", "s1"]].concat(),
+        "what next?\n",
+    )
+    .ok();
+    assert!(b.stderr().contains("loaded session `s1`"), "{}", b.stderr());
+    let a_out = a.stdout();
+    let saved = a_out.find("saved session `s1`").expect("save message");
+    let after_save = &a_out[saved..];
+    let a_reply = &after_save[after_save.find('\n').unwrap() + 1..];
+    assert_eq!(a_reply, b.stdout(), "the loaded session went another way");
+
+    // The same session with another model: refused, one clear line.
+    let v6 = random_dir().join("rand-v6.safetensors");
+    let c = chat(&dir, &["--model", s(&v6), "--session", "s1"], "hi\n");
+    assert!(!c.out.status.success());
+    let err = c.stderr();
+    let last = err.lines().last().unwrap_or("");
+    assert!(
+        last.contains("session `s1` was saved with another model"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn persona_opening_is_cached_across_starts() {
+    let dir = tmpdir("cache");
+    let model = v7();
+    let args = ["--model", s(&model), "--persona", "cowriter", "--seed", "2"];
+    let first = chat(&dir, &args, "").ok();
+    assert!(
+        first.stderr().contains("prefilled") && first.stderr().contains("cached for next time"),
+        "{}",
+        first.stderr()
+    );
+    let second = chat(&dir, &args, "hello\n").ok();
+    assert!(
+        second.stderr().contains("loaded from cache"),
+        "{}",
+        second.stderr()
+    );
+    // Another persona is another entry.
+    let third = chat(&dir, &["--model", s(&model), "--persona", "assistant"], "").ok();
+    assert!(third.stderr().contains("prefilled"), "{}", third.stderr());
+}
+
+#[test]
+fn persona_file_errors_name_file_line_and_field() {
+    let dir = tmpdir("persona");
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "name = \"x\"\n[sampler]\ntop_p = \"lots\"\n").unwrap();
+    let model = v7();
+    let r = chat(&dir, &["--model", s(&model), "--persona", s(&bad)], "");
+    assert!(!r.out.status.success());
+    let err = r.stderr();
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("bad.toml:3:") && err.contains("sampler.top_p"),
+        "{err}"
+    );
+    let r = chat(&dir, &["--model", s(&model), "--persona", "nobody"], "");
+    assert!(r.stderr().contains("no persona `nobody`"), "{}", r.stderr());
+}
+
+/// The trained byte-level model, if the shared fixtures are here: its
+/// replies are text, so a chat with it shows the format works end to end.
+#[test]
+fn trained_model_chat_if_present() {
+    let Some(dir) = trained_dir() else {
+        eprintln!("!!! trained-v7 is absent: the trained-model chat check DID NOT RUN !!!");
+        return;
+    };
+    let model = dir.join("trained-v7.safetensors");
+    let tmp = tmpdir("trained");
+    let r = chat(
+        &tmp,
+        &["--model", s(&model), "--seed", "3", "-n", "40"],
+        "Hello!\n",
+    )
+    .ok();
+    assert!(r.stderr().contains("tokens/s"), "{}", r.stderr());
+    assert!(
+        !r.stdout().contains("\n\n"),
+        "a reply must end at the end of its turn"
+    );
+}
+
+/// A real terminal: tmux runs `quill chat`, types, presses Ctrl-C during a
+/// long reply and Ctrl-D at the prompt (tests/tmux_chat.sh).
+#[test]
+fn tmux_interactive_session() {
+    let have_tmux = Command::new("tmux")
+        .arg("-V")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        have_tmux,
+        "!!! tmux is not installed: the interactive chat test CANNOT RUN. Install it (apt-get install tmux; .ci/run does) !!!"
+    );
+    let dir = tmpdir("tmux");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tmux_chat.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg(env!("CARGO_BIN_EXE_quill"))
+        .arg(v7())
+        .arg(&dir)
+        .output()
+        .expect("run tests/tmux_chat.sh");
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "tmux chat script failed:\n{log}");
+    assert!(log.contains("tmux chat: all checks passed"), "{log}");
+}
