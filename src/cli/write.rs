@@ -15,8 +15,8 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use quill::model::Model;
 use quill::tokenizer::Tokenizer;
 use quill::writer::{
-    self, BranchRequest, ChapterRecord, ChapterSpec, Outcome, Plan, Progress, Prompt, Request,
-    WriteError,
+    self, BranchRequest, ChapterRecord, ChapterSpec, Manifest, Outcome, Plan, Progress, Prompt,
+    Request, WriteError,
 };
 use quill::QuillError;
 
@@ -192,15 +192,23 @@ pub fn run(a: Args) -> Result<()> {
 }
 
 /// The error with the story it belongs to and, for a failed write, what
-/// still holds.
+/// still holds (read back from the manifest, which is written last).
 fn explain(plan: &Plan, e: WriteError) -> anyhow::Error {
-    let hint = matches!(e, WriteError::Engine(QuillError::Write { .. }));
-    let e = anyhow::Error::new(e).context(format!("story {}", plan.dir.display()));
-    if hint {
-        e.context("finished chapters are kept; fix the folder and rerun with --resume")
-    } else {
-        e
+    let mut hint = String::new();
+    if matches!(e, WriteError::Engine(QuillError::Write { .. })) {
+        let kept = Manifest::load(&plan.dir)
+            .ok()
+            .flatten()
+            .map_or(0, |m| m.done());
+        hint = if kept > 0 {
+            format!(
+                "; chapters 1 to {kept} are kept: make the folder writable and rerun with --resume"
+            )
+        } else {
+            "; no chapter was finished: make the folder writable and run again".into()
+        };
     }
+    anyhow::anyhow!("story {}: {e}{hint}", plan.dir.display())
 }
 
 /// Progress output: bars on a terminal, plain lines otherwise.
