@@ -422,3 +422,29 @@ fn bad_input_gets_one_line_errors() {
         "`x`",
     );
 }
+
+#[test]
+fn nan_and_inf_weights_are_refused_at_load() {
+    let wf = quill::model::weights::WeightFile::open(&v7()).unwrap();
+    for (bad, label) in [(f32::NAN, "nan"), (f32::INFINITY, "inf")] {
+        let ts: Vec<TensorOut> = wf
+            .tensors
+            .iter()
+            .map(|(n, i)| {
+                let mut data = wf.raw(i).to_vec();
+                if n == "blocks.2.ffn.value.weight" {
+                    data[400..404].copy_from_slice(&bad.to_le_bytes());
+                }
+                TensorOut {
+                    name: n.clone(),
+                    dtype: i.dtype,
+                    shape: i.shape.clone(),
+                    data: data.into(),
+                }
+            })
+            .collect();
+        let path = tmp(&format!("{label}.safetensors"));
+        std::fs::write(&path, write_safetensors(&ts, &Default::default())).unwrap();
+        assert_clean_error(&quill(&["info", p(&path)]), "blocks.2.ffn.value.weight");
+    }
+}

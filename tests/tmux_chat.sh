@@ -56,6 +56,8 @@ tm new-session -d -s chat -x 150 -y 50 \
 
 wait_for '/help lists commands' 20
 wait_for '^User:' 5
+# On a terminal the prompt and notes are coloured...
+tm capture-pane -e -p -t chat | grep -q $'\e\\[' || fail "no colour on a terminal"
 
 # 1. A message gets a streamed reply, a tokens/s note, and a new prompt.
 type_line "hello there"
@@ -126,5 +128,24 @@ status=$(tm display-message -p -t chat '#{pane_dead_status}')
 grep -q "hello there" "$DIR/data/history" || fail "history file lacks the message"
 grep -q "pasted one" "$DIR/data/history" || fail "history file lacks the pasted message"
 if grep -q "never sent" "$DIR/data/history"; then fail "a cleared line went into history"; fi
+
+# 8. A second start: the opening comes from the cache, --session resumes
+#    the saved chat, NO_COLOR is honoured, and Ctrl-C on the empty prompt
+#    quits cleanly.
+tm kill-session -t chat
+tm new-session -d -s chat -x 150 -y 50 \
+  "exec env NO_COLOR=1 QUILL_DATA_DIR='$DIR/data' QUILL_CACHE_DIR='$DIR/cache' '$QUILL' chat --model '$MODEL' --session tmux-test" \; \
+  set-option -t chat remain-on-exit on
+wait_for 'loaded from cache' 20
+wait_for 'loaded session `tmux-test`' 10
+wait_for '^User:' 5
+# ...but not with NO_COLOR.
+if tm capture-pane -e -p -t chat | grep -q $'\e'; then fail "colour despite NO_COLOR"; fi
+tm send-keys -t chat C-c
+end=$((SECONDS + 10))
+while alive && ((SECONDS < end)); do sleep 0.1; done
+alive && fail "Ctrl-C on an empty line did not end the chat"
+status=$(tm display-message -p -t chat '#{pane_dead_status}')
+[ "$status" = "0" ] || fail "quill exited with status $status after Ctrl-C"
 
 echo "tmux chat: all checks passed"

@@ -14,6 +14,8 @@ set -euo pipefail
 QUILL=$1
 MODEL=$2
 DIR=$3
+# The shipped persona and story prompt, as quill chat and quill write read them.
+PROMPTS="$(cd "$(dirname "$0")/.." && pwd)/prompts"
 mkdir -p "$DIR"
 # A private server, so the test neither sees nor disturbs anyone's tmux.
 SOCK="quill-tui-test-$$"
@@ -58,7 +60,8 @@ DONE='^ [0-9]+ tokens, [0-9.]+ tokens/s \('
 # and whether canonical mode and echo are back on (raw mode turns both
 # off). Ctrl-C cannot kill the shell: in raw mode it is a key for quill.
 tm new-session -d -s tui -x 120 -y 40 \
-  "env QUILL_DATA_DIR='$DIR/data' QUILL_CACHE_DIR='$DIR/cache' '$QUILL' tui --model '$MODEL' --seed 1 -n 40; \
+  "env QUILL_DATA_DIR='$DIR/data' QUILL_CACHE_DIR='$DIR/cache' '$QUILL' tui --model '$MODEL' --seed 1 -n 40 \
+     --persona '$PROMPTS/assistant.toml' --prompt-file '$PROMPTS/lighthouse.toml'; \
    echo \"EXIT=\$?\"; stty -a | tr ' ;' '\n\n' | grep -xE -- '-?(icanon|echo)' | tr '\n' ' '; echo; sleep 60"
 
 # 1. Start-up: tabs, panes, and a status bar with the model and sampler.
@@ -95,11 +98,13 @@ wait_for '^ temperature 1\.1 · top-p 0\.3'
 
 # 5. Write mode: a chapter from the guidance box.
 key Tab
-wait_for 'Story — Untitled story'
-wait_for '│# Untitled story'
+wait_for 'Story — The Keeper of Gull Rock'
+wait_for '│# The Keeper of Gull Rock'
+wait_for '│The lighthouse on Gull Rock had been dark'
+wait_for 'top-p 0\.7 .* max 400 tokens'
 type_text "a storm"
 key Enter
-wait_for '│## Chapter 1' 10
+wait_for '│## Chapter 1: The Crossing' 10
 wait_for "$DONE" 30
 
 # 6. Save the story and the chat; both are in the picker.

@@ -160,21 +160,21 @@ std::vector<torch::Tensor> wkv7_backward(torch::Tensor r, torch::Tensor w, torch
                                 const scalar_t* __restrict__ Si = Scur + i * N;
                                 const scalar_t* __restrict__ Pi = Sprev + i * N;
                                 const scalar_t dyi = dy_[i], vi = v_[i], sai = sa[i];
+                                for (int64_t j = 0; j < N; j++) dSi[j] += dyi * r_[j];
                                 scalar_t dvi = 0, dsbi = 0;
                                 for (int64_t j = 0; j < N; j++) {
-                                    const scalar_t g = dSi[j] + dyi * r_[j];
-                                    dSi[j] = g;
-                                    adr[j] += Si[j] * dyi;
-                                    dvi += g * k_[j];
-                                    adk[j] += g * vi;
-                                    dsbi += g * b_[j];
-                                    adb[j] += g * sai;
-                                    adw[j] += Pi[j] * g;
+                                    dvi += dSi[j] * k_[j];
+                                    dsbi += dSi[j] * b_[j];
                                 }
                                 pdv[off + i] = dvi;
                                 for (int64_t j = 0; j < N; j++) {
+                                    const scalar_t g = dSi[j];
+                                    adr[j] += Si[j] * dyi;
+                                    adk[j] += g * vi;
+                                    adb[j] += g * sai;
+                                    adw[j] += Pi[j] * g;
                                     ada[j] += Pi[j] * dsbi;
-                                    dSi[j] = dSi[j] * w_[j] + dsbi * a_[j];
+                                    dSi[j] = g * w_[j] + dsbi * a_[j];
                                 }
                             }
                             for (int64_t j = 0; j < N; j++) {

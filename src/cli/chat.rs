@@ -105,6 +105,9 @@ fn no_color() -> bool {
     std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
 }
 
+/// Runs `quill chat`: loads the persona and model, pre-fills (or restores)
+/// the opening, optionally resumes `--session`, then reads lines until
+/// `/quit`, Ctrl-D or the end of stdin.
 pub fn run(a: Args) -> Result<()> {
     if a.max_tokens == Some(0) {
         anyhow::bail!("--max-tokens must be at least 1");
@@ -230,12 +233,14 @@ fn handle_line(
     let continues = matches!(parse_input(line), Ok(Input::Command(Command::Continue)))
         && engine.undo_depth() > 0;
     let mut out = std::io::stdout().lock();
-    if ui.interactive && replies {
-        write!(
-            out,
-            "{} ",
-            ui.out("1;36", &format!("{}:", engine.format().assistant))
-        )?;
+    if ui.interactive && (replies || continues) {
+        // A continuation goes on from the reply above: mark it as such.
+        let label = if continues {
+            "…".to_string()
+        } else {
+            format!("{}:", engine.format().assistant)
+        };
+        write!(out, "{} ", ui.out("1;36", &label))?;
         out.flush()?;
     }
     if let Some(c) = cancel {
@@ -270,21 +275,28 @@ fn handle_line(
         Ok(Outcome::Nothing) => {}
         Ok(Outcome::Quit) => return Ok(false),
         Ok(Outcome::Message(m)) => {
+            // Messages quote model text (session tails): made harmless too.
+            let m = if ui.tty_out {
+                printable(&m)
+            } else {
+                Cow::Borrowed(m.as_str())
+            };
             writeln!(out, "{m}")?;
         }
         Ok(Outcome::Reply(r)) => {
             if !printed.ends_with('\n') && (!printed.is_empty() || replies || continues) {
                 writeln!(out)?;
             }
-            if ui.interactive {
-                writeln!(out)?;
-            }
             out.flush()?;
             drop(out);
             ui.note(&reply_note(&r));
+            if ui.interactive {
+                // A blank line between one exchange and the next prompt.
+                println!();
+            }
         }
         Err(e) => {
-            if ui.interactive && replies {
+            if ui.interactive && (replies || continues) {
                 writeln!(out)?;
             }
             drop(out);

@@ -11,12 +11,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use quill::model::Model;
 use quill::tokenizer::Tokenizer;
 use quill::writer::{
-    self, BranchRequest, ChapterRecord, ChapterSpec, Outcome, Plan, Progress, Prompt, Request,
-    WriteError,
+    self, BranchRequest, ChapterRecord, ChapterSpec, Manifest, Outcome, Plan, Progress, Prompt,
+    Request, WriteError,
 };
 use quill::QuillError;
 
@@ -192,15 +192,23 @@ pub fn run(a: Args) -> Result<()> {
 }
 
 /// The error with the story it belongs to and, for a failed write, what
-/// still holds.
+/// still holds (read back from the manifest, which is written last).
 fn explain(plan: &Plan, e: WriteError) -> anyhow::Error {
-    let hint = matches!(e, WriteError::Engine(QuillError::Write { .. }));
-    let e = anyhow::Error::new(e).context(format!("story {}", plan.dir.display()));
-    if hint {
-        e.context("finished chapters are kept; fix the folder and rerun with --resume")
-    } else {
-        e
+    let mut hint = String::new();
+    if matches!(e, WriteError::Engine(QuillError::Write { .. })) {
+        let kept = Manifest::load(&plan.dir)
+            .ok()
+            .flatten()
+            .map_or(0, |m| m.done());
+        hint = if kept > 0 {
+            format!(
+                "; chapters 1 to {kept} are kept: make the folder writable and rerun with --resume"
+            )
+        } else {
+            "; no chapter was finished: make the folder writable and run again".into()
+        };
     }
+    anyhow::anyhow!("story {}: {e}{hint}", plan.dir.display())
 }
 
 /// Progress output: bars on a terminal, plain lines otherwise.
@@ -222,16 +230,18 @@ impl Ui {
             };
         }
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
-        let overall = multi.add(ProgressBar::new(chapters as u64));
-        overall.set_style(
-            ProgressStyle::with_template(
-                "{prefix:>12.bold} [{bar:30.green/dim}] {pos}/{len} chapters · {msg} · {elapsed}",
+        // Styled before it is added, so no unstyled frame is ever drawn.
+        let overall = ProgressBar::new(chapters as u64)
+            .with_style(
+                ProgressStyle::with_template(
+                    "{prefix:>12.bold} [{bar:30.green/dim}] {pos}/{len} chapters · {msg} · {elapsed}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
             )
-            .expect("valid template")
-            .progress_chars("=> "),
-        );
-        overall.set_prefix("overall");
-        overall.set_message(format!("stories 0/{stories}"));
+            .with_prefix("overall")
+            .with_message(format!("stories 0/{stories}"));
+        let overall = multi.add(overall);
         overall.enable_steady_tick(Duration::from_millis(500));
         Ui {
             multi: Some(multi),
@@ -344,16 +354,20 @@ impl Progress for Story<'_> {
             )),
             Some(m) => {
                 let bar = self.bar.get_or_init(|| {
-                    let bar = m.add(ProgressBar::new(0));
-                    bar.set_style(
-                        ProgressStyle::with_template(
-                            "{prefix:>12.bold} [{bar:30.cyan/dim}] {pos}/{len} tokens · {per_sec} · ETA {eta} · {msg}",
-                        )
-                        .expect("valid template")
-                        .progress_chars("=> "),
-                    );
-                    bar.set_prefix(self.name());
-                    bar
+                    let style = ProgressStyle::with_template(
+                        "{prefix:>12.bold} [{bar:30.cyan/dim}] {pos}/{len} tokens · {rate} · ETA {eta} · {msg}",
+                    )
+                    .expect("valid template")
+                    .with_key("rate", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+                        // indicatif's {per_sec} prints four decimals.
+                        let _ = write!(w, "{:.1} tokens/s", s.per_sec());
+                    })
+                    .progress_chars("=> ");
+                    m.add(
+                        ProgressBar::new(spec.length as u64)
+                            .with_style(style)
+                            .with_prefix(self.name()),
+                    )
                 });
                 bar.reset();
                 bar.set_length(spec.length as u64);

@@ -190,6 +190,7 @@ impl Model {
     /// Builds a model from an opened weight file.
     pub fn from_file(file: Arc<WeightFile>) -> Result<Model> {
         let version = detect_version(&file)?;
+        check_finite(&file)?;
         let l = Loader { file: &file };
         let emb_info = file.info("emb.weight")?;
         if emb_info.shape.len() != 2 || emb_info.shape[0] == 0 || emb_info.shape[1] == 0 {
@@ -399,6 +400,35 @@ pub fn fingerprint(file: &WeightFile) -> String {
         }
     }
     h.hex()
+}
+
+/// Refuses weights holding NaN or ±Inf: they would poison the state
+/// silently, token after token. One parallel pass over the raw bits (the
+/// exponent field all ones means NaN or Inf in every float format here).
+fn check_finite(file: &WeightFile) -> Result<()> {
+    use rayon::prelude::*;
+    let bad = file.tensors.par_iter().find_map_any(|(name, info)| {
+        let raw = file.raw(info);
+        let pos = match info.dtype {
+            DType::F32 => raw.chunks_exact(4).position(|b| {
+                u32::from_le_bytes([b[0], b[1], b[2], b[3]]) & 0x7f80_0000 == 0x7f80_0000
+            }),
+            DType::F16 => raw
+                .chunks_exact(2)
+                .position(|b| u16::from_le_bytes([b[0], b[1]]) & 0x7c00 == 0x7c00),
+            DType::BF16 => raw
+                .chunks_exact(2)
+                .position(|b| u16::from_le_bytes([b[0], b[1]]) & 0x7f80 == 0x7f80),
+        };
+        pos.map(|i| (name.clone(), i))
+    });
+    match bad {
+        Some((name, i)) => Err(QuillError::tensor(
+            name,
+            format!("holds NaN or infinity (element {i}): the checkpoint is damaged; re-download or re-convert it"),
+        )),
+        None => Ok(()),
+    }
 }
 
 fn count_layers(file: &WeightFile) -> Result<usize> {

@@ -388,6 +388,7 @@ pub fn write(
         path: dir.clone(),
         source,
     })?;
+    remove_stale_temporaries(dir);
     let info = model.info().clone();
     let mismatch = |reason: String| WriteError::Mismatch {
         dir: dir.clone(),
@@ -669,6 +670,21 @@ fn refresh_story_md(dir: &Path, m: &Manifest, progress: &dyn Progress) -> Result
         write_atomic(&path, text.as_bytes())?;
     }
     Ok(())
+}
+
+/// Removes temporary files that a killed run's atomic writes left behind
+/// (`.NAME.tmp-PID`; see [`write_atomic`]). They never hold anything the
+/// manifest counts, so failing to remove one is harmless.
+fn remove_stale_temporaries(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') && name.contains(".tmp-") {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 fn file_name(origin: &str) -> String {
