@@ -443,7 +443,9 @@ impl App {
         if !has {
             self.error(match mode {
                 Mode::Chat => "no reply yet: send a message first",
-                Mode::Write => "no chapter yet: press Enter to write one",
+                Mode::Write => {
+                    "no chapter written in this run yet: press Enter to write the next one"
+                }
             });
         }
         has
