@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::weights::WeightFile;
 use crate::error::{QuillError, Result};
-use crate::kernels::{matmul, Matrix};
+use crate::kernels::{matmul, Matrix, WeightDtype};
 
 /// LayerNorm epsilon of every RWKV generation (torch default).
 pub const LN_EPS: f32 = 1e-5;
@@ -18,9 +18,17 @@ pub const GN_EPS: f32 = 64e-5;
 pub struct Loader<'a> {
     /// The checkpoint.
     pub file: &'a Arc<WeightFile>,
+    /// dtype the large matrices ([`Loader::matrix`]) are converted to at
+    /// load; `None` keeps them as stored, read in place.
+    pub dtype: Option<WeightDtype>,
 }
 
-impl Loader<'_> {
+impl<'a> Loader<'a> {
+    /// A loader keeping every matrix as stored.
+    pub fn new(file: &'a Arc<WeightFile>) -> Self {
+        Loader { file, dtype: None }
+    }
+
     /// Errors unless `name` has exactly `shape`.
     pub fn expect_shape(&self, name: &str, shape: &[usize]) -> Result<()> {
         let info = self.file.info(name)?;
@@ -54,8 +62,21 @@ impl Loader<'_> {
         self.file.to_f32(name)
     }
 
-    /// A (rows, cols) weight matrix, read in place.
+    /// A large (rows, cols) weight matrix (projections, channel mix, head):
+    /// read in place, or converted to the loader's dtype if one was asked
+    /// for (`--dtype`, e.g. int8).
     pub fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
+        let m = self.matrix_as_stored(name, rows, cols)?;
+        Ok(match self.dtype {
+            Some(d) => m.convert(d),
+            None => m,
+        })
+    }
+
+    /// A (rows, cols) matrix always kept as stored, read in place: for the
+    /// embedding, of which one row per token is read, so converting it would
+    /// cost memory without saving bandwidth.
+    pub fn matrix_as_stored(&self, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
         self.expect_shape(name, &[rows, cols])?;
         Matrix::from_file(self.file, name, rows, cols)
     }
@@ -68,15 +89,21 @@ impl Loader<'_> {
         })
     }
 
-    /// A LoRA pair stored as `x @ down @ up` with `down` (C, D) and `up` (D, C).
+    /// A LoRA pair stored as `x @ down @ up` with `down` (C, D) and `up` (D, C),
+    /// transposed once into (out, in) matrices in their stored dtype (never
+    /// converted by `--dtype`: they are small, ~5% of a block, and int8
+    /// would gain little bandwidth for a quality risk on the decay path).
     pub fn lora(&self, down: &str, up: &str, c: usize) -> Result<Lora> {
         let d = self.file.info(down)?.shape.get(1).copied().unwrap_or(0);
         if d == 0 {
-            return Err(QuillError::tensor(down, "expected a 2-D (C, D) LoRA matrix"));
+            return Err(QuillError::tensor(
+                down,
+                "expected a 2-D (C, D) LoRA matrix",
+            ));
         }
         Ok(Lora {
-            down: Matrix::from_file_transposed(self.file, down, c, d)?,
-            up: Matrix::from_file_transposed(self.file, up, d, c)?,
+            down: Matrix::from_file_transposed_stored(self.file, down, c, d)?,
+            up: Matrix::from_file_transposed_stored(self.file, up, d, c)?,
         })
     }
 }
@@ -106,7 +133,13 @@ impl Norm {
         for row in x.chunks_exact_mut(c) {
             for (h, grp) in row.chunks_exact_mut(g).enumerate() {
                 let src = grp.to_vec();
-                normalize(&src, grp, &self.w[h * g..(h + 1) * g], &self.b[h * g..(h + 1) * g], GN_EPS);
+                normalize(
+                    &src,
+                    grp,
+                    &self.w[h * g..(h + 1) * g],
+                    &self.b[h * g..(h + 1) * g],
+                    GN_EPS,
+                );
             }
         }
     }
@@ -130,7 +163,11 @@ pub fn shift_delta(xx: &[f32], state_prev: &mut [f32]) -> Vec<f32> {
     let c = state_prev.len();
     let mut sx = vec![0.0; xx.len()];
     for (t, row) in xx.chunks_exact(c).enumerate() {
-        let prev = if t == 0 { &state_prev[..] } else { &xx[(t - 1) * c..t * c] };
+        let prev = if t == 0 {
+            &state_prev[..]
+        } else {
+            &xx[(t - 1) * c..t * c]
+        };
         for i in 0..c {
             sx[t * c + i] = prev[i] - row[i];
         }
@@ -158,6 +195,16 @@ pub struct Lora {
 }
 
 impl Lora {
+    /// Bytes of weights one product reads.
+    pub fn byte_len(&self) -> usize {
+        self.down.byte_len() + self.up.byte_len()
+    }
+
+    /// Multiply-adds per token.
+    pub fn params(&self) -> usize {
+        self.down.rows * self.down.cols + self.up.rows * self.up.cols
+    }
+
     /// `up(act(down(x)))` for `t` rows.
     pub fn apply(&self, x: &[f32], t: usize, act: impl Fn(f32) -> f32) -> Vec<f32> {
         let mut mid = vec![0.0; t * self.down.rows];

@@ -6,7 +6,7 @@ use super::common::{add_into, lerp_rows, project, shift_delta, sigmoid, Loader, 
 use super::state::State;
 use super::Dims;
 use crate::error::Result;
-use crate::kernels::{wkv7_step, Matrix};
+use crate::kernels::{wkv7_chunk, Matrix};
 
 /// One RWKV-7 layer's weights.
 pub struct Block {
@@ -94,6 +94,65 @@ pub fn forward_blocks(blocks: &[Block], d: &Dims, x: &mut [f32], t: usize, state
 }
 
 impl Block {
+    /// The (rows, cols) weight matrices of the layer, large and LoRA.
+    fn matrices(&self) -> Vec<&Matrix> {
+        let mut m = vec![
+            &self.receptance,
+            &self.key,
+            &self.value,
+            &self.output,
+            &self.ffn_key,
+            &self.ffn_value,
+        ];
+        for l in [&self.w_lora, &self.a_lora, &self.g_lora] {
+            m.extend([&l.down, &l.up]);
+        }
+        if let Some((_, l)) = &self.v_gate {
+            m.extend([&l.down, &l.up]);
+        }
+        m
+    }
+
+    /// Bytes of weights one token reads in this layer: every matrix in its
+    /// in-memory dtype (int8 with its scales) plus the f32 vectors.
+    pub fn bytes_per_token(&self) -> usize {
+        let vectors = [
+            &self.ln1.w,
+            &self.ln1.b,
+            &self.ln2.w,
+            &self.ln2.b,
+            &self.x_r,
+            &self.x_w,
+            &self.x_k,
+            &self.x_v,
+            &self.x_a,
+            &self.x_g,
+            &self.w0,
+            &self.a0,
+            &self.k_k,
+            &self.k_a,
+            &self.r_k,
+            &self.ln_x.w,
+            &self.ln_x.b,
+            &self.ffn_x_k,
+        ]
+        .iter()
+        .map(|v| v.len())
+        .sum::<usize>()
+            + self.v_gate.as_ref().map_or(0, |(v0, _)| v0.len());
+        self.matrices().iter().map(|m| m.byte_len()).sum::<usize>() + vectors * 4
+    }
+
+    /// Multiply-adds per token in this layer's matrix products (large and
+    /// LoRA): the FLOP count of a token is twice this.
+    pub fn macs_per_token(&self) -> usize {
+        self.matrices().iter().map(|m| m.rows * m.cols).sum()
+    }
+
+    /// dtype of the large matrices as held in memory.
+    pub fn weight_dtype(&self) -> crate::kernels::WeightDtype {
+        self.key.weight_dtype()
+    }
     #[allow(clippy::too_many_arguments)]
     fn time_mix(
         &self,
@@ -161,25 +220,9 @@ impl Block {
                 }
             }
         }
-        // 8. the wkv recurrence, token by token, head by head.
+        // 8. the wkv recurrence: heads in parallel, tokens in order.
         let mut y = vec![0.0; t * c];
-        for ti in 0..t {
-            for hi in 0..h {
-                let o = ti * c + hi * n;
-                let sl = o..o + n;
-                wkv7_step(
-                    &mut wkv[hi * n * n..(hi + 1) * n * n],
-                    n,
-                    &r[sl.clone()],
-                    &w[sl.clone()],
-                    &k[sl.clone()],
-                    &v[sl.clone()],
-                    &neg_kk[sl.clone()],
-                    &kka[sl.clone()],
-                    &mut y[sl],
-                );
-            }
-        }
+        wkv7_chunk(wkv, h, n, t, &r, &w, &k, &v, &neg_kk, &kka, &mut y);
         // 9. y = GroupNorm(y) + (Σ_head r⊙k⊙r_k)·v, then ⊙ g, then W_o.
         self.ln_x.group_norm_rows(&mut y, h);
         for ti in 0..t {
