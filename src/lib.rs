@@ -5,6 +5,7 @@
 //! one module per RWKV generation, the recurrent state), [`tokenizer`],
 //! [`sampler`], and [`session`], which ties them together for the front ends.
 
+pub mod bench;
 pub mod error;
 pub mod model;
 
