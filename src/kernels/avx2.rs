@@ -11,7 +11,7 @@
 //! Decode kernels stream 4 rows at once with 2 accumulators each (8
 //! independent FMA chains cover the FMA latency × throughput of current
 //! cores) and share each load of `x` between the 4 rows. The GEMM
-//! micro-kernel keeps a 16-row × 6-token tile in 12 ymm registers.
+//! micro-kernel keeps a 6-row × 16-token tile in 12 ymm registers.
 
 use std::arch::x86_64::*;
 
@@ -372,51 +372,72 @@ fn widen_i8(q: &[i8], scales: &[f32], out: &mut [f32]) {
 
 // ------------------------------------------------------- GEMM micro-kernel
 
-/// The 16 × N register tile: `acc[j][0..16] += Σ_p panel[p][0..16] · x[j][p]`.
-/// With N = 6: 12 accumulators, 2 weight vectors and 1 broadcast live in
-/// 15 of the 16 ymm registers; 12 FMAs per 2 loads + 6 broadcasts.
+/// The M × 8V register tile: `acc[i][0..8V] += Σ_p w[i][p] · xp[p][0..8V]`.
+/// With M = 6, V = 2: 12 accumulators, 2 token vectors and 1 broadcast
+/// weight live in 15 of the 16 ymm registers; 12 FMAs per 2 loads + 6
+/// broadcasts.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile<const N: usize>(a: *const f32, x: *const f32, ldx: usize, k: usize, acc: *mut f32) {
-    let mut c = [[_mm256_setzero_ps(); 2]; N];
-    let mut xp = [x; N];
-    for (j, p) in xp.iter_mut().enumerate() {
-        *p = x.add(j * ldx);
+unsafe fn tile<const M: usize, const V: usize>(
+    w: *const f32,
+    ldw: usize,
+    xp: *const f32,
+    k: usize,
+    acc: *mut f32,
+) {
+    let mut c = [[_mm256_setzero_ps(); V]; M];
+    let mut wp = [w; M];
+    for (i, p) in wp.iter_mut().enumerate() {
+        *p = w.add(i * ldw);
     }
-    let mut ap = a;
+    let mut xq = xp;
     for p in 0..k {
-        let a0 = _mm256_loadu_ps(ap);
-        let a1 = _mm256_loadu_ps(ap.add(8));
-        ap = ap.add(MR);
-        for j in 0..N {
-            let b = _mm256_broadcast_ss(&*xp[j].add(p));
-            c[j][0] = _mm256_fmadd_ps(a0, b, c[j][0]);
-            c[j][1] = _mm256_fmadd_ps(a1, b, c[j][1]);
+        let mut xv = [_mm256_setzero_ps(); V];
+        for (u, v) in xv.iter_mut().enumerate() {
+            *v = _mm256_loadu_ps(xq.add(8 * u));
+        }
+        xq = xq.add(NR);
+        for i in 0..M {
+            let b = _mm256_broadcast_ss(&*wp[i].add(p));
+            for u in 0..V {
+                c[i][u] = _mm256_fmadd_ps(b, xv[u], c[i][u]);
+            }
         }
     }
-    for (j, cj) in c.iter().enumerate() {
-        let o = acc.add(j * MR);
-        _mm256_storeu_ps(o, _mm256_add_ps(_mm256_loadu_ps(o), cj[0]));
-        _mm256_storeu_ps(o.add(8), _mm256_add_ps(_mm256_loadu_ps(o.add(8)), cj[1]));
+    for (i, ci) in c.iter().enumerate() {
+        for (u, cu) in ci.iter().enumerate() {
+            let o = acc.add(i * NR + 8 * u);
+            _mm256_storeu_ps(o, _mm256_add_ps(_mm256_loadu_ps(o), *cu));
+        }
     }
 }
 
-fn gemm_tile(panel: &[f32], x: &[f32], ldx: usize, n: usize, k: usize, acc: &mut [f32]) {
-    assert!(MR == 16 && n <= NR && k > 0 && n > 0);
-    assert!(panel.len() >= k * MR, "gemm_tile: panel too short");
-    assert!(x.len() >= (n - 1) * ldx + k, "gemm_tile: x too short");
-    assert!(acc.len() >= n * MR, "gemm_tile: acc too short");
-    let (a, xp, c) = (panel.as_ptr(), x.as_ptr(), acc.as_mut_ptr());
-    // SAFETY: every read and write is within the bounds checked above;
+fn gemm_tile(w: &[f32], ldw: usize, m: usize, xp: &[f32], k: usize, n: usize, acc: &mut [f32]) {
+    assert!(NR == 16 && (1..=MR).contains(&m) && (1..=NR).contains(&n) && k > 0);
+    assert!(w.len() >= (m - 1) * ldw + k, "gemm_tile: weights too short");
+    assert!(xp.len() >= k * NR, "gemm_tile: packed x too short");
+    assert!(acc.len() >= m * NR, "gemm_tile: acc too short");
+    let (a, x, c) = (w.as_ptr(), xp.as_ptr(), acc.as_mut_ptr());
+    // SAFETY: every read and write is within the bounds checked above
+    // (one vector per 8 tokens: lanes 0..16 of xp rows and acc rows);
     // features by `kernel_set`.
     unsafe {
-        match n {
-            6 => tile::<6>(a, xp, ldx, k, c),
-            5 => tile::<5>(a, xp, ldx, k, c),
-            4 => tile::<4>(a, xp, ldx, k, c),
-            3 => tile::<3>(a, xp, ldx, k, c),
-            2 => tile::<2>(a, xp, ldx, k, c),
-            _ => tile::<1>(a, xp, ldx, k, c),
+        macro_rules! go {
+            ($v:literal) => {
+                match m {
+                    6 => tile::<6, $v>(a, ldw, x, k, c),
+                    5 => tile::<5, $v>(a, ldw, x, k, c),
+                    4 => tile::<4, $v>(a, ldw, x, k, c),
+                    3 => tile::<3, $v>(a, ldw, x, k, c),
+                    2 => tile::<2, $v>(a, ldw, x, k, c),
+                    _ => tile::<1, $v>(a, ldw, x, k, c),
+                }
+            };
+        }
+        if n > 8 {
+            go!(2)
+        } else {
+            go!(1)
         }
     }
 }

@@ -37,16 +37,17 @@ pub use matrix::{quantize_row, MatData, Matrix, Store, WeightDtype, I8_BLOCK};
 pub use threads::{install, physical_cores, set_threads, threads};
 pub use wkv::{wkv5_step, wkv7_step};
 
-/// Weight rows per GEMM micro-tile: two AVX2 (or four NEON) vectors.
-pub const MR: usize = 16;
-/// Tokens per GEMM micro-tile: 16 rows × 6 tokens = 12 AVX2 accumulators,
-/// leaving 4 of the 16 ymm registers for two weight vectors and a broadcast.
-pub const NR: usize = 6;
+/// Weight rows per GEMM micro-tile (each weight broadcast to a vector).
+pub const MR: usize = 6;
+/// Tokens per GEMM micro-tile: two AVX2 (four NEON) vectors. 6 rows × 16
+/// tokens = 12 AVX2 accumulators, leaving 3 of the 16 ymm registers for
+/// the two token vectors and a broadcast weight.
+pub const NR: usize = 16;
 
 /// An int8 row kernel: `(q, scales, x, y)`, see [`KernelSet::rows_i8`].
 pub type RowsI8Fn = fn(&[i8], &[f32], &[f32], &mut [f32]);
-/// A GEMM micro-kernel: `(panel, x, ldx, n, k, acc)`, see [`KernelSet::gemm_tile`].
-pub type GemmTileFn = fn(&[f32], &[f32], usize, usize, usize, &mut [f32]);
+/// A GEMM micro-kernel: `(w, ldw, m, xp, k, n, acc)`, see [`KernelSet::gemm_tile`].
+pub type GemmTileFn = fn(&[f32], usize, usize, &[f32], usize, usize, &mut [f32]);
 /// A wkv7 step: `(state, head_size, r, w, k, v, −kk, kk⊙a, y)`, see [`wkv7_step`].
 pub type Wkv7Fn = fn(&mut [f32], usize, &[f32], &[f32], &[f32], &[f32], &[f32], &[f32], &mut [f32]);
 
@@ -78,9 +79,11 @@ pub struct KernelSet {
     /// int8 → f32 over a run starting at a block boundary: `(q, scales, out)`,
     /// `scales[b]` applying to `q[b·I8_BLOCK..]`.
     pub widen_i8: fn(&[i8], &[f32], &mut [f32]),
-    /// GEMM micro-kernel `(panel, x, ldx, n, k, acc)`:
-    /// `acc[j·MR + i] += Σ_{p<k} panel[p·MR + i] · x[j·ldx + p]` for `i < MR`,
-    /// `j < n ≤ NR`. `panel` holds MR weight rows packed k-major.
+    /// GEMM micro-kernel `(w, ldw, m, xp, k, n, acc)`:
+    /// `acc[i·NR + j] += Σ_{p<k} w[i·ldw + p] · xp[p·NR + j]` for `i < m ≤ MR`
+    /// and at least `j < n ≤ NR` (lanes up to the vector width past `n` may
+    /// be computed too: `xp` is zero-padded). `w` holds m rows of f32
+    /// weights, `xp` a token tile of X packed transposed.
     pub gemm_tile: GemmTileFn,
     /// One RWKV-7 wkv step for one head ([`wkv7_step`] is the reference).
     pub wkv7: Wkv7Fn,
@@ -258,8 +261,10 @@ fn matvec_with(ks: &'static KernelSet, w: &Matrix, x: &[f32], y: &mut [f32]) {
     });
 }
 
-/// Below this many multiply-adds a chunk's wkv runs on one thread.
-const WKV_PAR_MIN: usize = 1 << 17;
+/// Below this many state elements × tokens a chunk's wkv runs on one
+/// thread: one decoded token of a 0.4B model (16 heads of 64², ~1 µs per
+/// head) is just worth splitting.
+const WKV_PAR_MIN: usize = 1 << 16;
 
 /// The RWKV-7 recurrence over a chunk of `t` tokens for all `h` heads of
 /// size `n`: `state` is h×n×n ([head][value][key]); `r`, `w`, `k`, `v`,

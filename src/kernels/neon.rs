@@ -4,7 +4,7 @@
 //! unsafe functions behind bounds-checking safe wrappers, the table handed
 //! out only after `is_aarch64_feature_detected!("neon")`. Vectors are 4
 //! lanes, so the row kernels keep 4 rows × 2 accumulators and the GEMM tile
-//! 16 rows (4 vectors) × 6 tokens = 24 of the 32 q registers.
+//! 6 rows × 16 tokens (4 vectors) = 24 of the 32 q registers.
 //!
 //! f16 weights are widened through the `half` crate in small stack blocks
 //! (the NEON f16 conversion intrinsics are not stable in Rust), then dotted
@@ -328,54 +328,69 @@ fn widen_i8(q: &[i8], scales: &[f32], out: &mut [f32]) {
     }
 }
 
-/// 16 rows (4 vectors) × N tokens register tile, as the AVX2 one.
+/// M rows × 4V tokens register tile, as the AVX2 one (M = 6, V = 4:
+/// 24 accumulators, 4 token vectors and a broadcast in 29 q registers).
 #[inline]
 #[target_feature(enable = "neon")]
-unsafe fn tile<const N: usize>(a: *const f32, x: *const f32, ldx: usize, k: usize, acc: *mut f32) {
-    let mut c = [[vdupq_n_f32(0.0); 4]; N];
-    let mut xp = [x; N];
-    for (j, p) in xp.iter_mut().enumerate() {
-        *p = x.add(j * ldx);
+unsafe fn tile<const M: usize, const V: usize>(
+    w: *const f32,
+    ldw: usize,
+    xp: *const f32,
+    k: usize,
+    acc: *mut f32,
+) {
+    let mut c = [[vdupq_n_f32(0.0); V]; M];
+    let mut wp = [w; M];
+    for (i, p) in wp.iter_mut().enumerate() {
+        *p = w.add(i * ldw);
     }
-    let mut ap = a;
+    let mut xq = xp;
     for p in 0..k {
-        let av = [
-            ld_f32(ap),
-            ld_f32(ap.add(4)),
-            ld_f32(ap.add(8)),
-            ld_f32(ap.add(12)),
-        ];
-        ap = ap.add(MR);
-        for j in 0..N {
-            let b = vdupq_n_f32(*xp[j].add(p));
-            for u in 0..4 {
-                c[j][u] = vfmaq_f32(c[j][u], av[u], b);
+        let mut xv = [vdupq_n_f32(0.0); V];
+        for (u, v) in xv.iter_mut().enumerate() {
+            *v = ld_f32(xq.add(4 * u));
+        }
+        xq = xq.add(NR);
+        for i in 0..M {
+            let b = vdupq_n_f32(*wp[i].add(p));
+            for u in 0..V {
+                c[i][u] = vfmaq_f32(c[i][u], b, xv[u]);
             }
         }
     }
-    for (j, cj) in c.iter().enumerate() {
-        for (u, cu) in cj.iter().enumerate() {
-            let o = acc.add(j * MR + 4 * u);
+    for (i, ci) in c.iter().enumerate() {
+        for (u, cu) in ci.iter().enumerate() {
+            let o = acc.add(i * NR + 4 * u);
             vst1q_f32(o, vaddq_f32(ld_f32(o), *cu));
         }
     }
 }
 
-fn gemm_tile(panel: &[f32], x: &[f32], ldx: usize, n: usize, k: usize, acc: &mut [f32]) {
-    assert!(MR == 16 && n <= NR && k > 0 && n > 0);
-    assert!(panel.len() >= k * MR, "gemm_tile: panel too short");
-    assert!(x.len() >= (n - 1) * ldx + k, "gemm_tile: x too short");
-    assert!(acc.len() >= n * MR, "gemm_tile: acc too short");
-    let (a, xp, c) = (panel.as_ptr(), x.as_ptr(), acc.as_mut_ptr());
+fn gemm_tile(w: &[f32], ldw: usize, m: usize, xp: &[f32], k: usize, n: usize, acc: &mut [f32]) {
+    assert!(NR == 16 && (1..=MR).contains(&m) && (1..=NR).contains(&n) && k > 0);
+    assert!(w.len() >= (m - 1) * ldw + k, "gemm_tile: weights too short");
+    assert!(xp.len() >= k * NR, "gemm_tile: packed x too short");
+    assert!(acc.len() >= m * NR, "gemm_tile: acc too short");
+    let (a, x, c) = (w.as_ptr(), xp.as_ptr(), acc.as_mut_ptr());
     // SAFETY: every access is within the bounds checked above; NEON by `kernel_set`.
     unsafe {
+        macro_rules! go {
+            ($v:literal) => {
+                match m {
+                    6 => tile::<6, $v>(a, ldw, x, k, c),
+                    5 => tile::<5, $v>(a, ldw, x, k, c),
+                    4 => tile::<4, $v>(a, ldw, x, k, c),
+                    3 => tile::<3, $v>(a, ldw, x, k, c),
+                    2 => tile::<2, $v>(a, ldw, x, k, c),
+                    _ => tile::<1, $v>(a, ldw, x, k, c),
+                }
+            };
+        }
         match n {
-            6 => tile::<6>(a, xp, ldx, k, c),
-            5 => tile::<5>(a, xp, ldx, k, c),
-            4 => tile::<4>(a, xp, ldx, k, c),
-            3 => tile::<3>(a, xp, ldx, k, c),
-            2 => tile::<2>(a, xp, ldx, k, c),
-            _ => tile::<1>(a, xp, ldx, k, c),
+            0..=4 => go!(1),
+            5..=8 => go!(2),
+            9..=12 => go!(3),
+            _ => go!(4),
         }
     }
 }

@@ -2,7 +2,7 @@
 //! compiler room to vectorise and fix the summation order, so results do not
 //! depend on the optimiser. Every SIMD set is tested against these.
 
-use super::{KernelSet, I8_BLOCK, MR};
+use super::{KernelSet, I8_BLOCK, NR};
 
 /// The scalar kernel set: the reference every SIMD path is tested against.
 pub static SCALAR: KernelSet = KernelSet {
@@ -138,15 +138,16 @@ pub fn widen_i8(q: &[i8], scales: &[f32], out: &mut [f32]) {
     }
 }
 
-/// GEMM micro-kernel: `acc[j·MR + i] += Σ_{p<k} panel[p·MR + i] · x[j·ldx + p]`
-/// for `i < MR`, `j < n`: MR weight rows (packed k-major) against `n` tokens.
-pub fn gemm_tile(panel: &[f32], x: &[f32], ldx: usize, n: usize, k: usize, acc: &mut [f32]) {
-    for j in 0..n {
-        let xr = &x[j * ldx..j * ldx + k];
-        let a = &mut acc[j * MR..(j + 1) * MR];
-        for (p, &xv) in xr.iter().enumerate() {
-            for (ai, &w) in a.iter_mut().zip(&panel[p * MR..(p + 1) * MR]) {
-                *ai += w * xv;
+/// GEMM micro-kernel: `acc[i·NR + j] += Σ_{p<k} w[i·ldw + p] · xp[p·NR + j]`
+/// for `i < m`, `j < n`: m weight rows against a tile of n tokens packed
+/// transposed (`xp[p·NR + j]` is token j's input p).
+pub fn gemm_tile(w: &[f32], ldw: usize, m: usize, xp: &[f32], k: usize, n: usize, acc: &mut [f32]) {
+    for i in 0..m {
+        let wr = &w[i * ldw..i * ldw + k];
+        let a = &mut acc[i * NR..i * NR + n];
+        for (p, &wv) in wr.iter().enumerate() {
+            for (aj, &xv) in a.iter_mut().zip(&xp[p * NR..p * NR + n]) {
+                *aj += wv * xv;
             }
         }
     }
