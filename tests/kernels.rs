@@ -117,7 +117,9 @@ fn matmul_simd_matches_scalar() {
 
 /// The blocked matrix–matrix product and the matrix–vector kernels are
 /// two code paths for the same numbers: they must agree token by token,
-/// in every set (sequence mode must match serial decoding).
+/// in every set (sequence mode must match serial decoding). For int8 the
+/// matrix–vector path also rounds x to int16 per block (≤ 1/65534 of the
+/// block's largest |x|, so ≤ ~3e-5 of Σ|w·x| for these inputs).
 #[test]
 fn matmul_matches_matvec_per_token() {
     let mut rng = Rng(42);
@@ -130,12 +132,17 @@ fn matmul_matches_matvec_per_token() {
             let w = Matrix::from_f32(rows, cols, wf.clone()).convert(dtype);
             let all = product(set, &w, &x, t);
             let mag = magnitudes(&wf, &x, rows, cols, t);
+            let rel = if dtype == WeightDtype::Int8 {
+                1e-4
+            } else {
+                1e-5
+            };
             for ti in 0..t {
                 let one = product(set, &w, &x[ti * cols..(ti + 1) * cols], 1);
                 for (r, &o) in one.iter().enumerate() {
                     let i = ti * rows + r;
                     assert!(
-                        (all[i] - o).abs() <= 1e-5 * mag[i] + 1e-6,
+                        (all[i] - o).abs() <= rel * mag[i] + 1e-6,
                         "{set} {dtype}: token {ti} row {r}: matmul {} vs matvec {o}",
                         all[i]
                     );

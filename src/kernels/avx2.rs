@@ -77,7 +77,7 @@ unsafe fn ld_f16(p: *const u16) -> __m256 {
     _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
 }
 
-/// 8 int8 from `p` as f32 (`vpmovsxbd` + `vcvtdq2ps`).
+/// 8 int8 from `p` as f32 (`vpmovsxbd` + `vcvtdq2ps`), for widening.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn ld_i8(p: *const i8) -> __m256 {
@@ -201,36 +201,40 @@ fn rows_f16(w: &[u16], x: &[f32], y: &mut [f32]) {
     unsafe { rows_f16_raw(w.as_ptr(), x.as_ptr(), x.len(), y) }
 }
 
-/// Dot of `len ≤ I8_BLOCK` int8 weights with x into `acc` (per-lane sums
-/// with 2 chains); the scalar tail is returned separately.
+/// Integer dot of `len ≤ I8_BLOCK` int8 weights with int16 activations:
+/// 8 lanes of i32 partial sums (`vpmovsxbw` + `vpmaddwd`, 16 weights per
+/// step), plus the scalar tail's sum. Exact: |sum| ≤ 64·127·32767 < 2³¹.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn i8_block(q: *const i8, x: *const f32, len: usize) -> (__m256, f32) {
-    let mut a0 = _mm256_setzero_ps();
-    let mut a1 = _mm256_setzero_ps();
+unsafe fn i8_block(q: *const i8, x: *const i16, len: usize) -> (__m256i, i32) {
+    let mut a = _mm256_setzero_si256();
     let mut i = 0;
     while i + 16 <= len {
-        a0 = _mm256_fmadd_ps(ld_i8(q.add(i)), ld_f32(x.add(i)), a0);
-        a1 = _mm256_fmadd_ps(ld_i8(q.add(i + 8)), ld_f32(x.add(i + 8)), a1);
+        let w = _mm256_cvtepi8_epi16(_mm_loadu_si128(q.add(i) as *const __m128i));
+        let xv = _mm256_loadu_si256(x.add(i) as *const __m256i);
+        a = _mm256_add_epi32(a, _mm256_madd_epi16(w, xv));
         i += 16;
     }
-    if i + 8 <= len {
-        a0 = _mm256_fmadd_ps(ld_i8(q.add(i)), ld_f32(x.add(i)), a0);
-        i += 8;
-    }
-    let mut tail = 0.0f32;
+    let mut tail = 0i32;
     while i < len {
-        tail += *q.add(i) as f32 * *x.add(i);
+        tail += *q.add(i) as i32 * *x.add(i) as i32;
         i += 1;
     }
-    (_mm256_add_ps(a0, a1), tail)
+    (a, tail)
 }
 
-/// int8 rows, 4 at a time: per block, the integer-weight dot is formed in
-/// a vector and folded into the row's accumulator with one FMA by the
-/// block's scale, so the scale costs one instruction per 64 weights.
+/// int8 rows, 4 at a time sharing each load of x: per full block, 4 steps of
+/// 16 weights per row into an i32 vector, then one convert and one FMA by
+/// the block's combined scale into the row's f32 accumulator.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn rows_i8_raw(q: *const i8, scales: *const f32, x: *const f32, n: usize, y: &mut [f32]) {
+unsafe fn rows_i8_raw(
+    q: *const i8,
+    scales: *const f32,
+    xq: *const i16,
+    xs: *const f32,
+    n: usize,
+    y: &mut [f32],
+) {
     let nb = n.div_ceil(I8_BLOCK);
     let m = y.len();
     let mut r = 0;
@@ -240,30 +244,29 @@ unsafe fn rows_i8_raw(q: *const i8, scales: *const f32, x: *const f32, n: usize,
         for b in 0..nb {
             let i0 = b * I8_BLOCK;
             let len = I8_BLOCK.min(n - i0);
+            let xsb = *xs.add(b);
             if len == I8_BLOCK {
-                // Full block: 4 rows share each x load; 8 chains in flight.
-                let mut a = [[_mm256_setzero_ps(); 2]; 4];
+                let mut a = [_mm256_setzero_si256(); 4];
                 let mut i = 0;
                 while i < I8_BLOCK {
-                    let x0 = ld_f32(x.add(i0 + i));
-                    let x1 = ld_f32(x.add(i0 + i + 8));
+                    let xv = _mm256_loadu_si256(xq.add(i0 + i) as *const __m256i);
                     for (qq, aq) in a.iter_mut().enumerate() {
                         let p = q.add((r + qq) * n + i0 + i);
-                        aq[0] = _mm256_fmadd_ps(ld_i8(p), x0, aq[0]);
-                        aq[1] = _mm256_fmadd_ps(ld_i8(p.add(8)), x1, aq[1]);
+                        let w = _mm256_cvtepi8_epi16(_mm_loadu_si128(p as *const __m128i));
+                        *aq = _mm256_add_epi32(*aq, _mm256_madd_epi16(w, xv));
                     }
                     i += 16;
                 }
                 for (qq, aq) in a.iter().enumerate() {
-                    let s = _mm256_set1_ps(*scales.add((r + qq) * nb + b));
-                    acc[qq] = _mm256_fmadd_ps(_mm256_add_ps(aq[0], aq[1]), s, acc[qq]);
+                    let s = _mm256_set1_ps(*scales.add((r + qq) * nb + b) * xsb);
+                    acc[qq] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(*aq), s, acc[qq]);
                 }
             } else {
                 for qq in 0..4 {
-                    let (v, tail) = i8_block(q.add((r + qq) * n + i0), x.add(i0), len);
-                    let s = *scales.add((r + qq) * nb + b);
-                    acc[qq] = _mm256_fmadd_ps(v, _mm256_set1_ps(s), acc[qq]);
-                    tails[qq] += tail * s;
+                    let (v, tail) = i8_block(q.add((r + qq) * n + i0), xq.add(i0), len);
+                    let s = *scales.add((r + qq) * nb + b) * xsb;
+                    acc[qq] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(v), _mm256_set1_ps(s), acc[qq]);
+                    tails[qq] += tail as f32 * s;
                 }
             }
         }
@@ -277,25 +280,24 @@ unsafe fn rows_i8_raw(q: *const i8, scales: *const f32, x: *const f32, n: usize,
         let mut tails = 0.0f32;
         for b in 0..nb {
             let i0 = b * I8_BLOCK;
-            let (v, tail) = i8_block(q.add(r * n + i0), x.add(i0), I8_BLOCK.min(n - i0));
-            let s = *scales.add(r * nb + b);
-            acc = _mm256_fmadd_ps(v, _mm256_set1_ps(s), acc);
-            tails += tail * s;
+            let (v, tail) = i8_block(q.add(r * n + i0), xq.add(i0), I8_BLOCK.min(n - i0));
+            let s = *scales.add(r * nb + b) * *xs.add(b);
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(v), _mm256_set1_ps(s), acc);
+            tails += tail as f32 * s;
         }
         y[r] = hsum(acc) + tails;
         r += 1;
     }
 }
 
-fn rows_i8(q: &[i8], scales: &[f32], x: &[f32], y: &mut [f32]) {
-    let n = x.len();
+fn rows_i8(q: &[i8], scales: &[f32], xq: &[i16], xs: &[f32], y: &mut [f32]) {
+    let n = xq.len();
+    let nb = n.div_ceil(I8_BLOCK);
     assert!(q.len() >= y.len() * n, "rows_i8: weights too short");
-    assert!(
-        scales.len() >= y.len() * n.div_ceil(I8_BLOCK),
-        "rows_i8: scales too short"
-    );
+    assert!(scales.len() >= y.len() * nb, "rows_i8: scales too short");
+    assert!(xs.len() >= nb, "rows_i8: activation scales too short");
     // SAFETY: bounds checked above; features by `kernel_set`.
-    unsafe { rows_i8_raw(q.as_ptr(), scales.as_ptr(), x.as_ptr(), n, y) }
+    unsafe { rows_i8_raw(q.as_ptr(), scales.as_ptr(), xq.as_ptr(), xs.as_ptr(), n, y) }
 }
 
 // ------------------------------------------------------------------ widening

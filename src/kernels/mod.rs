@@ -33,7 +33,7 @@ use std::cell::Cell;
 use std::sync::OnceLock;
 
 use crate::error::{QuillError, Result};
-pub use matrix::{quantize_row, MatData, Matrix, Store, WeightDtype, I8_BLOCK};
+pub use matrix::{quantize_row, quantize_x16, MatData, Matrix, Store, WeightDtype, I8_BLOCK};
 pub use threads::{install, physical_cores, set_threads, threads};
 pub use wkv::{wkv5_step, wkv7_step};
 
@@ -44,8 +44,8 @@ pub const MR: usize = 6;
 /// the two token vectors and a broadcast weight.
 pub const NR: usize = 16;
 
-/// An int8 row kernel: `(q, scales, x, y)`, see [`KernelSet::rows_i8`].
-pub type RowsI8Fn = fn(&[i8], &[f32], &[f32], &mut [f32]);
+/// An int8 row kernel: `(q, scales, xq, xs, y)`, see [`KernelSet::rows_i8`].
+pub type RowsI8Fn = fn(&[i8], &[f32], &[i16], &[f32], &mut [f32]);
 /// A GEMM micro-kernel: `(w, ldw, m, xp, k, n, acc)`, see [`KernelSet::gemm_tile`].
 pub type GemmTileFn = fn(&[f32], usize, usize, &[f32], usize, usize, &mut [f32]);
 /// A wkv7 step: `(state, head_size, r, w, k, v, −kk, kk⊙a, y)`, see [`wkv7_step`].
@@ -69,8 +69,12 @@ pub struct KernelSet {
     pub rows_bf16: fn(&[u16], &[f32], &mut [f32]),
     /// As `rows_f32` over f16 rows.
     pub rows_f16: fn(&[u16], &[f32], &mut [f32]),
-    /// As `rows_f32` over int8 rows `(q, scales, x, y)`, one scale per
-    /// [`I8_BLOCK`] weights (`scales` is `y.len() × x.len().div_ceil(I8_BLOCK)`).
+    /// As `rows_f32` over int8 rows `(q, scales, xq, xs, y)` with x given
+    /// quantised to int16 by [`quantize_x16`] (`xq`, one scale `xs` per
+    /// block): `y[r] = Σ_b scales[r·nb + b]·xs[b]·Σ_{i∈b} q[r·n + i]·xq[i]`,
+    /// `n = xq.len()`, `nb = n.div_ceil(I8_BLOCK)`. The block sums are exact
+    /// integer arithmetic (`pmaddwd`), half the vector work of widening the
+    /// weights to f32, so decode stays bound by memory, not arithmetic.
     pub rows_i8: RowsI8Fn,
     /// bf16 → f32 over a run (`out.len()` elements).
     pub widen_bf16: fn(&[u16], &mut [f32]),
@@ -228,8 +232,16 @@ pub fn matmul(w: &Matrix, x: &[f32], t: usize, y: &mut [f32]) {
     }
 }
 
-/// `y = W[r0..r0+y.len()]·x` with the set's row kernel for W's dtype.
-fn rows_dispatch(ks: &KernelSet, w: &Matrix, r0: usize, x: &[f32], out: &mut [f32]) {
+/// `y = W[r0..r0+y.len()]·x` with the set's row kernel for W's dtype;
+/// `xq` is x quantised by [`quantize_x16`] (int8 weights only).
+fn rows_dispatch(
+    ks: &KernelSet,
+    w: &Matrix,
+    r0: usize,
+    x: &[f32],
+    xq: &(Vec<i16>, Vec<f32>),
+    out: &mut [f32],
+) {
     let (c, n) = (w.cols, out.len());
     match &w.data {
         MatData::F32(s) => (ks.rows_f32)(&s.as_slice()[r0 * c..(r0 + n) * c], x, out),
@@ -240,7 +252,8 @@ fn rows_dispatch(ks: &KernelSet, w: &Matrix, r0: usize, x: &[f32], out: &mut [f3
             (ks.rows_i8)(
                 &q[r0 * c..(r0 + n) * c],
                 &scales[r0 * nb..(r0 + n) * nb],
-                x,
+                &xq.0,
+                &xq.1,
                 out,
             )
         }
@@ -248,8 +261,13 @@ fn rows_dispatch(ks: &KernelSet, w: &Matrix, r0: usize, x: &[f32], out: &mut [f3
 }
 
 fn matvec_with(ks: &'static KernelSet, w: &Matrix, x: &[f32], y: &mut [f32]) {
+    // x is quantised once per product, shared by every row and thread.
+    let mut xq = (Vec::new(), Vec::new());
+    if matches!(w.data, MatData::I8 { .. }) {
+        quantize_x16(x, &mut xq.0, &mut xq.1);
+    }
     if w.byte_len() < PAR_MIN_BYTES || threads() == 1 {
-        rows_dispatch(ks, w, 0, x, y);
+        rows_dispatch(ks, w, 0, x, &xq, y);
         return;
     }
     let chunk = rows_per_task(w.cols, w.dtype_size());
@@ -257,7 +275,7 @@ fn matvec_with(ks: &'static KernelSet, w: &Matrix, x: &[f32], y: &mut [f32]) {
         use rayon::prelude::*;
         y.par_chunks_mut(chunk)
             .enumerate()
-            .for_each(|(i, out)| rows_dispatch(ks, w, i * chunk, x, out));
+            .for_each(|(i, out)| rows_dispatch(ks, w, i * chunk, x, &xq, out));
     });
 }
 

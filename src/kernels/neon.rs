@@ -246,8 +246,18 @@ fn rows_f16(w: &[u16], x: &[f32], y: &mut [f32]) {
     }
 }
 
+/// int8 rows against int16 activations: per 8 weights `vmovl_s8` then two
+/// `vmlal_s16` into i32 lanes (exact within a block), one convert and FMA by
+/// the combined scale per block.
 #[target_feature(enable = "neon")]
-unsafe fn rows_i8_neon(q: *const i8, scales: *const f32, x: *const f32, n: usize, y: &mut [f32]) {
+unsafe fn rows_i8_neon(
+    q: *const i8,
+    scales: *const f32,
+    xq: *const i16,
+    xs: *const f32,
+    n: usize,
+    y: &mut [f32],
+) {
     let nb = n.div_ceil(I8_BLOCK);
     for (r, o) in y.iter_mut().enumerate() {
         let mut acc = vdupq_n_f32(0.0);
@@ -255,38 +265,38 @@ unsafe fn rows_i8_neon(q: *const i8, scales: *const f32, x: *const f32, n: usize
         for b in 0..nb {
             let i0 = b * I8_BLOCK;
             let len = I8_BLOCK.min(n - i0);
-            let s = *scales.add(r * nb + b);
+            let s = *scales.add(r * nb + b) * *xs.add(b);
             let p = q.add(r * n + i0);
-            let mut a0 = vdupq_n_f32(0.0);
-            let mut a1 = vdupq_n_f32(0.0);
+            let mut a0 = vdupq_n_s32(0);
+            let mut a1 = vdupq_n_s32(0);
             let mut i = 0;
             while i + 8 <= len {
-                let (w0, w1) = ld_i8x8(p.add(i));
-                a0 = vfmaq_f32(a0, w0, ld_f32(x.add(i0 + i)));
-                a1 = vfmaq_f32(a1, w1, ld_f32(x.add(i0 + i + 4)));
+                let w = vmovl_s8(vld1_s8(p.add(i)));
+                let xv = vld1q_s16(xq.add(i0 + i));
+                a0 = vmlal_s16(a0, vget_low_s16(w), vget_low_s16(xv));
+                a1 = vmlal_high_s16(a1, w, xv);
                 i += 8;
             }
-            acc = vfmaq_f32(acc, vaddq_f32(a0, a1), vdupq_n_f32(s));
-            let mut t = 0.0f32;
+            acc = vfmaq_f32(acc, vcvtq_f32_s32(vaddq_s32(a0, a1)), vdupq_n_f32(s));
+            let mut t = 0i32;
             while i < len {
-                t += *p.add(i) as f32 * *x.add(i0 + i);
+                t += *p.add(i) as i32 * *xq.add(i0 + i) as i32;
                 i += 1;
             }
-            tail += t * s;
+            tail += t as f32 * s;
         }
         *o = vaddvq_f32(acc) + tail;
     }
 }
 
-fn rows_i8(q: &[i8], scales: &[f32], x: &[f32], y: &mut [f32]) {
-    let n = x.len();
+fn rows_i8(q: &[i8], scales: &[f32], xq: &[i16], xs: &[f32], y: &mut [f32]) {
+    let n = xq.len();
+    let nb = n.div_ceil(I8_BLOCK);
     assert!(q.len() >= y.len() * n, "rows_i8: weights too short");
-    assert!(
-        scales.len() >= y.len() * n.div_ceil(I8_BLOCK),
-        "rows_i8: scales too short"
-    );
+    assert!(scales.len() >= y.len() * nb, "rows_i8: scales too short");
+    assert!(xs.len() >= nb, "rows_i8: activation scales too short");
     // SAFETY: bounds checked above; NEON by `kernel_set`.
-    unsafe { rows_i8_neon(q.as_ptr(), scales.as_ptr(), x.as_ptr(), n, y) }
+    unsafe { rows_i8_neon(q.as_ptr(), scales.as_ptr(), xq.as_ptr(), xs.as_ptr(), n, y) }
 }
 
 #[target_feature(enable = "neon")]

@@ -96,18 +96,18 @@ pub fn rows_f16(w: &[u16], x: &[f32], y: &mut [f32]) {
     }
 }
 
-/// `y[r] = Σ_blocks scale·(q_block·x_block)`, int8 rows with one scale per
-/// [`I8_BLOCK`] weights (`scales` is `y.len() × x.len().div_ceil(I8_BLOCK)`).
-/// The block's integer-weight dot is formed first and scaled once, as the
-/// SIMD kernels do.
-pub fn rows_i8(q: &[i8], scales: &[f32], x: &[f32], y: &mut [f32]) {
-    let n = x.len();
+/// `y[r] = Σ_b scales[r·nb + b]·xs[b]·Σ_{i∈b} q[r][i]·xq[i]`: int8 rows
+/// against x quantised to int16 ([`super::quantize_x16`]), one scale per
+/// [`I8_BLOCK`] on each side; block sums exact in i32.
+pub fn rows_i8(q: &[i8], scales: &[f32], xq: &[i16], xs: &[f32], y: &mut [f32]) {
+    let n = xq.len();
     let nb = n.div_ceil(I8_BLOCK);
     for (r, o) in y.iter_mut().enumerate() {
         let row = &q[r * n..(r + 1) * n];
         let mut s = 0.0f32;
-        for (b, (qb, xb)) in row.chunks(I8_BLOCK).zip(x.chunks(I8_BLOCK)).enumerate() {
-            s += scales[r * nb + b] * dot_with(qb.len(), |i| qb[i] as f32, xb);
+        for (b, (qb, xb)) in row.chunks(I8_BLOCK).zip(xq.chunks(I8_BLOCK)).enumerate() {
+            let isum: i32 = qb.iter().zip(xb).map(|(&a, &b)| a as i32 * b as i32).sum();
+            s += scales[r * nb + b] * xs[b] * isum as f32;
         }
         *o = s;
     }
