@@ -279,6 +279,62 @@ fn matvec_with(ks: &'static KernelSet, w: &Matrix, x: &[f32], y: &mut [f32]) {
     });
 }
 
+/// Below this many elements a row-wise pass ([`for_rows`]) runs on the
+/// calling thread: decoding one token (a few thousand elements per pass)
+/// never forks, a prefill chunk (t × C ≥ 16 K) always does.
+const ROWS_PAR_MIN: usize = 1 << 14;
+
+/// Rows per task of a row-wise pass: ≥ ~4 K elements each.
+fn rows_min_len(width: usize) -> usize {
+    (4096 / width.max(1)).max(1)
+}
+
+/// Runs `f(i, row_i)` for every `width`-wide row of `out` (the last may be
+/// shorter), split across the kernel pool when `out` is large. For the
+/// element-wise work between products (norms, mixes, activations): run on
+/// one thread it would cost a prefill as much as a quarter of its time
+/// while the other cores wait.
+pub fn for_rows(out: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]) + Send + Sync) {
+    let width = width.max(1);
+    if out.len() < ROWS_PAR_MIN || threads() == 1 {
+        out.chunks_mut(width).enumerate().for_each(|(i, r)| f(i, r));
+        return;
+    }
+    install(|| {
+        use rayon::prelude::*;
+        out.par_chunks_mut(width)
+            .enumerate()
+            .with_min_len(rows_min_len(width))
+            .for_each(|(i, r)| f(i, r));
+    });
+}
+
+/// [`for_rows`] over two buffers of the same shape at once.
+pub fn for_rows2(
+    a: &mut [f32],
+    b: &mut [f32],
+    width: usize,
+    f: impl Fn(usize, &mut [f32], &mut [f32]) + Send + Sync,
+) {
+    assert_eq!(a.len(), b.len(), "for_rows2: buffers differ in length");
+    let width = width.max(1);
+    if a.len() < ROWS_PAR_MIN || threads() == 1 {
+        a.chunks_mut(width)
+            .zip(b.chunks_mut(width))
+            .enumerate()
+            .for_each(|(i, (ra, rb))| f(i, ra, rb));
+        return;
+    }
+    install(|| {
+        use rayon::prelude::*;
+        a.par_chunks_mut(width)
+            .zip(b.par_chunks_mut(width))
+            .enumerate()
+            .with_min_len(rows_min_len(width))
+            .for_each(|(i, (ra, rb))| f(i, ra, rb));
+    });
+}
+
 /// Below this many state elements × tokens a chunk's wkv runs on one
 /// thread: one decoded token of a 0.4B model (16 heads of 64², ~1 µs per
 /// head) is just worth splitting.
