@@ -335,3 +335,31 @@ fn int8_quantisation_error_is_half_a_step() {
         }
     }
 }
+
+/// int16 activation quantisation (int8 decode): every value within half a
+/// step of its block's scale, the block maximum exact, zeros kept zero.
+#[test]
+fn x16_quantisation_error_is_half_a_step() {
+    let mut rng = Rng(77);
+    let mut x: Vec<f32> = (0..3 * I8_BLOCK + 9).map(|_| rng.f() * 50.0).collect();
+    x[5] = 0.0;
+    x[I8_BLOCK..2 * I8_BLOCK].fill(0.0);
+    let (mut q, mut s) = (Vec::new(), Vec::new());
+    kernels::quantize_x16(&x, &mut q, &mut s);
+    assert_eq!((q.len(), s.len()), (x.len(), x.len().div_ceil(I8_BLOCK)));
+    for (b, blk) in x.chunks(I8_BLOCK).enumerate() {
+        let amax = blk.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        assert_eq!(s[b], amax / 32767.0);
+        for (i, &v) in blk.iter().enumerate() {
+            let got = q[b * I8_BLOCK + i] as f32 * s[b];
+            assert!(
+                (got - v).abs() <= 0.5 * s[b] * 1.0001,
+                "block {b} [{i}]: {v} → {got}"
+            );
+            if v.abs() == amax && amax > 0.0 {
+                assert_eq!(q[b * I8_BLOCK + i].unsigned_abs(), 32767);
+            }
+        }
+    }
+    assert_eq!(q[5], 0);
+}

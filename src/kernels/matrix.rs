@@ -433,16 +433,20 @@ pub fn quantize_row(row: &[f32], q: &mut [i8], scales: &mut [f32]) {
 /// weights' own rounding (≈ 0.4% of a block's largest weight). Products of
 /// int8 × int16 summed in pairs then stay exact in i32.
 pub fn quantize_x16(x: &[f32], xq: &mut Vec<i16>, xs: &mut Vec<f32>) {
+    // Round to nearest even by adding and subtracting 1.5·2²³ (exact for
+    // |v| ≤ 2²²): `f32::round` is a libm call on baseline x86-64 (no
+    // SSE4.1), ~5 ns per element, which cost ~1 ms per decoded int8 token.
+    const MAGIC: f32 = 12_582_912.0;
     xq.clear();
     xs.clear();
     for blk in x.chunks(I8_BLOCK) {
-        let amax = blk.iter().fold(0.0f32, |m, &v| m.max(v.abs()));
+        let amax = blk
+            .iter()
+            .map(|v| v.abs())
+            .fold(0.0f32, |m, a| if a > m { a } else { m });
         xs.push(amax / 32767.0);
         let inv = if amax > 0.0 { 32767.0 / amax } else { 0.0 };
-        xq.extend(
-            blk.iter()
-                .map(|&v| (v * inv).round().clamp(-32767.0, 32767.0) as i16),
-        );
+        xq.extend(blk.iter().map(|&v| ((v * inv + MAGIC) - MAGIC) as i16));
     }
 }
 

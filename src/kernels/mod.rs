@@ -63,7 +63,10 @@ pub struct KernelSet {
     pub dot_bf16: fn(&[u16], &[f32]) -> f32,
     /// Σ w·x over f16 weights (raw bits).
     pub dot_f16: fn(&[u16], &[f32]) -> f32,
-    /// `y[r] = W[r]·x` for the `y.len()` rows of row-major `w` (`x.len()` wide).
+    /// `y[r] = W[r]·x` for the first `y.len()` rows of row-major `w`
+    /// (`x.len()` wide). `w` may hold more rows (the rest of the matrix):
+    /// those are not used, only prefetched, so a task's first rows are not
+    /// cold.
     pub rows_f32: fn(&[f32], &[f32], &mut [f32]),
     /// As `rows_f32` over bf16 rows.
     pub rows_bf16: fn(&[u16], &[f32], &mut [f32]),
