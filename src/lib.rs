@@ -8,6 +8,7 @@
 //! conversation over a session, [`writer`] writes whole stories chapter by
 //! chapter from prompt files, and [`tui`] is the full-screen app over both.
 
+pub mod bench;
 pub mod chat;
 pub mod error;
 pub mod eval;
