@@ -4,8 +4,9 @@
 //! The layers, bottom up: [`kernels`] (numeric kernels), [`model`] (weights,
 //! one module per RWKV generation, the recurrent state), [`tokenizer`],
 //! [`sampler`], and [`session`], which ties them together for the front
-//! ends; [`snapshot`] saves a session's state to disk, and [`chat`] runs a
-//! conversation over a session.
+//! ends; [`snapshot`] saves a session's state to disk, [`chat`] runs a
+//! conversation over a session, and [`writer`] writes whole stories chapter
+//! by chapter from prompt files.
 
 pub mod chat;
 pub mod error;
@@ -18,5 +19,6 @@ pub mod session;
 pub mod snapshot;
 /// Text ↔ token ids for the World, byte-level and GPT-NeoX 20B vocabularies.
 pub mod tokenizer;
+pub mod writer;
 
 pub use error::{QuillError, Result};

@@ -9,6 +9,7 @@ mod logits;
 mod perplexity;
 mod state;
 mod tokenize;
+mod write;
 
 use clap::{Parser, Subcommand};
 
@@ -42,6 +43,8 @@ enum Command {
     Convert(convert::Args),
     /// Score a text file: mean negative log-likelihood and perplexity.
     Perplexity(perplexity::Args),
+    /// Write stories from prompt files, chapter by chapter (resumable).
+    Write(write::Args),
 }
 
 /// Parses the command line and runs the subcommand; returns the exit code.
@@ -56,6 +59,7 @@ pub fn run() -> anyhow::Result<i32> {
         Command::State(a) => state::run(a),
         Command::Convert(a) => convert::run(a).map(|_| 0),
         Command::Perplexity(a) => perplexity::run(a).map(|_| 0),
+        Command::Write(a) => write::run(a).map(|_| 0),
     }
 }
 
