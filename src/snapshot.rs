@@ -298,11 +298,13 @@ impl Snapshot {
                 .and_then(|x| x.checked_mul(m.head_size))
                 .and_then(|x| x.checked_add(m.n_embd.checked_mul(2)?))
         };
+        // n_layer ≥ 1 too: State::new builds one layer before copying it
+        // n_layer times, so zero layers would not stop a lying n_embd.
         let fits = per_layer
-            .and_then(|p| p.checked_mul(m.n_layer))
+            .and_then(|p| p.checked_mul(m.n_layer.max(1)))
             .and_then(|f| f.checked_mul(4))
             .is_some_and(|b| b <= bytes.len());
-        if !fits {
+        if !fits || m.n_layer == 0 {
             return Err(bad(
                 "the dims in the metadata do not match the tensors".into()
             ));
@@ -338,6 +340,29 @@ impl Snapshot {
         };
         let settings: SamplerSettings = serde_json::from_str(get("sampler_settings")?)
             .map_err(|e| bad(format!("sampler_settings: {e}")))?;
+        // The same ranges the command line enforces: a hand-edited file
+        // must not reach the sampler with settings it was never meant for.
+        settings
+            .validate()
+            .map_err(|e| bad(format!("sampler_settings: {e}")))?;
+        // A state or logits holding NaN/Inf would only ever produce NaN
+        // (and the sampler could pick nothing from them): refuse them here,
+        // naming the tensor, rather than continue a broken story.
+        for (slot, name) in state.official_tensors().into_iter().zip(&names) {
+            if slot.iter().any(|v| !v.is_finite()) {
+                return Err(bad(format!(
+                    "tensor `{name}` holds NaN or infinity: the saved state is broken and cannot be continued; start again from the prompt"
+                )));
+            }
+        }
+        if logits
+            .as_ref()
+            .is_some_and(|l| l.iter().any(|v| !v.is_finite()))
+        {
+            return Err(bad(
+                "`logits` hold NaN or infinity: the saved state is broken and cannot be continued; start again from the prompt".into(),
+            ));
+        }
         let words: Vec<u64> = get("rng_state")?
             .split(',')
             .map(|w| u64::from_str_radix(w, 16))
