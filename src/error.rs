@@ -7,7 +7,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum QuillError {
     /// A file could not be opened or read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {source}{hint}", hint = read_hint(.source))]
     Io {
         /// The file.
         path: PathBuf,
@@ -15,7 +15,7 @@ pub enum QuillError {
         source: std::io::Error,
     },
     /// A file could not be written.
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}: {source}{hint}", hint = write_hint(.source))]
     Write {
         /// The file.
         path: PathBuf,
@@ -39,7 +39,7 @@ pub enum QuillError {
         reason: String,
     },
     /// The checkpoint's tensor names match no RWKV generation Quill knows.
-    #[error("unknown architecture: {0}")]
+    #[error("unknown architecture: {0} (Quill runs RWKV-4, 5.2, 6 and 7 checkpoints: the official .pth files or safetensors)")]
     UnknownArchitecture(String),
     /// A token id outside the model's vocabulary.
     #[error("token id {id} is outside the vocabulary (size {vocab}); ids must be below {vocab}")]
@@ -78,6 +78,29 @@ impl QuillError {
             name: name.into(),
             reason: reason.into(),
         }
+    }
+}
+
+/// What to do about a file that cannot be read, when the OS error says.
+fn read_hint(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "; check the path",
+        std::io::ErrorKind::PermissionDenied => "; check the file's permissions",
+        _ => "",
+    }
+}
+
+/// What to do about a file that cannot be written, when the OS error says.
+fn write_hint(e: &std::io::Error) -> &'static str {
+    // ENOSPC is 28 on Linux and the BSDs (ErrorKind::StorageFull is newer
+    // than the crate's minimum Rust).
+    if e.raw_os_error() == Some(28) {
+        return "; free some space on that disk or write elsewhere";
+    }
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "; create the folder first or choose another path",
+        std::io::ErrorKind::PermissionDenied => "; make the folder writable or choose another path",
+        _ => "",
     }
 }
 

@@ -8,7 +8,16 @@ fn main() {
         Ok(code) => code,
         Err(err) => {
             // `{:#}` joins the context chain on one line: "loading x: y: z".
-            eprintln!("quill: error: {err:#}");
+            // A message may still quote text from a file (a tensor name, a
+            // TOML parser's excerpt) that holds line breaks: the error is
+            // always exactly one line, so scripts can rely on it.
+            let msg = format!("{err:#}");
+            let one_line: Vec<&str> = msg
+                .split(['\n', '\r'])
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .collect();
+            eprintln!("quill: error: {}", one_line.join(" "));
             1
         }
     };

@@ -243,6 +243,13 @@ impl Sampler {
         let mut order: Vec<u32> = (0..p.len() as u32)
             .filter(|&i| p[i as usize] > 0.0)
             .collect();
+        if order.is_empty() {
+            // No token has a usable probability: every logit is NaN or
+            // −∞ (damaged weights or state, or every id banned). Fall
+            // back to argmax rather than index an empty list; the caller
+            // still gets an id inside the vocabulary.
+            return argmax(&z);
+        }
         order.sort_unstable_by(|&a, &b| p[b as usize].total_cmp(&p[a as usize]).then(a.cmp(&b)));
         // top-p: the cutoff is the probability of the token at which the
         // cumulative mass first reaches top_p; everything below it goes.

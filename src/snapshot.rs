@@ -118,7 +118,7 @@ impl Snapshot {
         let m = &self.meta;
         if m.version != info.version {
             return Err(QuillError::StateMismatch(format!(
-                "the snapshot is from an {} model, this model is {}",
+                "the snapshot is from an {} model, this model is {}; use the model it was made with (`quill state info` names it)",
                 m.version, info.version
             )));
         }
@@ -126,7 +126,7 @@ impl Snapshot {
         let theirs = (m.n_layer, m.n_embd, m.n_head, m.head_size, m.vocab);
         if ours != theirs {
             return Err(QuillError::StateMismatch(format!(
-                "the snapshot is for {} layers × {} (heads {}×{}, vocab {}), this model has {} layers × {} (heads {}×{}, vocab {})",
+                "the snapshot is for {} layers × {} (heads {}×{}, vocab {}), this model has {} layers × {} (heads {}×{}, vocab {}); use the model it was made with (`quill state info` names it)",
                 m.n_layer, m.n_embd, m.n_head, m.head_size, m.vocab, d.n_layer, d.n_embd, d.n_head, d.head_size, d.vocab
             )));
         }
@@ -236,10 +236,12 @@ impl Snapshot {
         let (infos, meta) = parse_safetensors(bytes, origin)?;
         let get = |k: &str| -> Result<&String> {
             meta.get(k)
-                .ok_or_else(|| bad(format!("not a Quill snapshot (metadata `{k}` missing)")))
+                .ok_or_else(|| bad(format!("not a Quill snapshot (metadata `{k}` missing): pass a file written by --state-out or /save")))
         };
         if get("format")? != FORMAT {
-            return Err(bad("not a Quill snapshot (wrong `format`)".into()));
+            return Err(bad(
+                "not a Quill snapshot (wrong `format`): pass a file written by --state-out or /save".into(),
+            ));
         }
         let fv: u32 = num(get("format_version")?, "format_version", origin)?;
         if fv != FORMAT_VERSION {
@@ -247,6 +249,14 @@ impl Snapshot {
                 "snapshot format version {fv} is not supported by this Quill (it reads version {FORMAT_VERSION}); use a matching Quill release"
             )));
         }
+        // Past the checksum the bytes are as written, so a value out of
+        // place means another writer or a hand edit, not damage.
+        let inconsistent = |r: String| {
+            QuillError::format(
+                origin,
+                format!("{r}: the snapshot is inconsistent (written by another program or edited by hand); regenerate it"),
+            )
+        };
         // Checksum first: nothing below should trust damaged bytes.
         let stored_sum = get("checksum")?.clone();
         let mut rest = meta.clone();
@@ -271,7 +281,7 @@ impl Snapshot {
             ));
         }
         let version = RwkvVersion::parse(get("rwkv_version")?)
-            .ok_or_else(|| bad("unknown rwkv_version".into()))?;
+            .ok_or_else(|| inconsistent("unknown rwkv_version".into()))?;
         let m = SnapshotMeta {
             fingerprint: get("model_fingerprint")?.clone(),
             version,
@@ -298,13 +308,15 @@ impl Snapshot {
                 .and_then(|x| x.checked_mul(m.head_size))
                 .and_then(|x| x.checked_add(m.n_embd.checked_mul(2)?))
         };
+        // n_layer ≥ 1 too: State::new builds one layer before copying it
+        // n_layer times, so zero layers would not stop a lying n_embd.
         let fits = per_layer
-            .and_then(|p| p.checked_mul(m.n_layer))
+            .and_then(|p| p.checked_mul(m.n_layer.max(1)))
             .and_then(|f| f.checked_mul(4))
             .is_some_and(|b| b <= bytes.len());
-        if !fits {
-            return Err(bad(
-                "the dims in the metadata do not match the tensors".into()
+        if !fits || m.n_layer == 0 {
+            return Err(inconsistent(
+                "the dims in the metadata do not match the tensors".into(),
             ));
         }
         let mut state = State::new(version, m.n_layer, m.n_embd, m.n_head, m.head_size);
@@ -312,9 +324,9 @@ impl Snapshot {
         for (slot, name) in state.official_tensors_mut().into_iter().zip(&names) {
             let info = infos
                 .get(name)
-                .ok_or_else(|| bad(format!("tensor `{name}` missing")))?;
+                .ok_or_else(|| inconsistent(format!("tensor `{name}` missing")))?;
             if info.dtype != DType::F32 || info.numel() != slot.len() {
-                return Err(bad(format!(
+                return Err(inconsistent(format!(
                     "tensor `{name}` has {} {} values, expected {} f32",
                     info.numel(),
                     info.dtype,
@@ -334,27 +346,55 @@ impl Snapshot {
                     &bytes[info.start..info.start + info.byte_len()],
                 ))
             }
-            Some(_) => return Err(bad(format!("`logits` must hold {} f32 values", m.vocab))),
+            Some(_) => {
+                return Err(inconsistent(format!(
+                    "`logits` must hold {} f32 values",
+                    m.vocab
+                )))
+            }
         };
         let settings: SamplerSettings = serde_json::from_str(get("sampler_settings")?)
-            .map_err(|e| bad(format!("sampler_settings: {e}")))?;
+            .map_err(|e| inconsistent(format!("sampler_settings: {e}")))?;
+        // The same ranges the command line enforces: a hand-edited file
+        // must not reach the sampler with settings it was never meant for.
+        settings
+            .validate()
+            .map_err(|e| inconsistent(format!("sampler_settings: {e}")))?;
+        // A state or logits holding NaN/Inf would only ever produce NaN
+        // (and the sampler could pick nothing from them): refuse them here,
+        // naming the tensor, rather than continue a broken story.
+        for (slot, name) in state.official_tensors().into_iter().zip(&names) {
+            if slot.iter().any(|v| !v.is_finite()) {
+                return Err(bad(format!(
+                    "tensor `{name}` holds NaN or infinity: the saved state is broken and cannot be continued; start again from the prompt"
+                )));
+            }
+        }
+        if logits
+            .as_ref()
+            .is_some_and(|l| l.iter().any(|v| !v.is_finite()))
+        {
+            return Err(bad(
+                "`logits` hold NaN or infinity: the saved state is broken and cannot be continued; start again from the prompt".into(),
+            ));
+        }
         let words: Vec<u64> = get("rng_state")?
             .split(',')
             .map(|w| u64::from_str_radix(w, 16))
             .collect::<std::result::Result<_, _>>()
-            .map_err(|_| bad("rng_state is not four hex words".into()))?;
+            .map_err(|_| inconsistent("rng_state is not four hex words".into()))?;
         let words: [u64; 4] = words
             .try_into()
-            .map_err(|_| bad("rng_state is not four hex words".into()))?;
+            .map_err(|_| inconsistent("rng_state is not four hex words".into()))?;
         let counts: Vec<(u32, f32)> = serde_json::from_str(get("penalty_counts")?)
-            .map_err(|e| bad(format!("penalty_counts: {e}")))?;
+            .map_err(|e| inconsistent(format!("penalty_counts: {e}")))?;
         let hex = get("pending_utf8")?;
         let pending_utf8 = (0..hex.len() / 2)
             .map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2).unwrap_or("zz"), 16))
             .collect::<std::result::Result<Vec<u8>, _>>()
             .ok()
             .filter(|v| v.len() * 2 == hex.len() && v.len() <= 8)
-            .ok_or_else(|| bad("pending_utf8 is not a short hex string".into()))?;
+            .ok_or_else(|| inconsistent("pending_utf8 is not a short hex string".into()))?;
         Ok(Snapshot {
             pending_utf8,
             meta: m,

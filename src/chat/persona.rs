@@ -211,9 +211,29 @@ impl Persona {
 
     /// Reads a persona file.
     pub fn load(path: &Path) -> Result<Persona> {
-        let text = std::fs::read_to_string(path).map_err(|error| ChatError::Io {
+        let bytes = std::fs::read(path).map_err(|error| ChatError::Io {
             path: path.to_path_buf(),
             error,
+        })?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            // Say where, and what to do: "stream did not contain valid
+            // UTF-8" alone leaves the user searching the file.
+            let at = e.utf8_error().valid_up_to();
+            let before = &e.as_bytes()[..at];
+            let line = 1 + before.iter().filter(|&&b| b == b'\n').count();
+            let line_start = before
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |i| i + 1);
+            ChatError::Persona {
+                origin: path.display().to_string(),
+                line,
+                column: at - line_start + 1,
+                message: format!(
+                    "the file is not valid UTF-8 text (bad byte 0x{:02x}); save it as UTF-8",
+                    e.as_bytes()[at]
+                ),
+            }
         })?;
         let stem = path
             .file_stem()

@@ -198,7 +198,13 @@ fn piped_loop(engine: &mut ChatEngine, ui: Ui) -> Result<()> {
     let stdin = std::io::stdin().lock();
     let mut pending = String::new();
     for line in stdin.lines() {
-        let line = line.context("reading stdin")?;
+        let line = line.map_err(|e| {
+            if e.kind() == std::io::ErrorKind::InvalidData {
+                anyhow::anyhow!("stdin is not valid UTF-8 text: send UTF-8 (iconv -t UTF-8 converts other encodings)")
+            } else {
+                anyhow::Error::new(e).context("reading stdin")
+            }
+        })?;
         if let Some(head) = line.strip_suffix('\\') {
             pending.push_str(head);
             pending.push('\n');

@@ -123,24 +123,48 @@ pub struct Args {
     sampler: SamplerArgs,
 }
 
+/// The one message for a prompt with nothing in it.
+const EMPTY_PROMPT: &str = "the prompt is empty: give --prompt TEXT, --prompt-file FILE or --tokens IDS (or --state-in FILE to continue a snapshot)";
+
+/// Reads a prompt file as UTF-8, saying where it is not.
+fn read_prompt_file(f: &std::path::Path) -> Result<String> {
+    let bytes = std::fs::read(f).with_context(|| format!("reading prompt file {}", f.display()))?;
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let line = 1 + e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count();
+        anyhow::anyhow!(
+            "prompt file {} is not valid UTF-8 text (bad byte 0x{:02x} at byte {at}, line {line}): save it as UTF-8",
+            f.display(),
+            e.as_bytes()[at]
+        )
+    })
+}
+
 pub fn run(a: Args) -> Result<()> {
-    let (model, tokenizer) = a.model.load()?;
-    let read_prompt = || -> Result<Vec<u32>> {
-        Ok(match (&a.prompt, &a.prompt_file, &a.tokens) {
-            (Some(p), _, _) => tokenizer.encode(p),
-            (_, Some(f), _) => {
-                let text = std::fs::read(f)
-                    .with_context(|| format!("reading prompt file {}", f.display()))?;
-                let text = String::from_utf8(text).map_err(|_| {
-                    anyhow::anyhow!("prompt file {} is not valid UTF-8 text", f.display())
-                })?;
-                tokenizer.encode(&text)
-            }
-            (_, _, Some(ids)) => parse_ids(ids)?,
-            _ => Vec::new(),
-        })
+    // The prompt is read and checked before the model loads: a mistake in
+    // it should not cost a model load to find out.
+    let text = match (&a.prompt, &a.prompt_file) {
+        (Some(p), _) => Some(p.clone()),
+        (_, Some(f)) => Some(read_prompt_file(f)?),
+        _ => None,
     };
-    let prompt_ids = read_prompt()?;
+    if a.state_in.is_none() {
+        match text.as_deref() {
+            Some("") => anyhow::bail!("{EMPTY_PROMPT}"),
+            // Whitespace alone gives the model nothing to continue; after
+            // --state-in it is a legitimate thing to append ("\n\n").
+            Some(t) if t.trim().is_empty() => anyhow::bail!(
+                "the prompt is only whitespace: give some text to continue (--prompt TEXT or --prompt-file FILE), or --state-in FILE to append it to a snapshot"
+            ),
+            _ => {}
+        }
+    }
+    let (model, tokenizer) = a.model.load()?;
+    let prompt_ids = match (&text, &a.tokens) {
+        (Some(t), _) => tokenizer.encode(t),
+        (_, Some(ids)) => parse_ids(ids)?,
+        _ => Vec::new(),
+    };
     model.check_tokens(&prompt_ids)?;
     let (mut session, seed) = match &a.state_in {
         Some(path) => {
@@ -170,7 +194,7 @@ pub fn run(a: Args) -> Result<()> {
         }
         None => {
             if prompt_ids.is_empty() {
-                anyhow::bail!("the prompt is empty: give --prompt TEXT, --prompt-file FILE or --tokens IDS (or --state-in FILE to continue a snapshot)");
+                anyhow::bail!("{EMPTY_PROMPT}");
             }
             let settings = a.sampler.apply(SamplerSettings::default())?;
             let seed = a.sampler.seed_or_clock();

@@ -38,26 +38,26 @@ pub fn run(a: Args) -> Result<()> {
             "tokenizer": tokenizer,
             "metadata": i.metadata,
         });
-        println!("{v}");
+        outln!("{v}");
         return Ok(());
     }
-    println!("file        {}", i.origin);
-    println!("version     {}", i.version);
-    println!("layers      {}", d.n_layer);
-    println!("width       {}", d.n_embd);
-    println!("heads       {} × {}", d.n_head, d.head_size);
-    println!("ffn         {}", d.ffn);
-    println!("vocab       {}", d.vocab);
-    println!("dtype       {}", i.dtype);
-    println!("parameters  {} ({})", i.n_params, human_count(i.n_params));
-    println!(
+    outln!("file        {}", i.origin);
+    outln!("version     {}", i.version);
+    outln!("layers      {}", d.n_layer);
+    outln!("width       {}", d.n_embd);
+    outln!("heads       {} × {}", d.n_head, d.head_size);
+    outln!("ffn         {}", d.ffn);
+    outln!("vocab       {}", d.vocab);
+    outln!("dtype       {}", i.dtype);
+    outln!("parameters  {} ({})", i.n_params, human_count(i.n_params));
+    outln!(
         "state       {} bytes ({:.2} MiB)",
         i.state_bytes,
         i.state_bytes as f64 / (1 << 20) as f64
     );
-    println!("tokenizer   {tokenizer}");
+    outln!("tokenizer   {tokenizer}");
     for (k, v) in &i.metadata {
-        println!("meta.{k:<7} {v}");
+        outln!("meta.{k:<7} {v}");
     }
     Ok(())
 }

@@ -47,6 +47,6 @@ pub fn run(a: Args) -> Result<()> {
     if a.all {
         obj["steps"] = serde_json::json!(steps);
     }
-    println!("{obj}");
+    outln!("{obj}");
     Ok(())
 }

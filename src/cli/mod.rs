@@ -1,5 +1,20 @@
 //! Command-line front end: argument parsing and the subcommands.
 
+/// `println!` for command output that treats a closed pipe (`quill info M
+/// | head -1`) as the reader being done, as `generate` does: exit quietly
+/// with success instead of panicking. Other write errors are returned.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+            return Err(anyhow::Error::new(e).context("writing to stdout"));
+        }
+    }};
+}
+
 mod chat;
 mod convert;
 mod generate;

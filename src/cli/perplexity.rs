@@ -25,8 +25,12 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<()> {
     let bytes = std::fs::read(&a.file).with_context(|| format!("reading {}", a.file.display()))?;
-    let text = String::from_utf8(bytes)
-        .map_err(|_| anyhow::anyhow!("{} is not valid UTF-8 text", a.file.display()))?;
+    let text = String::from_utf8(bytes).map_err(|_| {
+        anyhow::anyhow!(
+            "{} is not valid UTF-8 text: convert it to UTF-8 (e.g. iconv -t UTF-8)",
+            a.file.display()
+        )
+    })?;
     let (model, tokenizer) = a.model.load()?;
     let tokens = tokenizer.encode(&text);
     let bar = if std::io::stderr().is_terminal() && tokens.len() > 2048 {
@@ -60,12 +64,12 @@ pub fn run(a: Args) -> Result<()> {
         v["nats_per_byte"] = serde_json::json!(nats_per_byte);
         v["bits_per_byte"] = serde_json::json!(nats_per_byte / std::f64::consts::LN_2);
         v["tokens_per_s"] = serde_json::json!(report.tokens as f64 / secs.max(1e-9));
-        println!("{v}");
+        outln!("{v}");
     } else {
-        println!("tokens        {}", report.tokens);
-        println!("mean NLL      {:.4} nats/token", report.mean_nll);
-        println!("perplexity    {:.3}", report.perplexity);
-        println!(
+        outln!("tokens        {}", report.tokens);
+        outln!("mean NLL      {:.4} nats/token", report.mean_nll);
+        outln!("perplexity    {:.3}", report.perplexity);
+        outln!(
             "bits/byte     {:.4}",
             nats_per_byte / std::f64::consts::LN_2
         );

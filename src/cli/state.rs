@@ -42,7 +42,7 @@ pub fn run(a: Args) -> Result<i32> {
                     .into_iter()
                     .map(|(k, v)| (k, serde_json::Value::String(v)))
                     .collect();
-                println!("{}", serde_json::Value::Object(map));
+                outln!("{}", serde_json::Value::Object(map));
             } else {
                 for (k, v) in rows {
                     let v = if k == "text_tail" {
@@ -50,7 +50,7 @@ pub fn run(a: Args) -> Result<i32> {
                     } else {
                         v
                     };
-                    println!("{k:<18} {v}");
+                    outln!("{k:<18} {v}");
                 }
             }
             Ok(0)
@@ -59,7 +59,7 @@ pub fn run(a: Args) -> Result<i32> {
             let (sa, sb) = (Snapshot::load(&a)?, Snapshot::load(&b)?);
             match diff(&sa, &sb) {
                 None => {
-                    println!(
+                    outln!(
                         "same: {} and {} hold the same state",
                         a.display(),
                         b.display()
@@ -67,7 +67,7 @@ pub fn run(a: Args) -> Result<i32> {
                     Ok(0)
                 }
                 Some(d) => {
-                    println!("different: {d}");
+                    outln!("different: {d}");
                     Ok(1)
                 }
             }

@@ -42,17 +42,23 @@ pub fn run(a: Args) -> Result<()> {
     if let Some(ids) = &a.decode {
         let ids = parse_ids(ids)?;
         let text = tok.decode(&ids)?;
-        println!("{}", serde_json::json!({ "text": text }));
+        outln!("{}", serde_json::json!({ "text": text }));
         return Ok(());
     }
     let text = match (&a.text, &a.file) {
         (Some(t), _) => t.clone(),
         (None, Some(f)) => {
-            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?
+            let bytes = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
+            String::from_utf8(bytes).map_err(|_| {
+                anyhow::anyhow!(
+                    "{} is not valid UTF-8 text: convert it to UTF-8 (e.g. iconv -t UTF-8)",
+                    f.display()
+                )
+            })?
         }
         _ => unreachable!("clap requires one input"),
     };
     let ids = tok.encode(&text);
-    println!("{}", serde_json::json!(ids));
+    outln!("{}", serde_json::json!(ids));
     Ok(())
 }

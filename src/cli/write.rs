@@ -195,17 +195,17 @@ pub fn run(a: Args) -> Result<()> {
 /// still holds (read back from the manifest, which is written last).
 fn explain(plan: &Plan, e: WriteError) -> anyhow::Error {
     let mut hint = String::new();
+    // The write error itself says what to fix (space, permissions); this
+    // says what is safe and how to go on once it is fixed.
     if matches!(e, WriteError::Engine(QuillError::Write { .. })) {
         let kept = Manifest::load(&plan.dir)
             .ok()
             .flatten()
             .map_or(0, |m| m.done());
         hint = if kept > 0 {
-            format!(
-                "; chapters 1 to {kept} are kept: make the folder writable and rerun with --resume"
-            )
+            format!("; chapters 1 to {kept} are kept: then rerun with --resume")
         } else {
-            "; no chapter was finished: make the folder writable and run again".into()
+            "; no chapter was finished: then run again".into()
         };
     }
     anyhow::anyhow!("story {}: {e}{hint}", plan.dir.display())

@@ -514,7 +514,10 @@ fn count_layers(file: &WeightFile) -> Result<usize> {
     for name in file.tensors.keys() {
         if let Some(rest) = name.strip_prefix("blocks.") {
             if let Some(i) = rest.split('.').next().and_then(|s| s.parse::<usize>().ok()) {
-                n = n.max(i + 1);
+                // A hostile name can say `blocks.18446744073709551615`:
+                // saturate rather than overflow; the layers are loaded in
+                // order, so the first missing one is reported by name.
+                n = n.max(i.saturating_add(1));
             }
         }
     }
@@ -532,7 +535,8 @@ fn count_layers(file: &WeightFile) -> Result<usize> {
 fn head_shape(file: &WeightFile, name: &str, c: usize) -> Result<(usize, usize)> {
     let shape = &file.info(name)?.shape;
     match shape[..] {
-        [h, n] | [h, n, 1] if h * n == c => Ok((h, n)),
+        // checked: the sizes come from the file and may be anything.
+        [h, n] | [h, n, 1] if h.checked_mul(n) == Some(c) => Ok((h, n)),
         _ => Err(QuillError::tensor(
             name,
             format!("has shape {shape:?}; expected (heads, head_size) with heads·head_size = {c}"),

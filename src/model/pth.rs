@@ -51,6 +51,14 @@ pub fn read_tensors(
         }
     }
     let (start, len) = zip.data(&pkl_name)?;
+    if len > MAX_PICKLE {
+        return Err(QuillError::format(
+            origin,
+            format!(
+                "`{pkl_name}` is {len} bytes, more than the {MAX_PICKLE} a state dict's pickle ever needs (it only names the tensors); this is not a torch.save checkpoint Quill can read, convert it to safetensors with a tool you trust"
+            ),
+        ));
+    }
     let mut machine = Machine {
         data: &bytes[start..start + len],
         pos: 0,
@@ -58,6 +66,7 @@ pub fn read_tensors(
         stack: Vec::new(),
         marks: Vec::new(),
         memo: HashMap::new(),
+        storages: HashMap::new(),
         zip: &zip,
         prefix: &prefix,
         pkl_name: &pkl_name,
@@ -404,6 +413,17 @@ impl<'a> Zip<'a> {
 /// own pickler cannot nest much beyond its recursion limit (~1000).
 const MAX_MARK_DEPTH: usize = 1000;
 
+/// Largest `data.pkl` accepted. The pickle only names tensors (about 150
+/// bytes each), so 16 MiB is room for some 100,000 of them, while an RWKV
+/// checkpoint has a few thousand. Every opcode adds at most one object to
+/// the arena (tens of bytes), so this also bounds the interpreter's memory
+/// whatever a hostile pickle does.
+const MAX_PICKLE: usize = 16 << 20;
+
+/// Most dimensions a tensor may have. Checked before a size or stride is
+/// read, so a tensor claiming a million dimensions costs nothing to refuse.
+const MAX_DIMS: usize = 32;
+
 /// Index of an object in [`Machine::objs`].
 type Id = usize;
 
@@ -475,9 +495,23 @@ impl Global<'static> {
 #[derive(Debug, Clone)]
 struct Storage<'a> {
     kind: StorageType<'a>,
-    entry: String,
+    /// The zip entry's name, borrowed from the file: a storage loaded a
+    /// million times through the memo allocates no copy of it.
+    entry: &'a str,
     start: usize,
     len: usize,
+}
+
+/// A `_rebuild_tensor[_v2]` call, kept as its arguments: the tensor is
+/// checked when the tensor table is collected, so a call repeated through
+/// the memo costs one small object, and only the tensor reported formats
+/// an error message.
+#[derive(Debug, Clone, Copy)]
+struct Rebuild {
+    /// The argument tuple.
+    args: Id,
+    /// `_rebuild_tensor_v2` rather than `_rebuild_tensor`.
+    v2: bool,
 }
 
 /// A value built by the interpreter. Containers hold ids, not values, so
@@ -498,9 +532,9 @@ enum Obj<'a> {
     Dict(Vec<(Id, Id)>),
     Global(Global<'a>),
     Storage(Box<Storage<'a>>),
-    /// A rebuilt tensor, or why it cannot be used. The error is kept until
-    /// the tensor's name is known, so the message can name it.
-    Tensor(Box<std::result::Result<TensorInfo, String>>),
+    /// A tensor to rebuild; it is checked (and any error reported with its
+    /// name) once the state dict is complete.
+    Tensor(Rebuild),
 }
 
 impl Obj<'_> {
@@ -533,6 +567,10 @@ struct Machine<'a, 'z> {
     stack: Vec<Id>,
     marks: Vec<usize>,
     memo: HashMap<u64, Id>,
+    /// Storages already located, by the address and length of their key
+    /// string (a key reused through the memo is the same slice), so a
+    /// hostile pickle cannot make every BINPERSID format a long name.
+    storages: HashMap<(usize, usize), (&'a str, usize, usize)>,
     zip: &'z Zip<'a>,
     prefix: &'z str,
     pkl_name: &'z str,
@@ -924,14 +962,14 @@ impl<'a> Machine<'a, '_> {
         }
     }
 
-    fn call(&mut self, callable: Id, args: Id) -> Result<Obj<'a>> {
+    fn call(&mut self, callable: Id, args_id: Id) -> Result<Obj<'a>> {
         let Obj::Global(g) = self.objs[callable] else {
             return Err(self.err(format!(
                 "REDUCE calls a {}, which is not a function",
                 self.objs[callable].kind()
             )));
         };
-        let Obj::Tuple(args) = &self.objs[args] else {
+        let Obj::Tuple(args) = &self.objs[args_id] else {
             return Err(self.err("REDUCE arguments are not a tuple"));
         };
         match g {
@@ -940,13 +978,11 @@ impl<'a> Machine<'a, '_> {
             Global::RebuildParameter => {
                 let tensor = args.first().map(|&t| &self.objs[t]);
                 match tensor {
-                    Some(Obj::Tensor(t)) => Ok(Obj::Tensor(t.clone())),
+                    Some(Obj::Tensor(t)) => Ok(Obj::Tensor(*t)),
                     _ => Err(self.err("_rebuild_parameter without a tensor")),
                 }
             }
-            Global::RebuildTensor { v2 } => {
-                Ok(Obj::Tensor(Box::new(self.rebuild_tensor(args, v2))))
-            }
+            Global::RebuildTensor { v2 } => Ok(Obj::Tensor(Rebuild { args: args_id, v2 })),
             Global::Storage(_) => Err(self.err("a storage class is called directly")),
         }
     }
@@ -954,7 +990,7 @@ impl<'a> Machine<'a, '_> {
     /// torch's `persistent_load`: the id is the tuple
     /// `('storage', storage_type, key, location, numel)`; the bytes live in
     /// the zip entry `<folder>/data/<key>`.
-    fn persistent_load(&self, pid: Id) -> Result<Obj<'a>> {
+    fn persistent_load(&mut self, pid: Id) -> Result<Obj<'a>> {
         let Obj::Tuple(items) = &self.objs[pid] else {
             return Err(self.err("a persistent id is not a tuple"));
         };
@@ -969,118 +1005,152 @@ impl<'a> Machine<'a, '_> {
                 self.err("a persistent id is not ('storage', storage_type, key, location, numel)")
             );
         };
-        let entry = format!("{}data/{key}", self.prefix);
-        let (start, len) = self.zip.data(&entry)?;
+        let (kind, key) = (*kind, *key);
+        let slot = (key.as_ptr() as usize, key.len());
+        let (entry, start, len) = match self.storages.get(&slot) {
+            Some(&found) => found,
+            None => {
+                let name = format!("{}data/{key}", self.prefix);
+                let (start, len) = self.zip.data(&name)?;
+                let (&stored, _) = self
+                    .zip
+                    .entries
+                    .get_key_value(name.as_bytes())
+                    .expect("data() found it");
+                // Same bytes as `name`, which is UTF-8.
+                let entry = std::str::from_utf8(stored).expect("UTF-8 like the key");
+                self.storages.insert(slot, (entry, start, len));
+                (entry, start, len)
+            }
+        };
         Ok(Obj::Storage(Box::new(Storage {
-            kind: *kind,
+            kind,
             entry,
             start,
             len,
         })))
     }
+}
 
-    fn usize_of(&self, id: Id) -> Option<usize> {
-        match self.objs[id] {
-            Obj::Int(v) => usize::try_from(v).ok(),
-            _ => None,
-        }
+fn usize_of(objs: &[Obj<'_>], id: Id) -> Option<usize> {
+    match objs[id] {
+        Obj::Int(v) => usize::try_from(v).ok(),
+        _ => None,
     }
+}
 
-    fn usizes_of(&self, id: Id) -> Option<Vec<usize>> {
-        match &self.objs[id] {
-            Obj::Tuple(items) | Obj::List(items) => {
-                items.iter().map(|&i| self.usize_of(i)).collect()
+/// A name from the file as shown in a message: at most 80 characters, so
+/// a 64 KiB entry name cannot make the message unreadable.
+fn shorten(name: &str) -> std::borrow::Cow<'_, str> {
+    match name.char_indices().nth(80) {
+        Some((cut, _)) => format!("{}…", &name[..cut]).into(),
+        None => name.into(),
+    }
+}
+
+/// A tuple or list of non-negative ints, of at most [`MAX_DIMS`] items.
+fn usizes_of(objs: &[Obj<'_>], id: Id) -> Option<Vec<usize>> {
+    match &objs[id] {
+        Obj::Tuple(items) | Obj::List(items) => {
+            if items.len() > MAX_DIMS {
+                return None;
             }
-            _ => None,
+            items.iter().map(|&i| usize_of(objs, i)).collect()
         }
+        _ => None,
     }
+}
 
-    /// `_rebuild_tensor_v2(storage, storage_offset, size, stride,
-    /// requires_grad, backward_hooks[, metadata])` or the older
-    /// `_rebuild_tensor(storage, storage_offset, size, stride)`.
-    ///
-    /// `storage_offset` counts elements. The tensor must be row-major
-    /// contiguous (it is read in place) and lie within its storage.
-    fn rebuild_tensor(&self, args: &[Id], v2: bool) -> std::result::Result<TensorInfo, String> {
-        let arity_ok = if v2 {
-            (6..=7).contains(&args.len())
-        } else {
-            args.len() == 4
-        };
-        if !arity_ok {
+/// `_rebuild_tensor_v2(storage, storage_offset, size, stride,
+/// requires_grad, backward_hooks[, metadata])` or the older
+/// `_rebuild_tensor(storage, storage_offset, size, stride)`.
+///
+/// `storage_offset` counts elements. The tensor must be row-major
+/// contiguous (it is read in place) and lie within its storage.
+fn rebuild_tensor(
+    objs: &[Obj<'_>],
+    args: &[Id],
+    v2: bool,
+) -> std::result::Result<TensorInfo, String> {
+    let arity_ok = if v2 {
+        (6..=7).contains(&args.len())
+    } else {
+        args.len() == 4
+    };
+    if !arity_ok {
+        return Err(format!(
+            "the pickle rebuilds it with {} arguments, not torch's (damaged file)",
+            args.len()
+        ));
+    }
+    let Obj::Storage(storage) = &objs[args[0]] else {
+        return Err("the pickle gives it no storage (damaged file)".into());
+    };
+    let dtype = match storage.kind {
+        StorageType::Supported(d) => d,
+        StorageType::Other(class) => {
             return Err(format!(
-                "the pickle rebuilds it with {} arguments, not torch's (damaged file)",
-                args.len()
-            ));
+                "dtype {class} is not supported (Quill reads float32, float16 and bfloat16 weights); convert the checkpoint, e.g. with tensor.bfloat16()"
+            ))
         }
-        let Obj::Storage(storage) = &self.objs[args[0]] else {
-            return Err("the pickle gives it no storage (damaged file)".into());
-        };
-        let dtype = match storage.kind {
-            StorageType::Supported(d) => d,
-            StorageType::Other(class) => {
+    };
+    let (Some(offset), Some(shape), Some(stride)) = (
+        usize_of(objs, args[1]),
+        usizes_of(objs, args[2]),
+        usizes_of(objs, args[3]),
+    ) else {
+        return Err(
+            "its offset, size or stride is not a list of at most 32 non-negative integers (damaged file)"
+                .into(),
+        );
+    };
+    if stride.len() != shape.len() {
+        return Err(format!(
+            "size {shape:?} and stride {stride:?} differ in length (damaged file)"
+        ));
+    }
+    let numel = shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| format!("size {shape:?} overflows (damaged file)"))?;
+    // Row-major contiguity: each stride is the product of the sizes
+    // after it. Torch ignores the stride of a dimension of size 1, and
+    // an empty tensor has no layout to speak of.
+    if numel > 0 {
+        let mut expected = 1usize;
+        for (&size, &st) in shape.iter().zip(&stride).rev() {
+            if size != 1 && st != expected {
                 return Err(format!(
-                    "dtype {class} is not supported (Quill reads float32, float16 and bfloat16 weights); convert the checkpoint, e.g. with tensor.bfloat16()"
-                ))
+                    "stride {stride:?} for size {shape:?} is not row-major contiguous; Quill reads tensors in place, so re-save with contiguous tensors (e.g. {{k: v.contiguous() for k, v in sd.items()}})"
+                ));
             }
-        };
-        let (Some(offset), Some(shape), Some(stride)) = (
-            self.usize_of(args[1]),
-            self.usizes_of(args[2]),
-            self.usizes_of(args[3]),
-        ) else {
-            return Err(
-                "its offset, size or stride is not a list of non-negative integers (damaged file)"
-                    .into(),
-            );
-        };
-        if stride.len() != shape.len() {
-            return Err(format!(
-                "size {shape:?} and stride {stride:?} differ in length (damaged file)"
-            ));
+            expected = expected.saturating_mul(size);
         }
-        let numel = shape
-            .iter()
-            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-            .ok_or_else(|| format!("size {shape:?} overflows (damaged file)"))?;
-        // Row-major contiguity: each stride is the product of the sizes
-        // after it. Torch ignores the stride of a dimension of size 1, and
-        // an empty tensor has no layout to speak of.
-        if numel > 0 {
-            let mut expected = 1usize;
-            for (&size, &st) in shape.iter().zip(&stride).rev() {
-                if size != 1 && st != expected {
-                    return Err(format!(
-                        "stride {stride:?} for size {shape:?} is not row-major contiguous; Quill reads tensors in place, so re-save with contiguous tensors (e.g. {{k: v.contiguous() for k, v in sd.items()}})"
-                    ));
-                }
-                expected = expected.saturating_mul(size);
-            }
-        }
-        let elem = dtype.size();
-        if storage.len % elem != 0 {
-            return Err(format!(
-                "storage `{}` holds {} bytes, not a whole number of {dtype} elements (damaged file)",
-                storage.entry, storage.len
-            ));
-        }
-        let storage_numel = storage.len / elem;
-        match offset.checked_add(numel) {
-            Some(end) if end <= storage_numel => {}
-            _ => {
-                return Err(format!(
-                    "storage shorter than its tensor: `{}` holds {storage_numel} {dtype} elements but the tensor needs {numel} from element {offset} (truncated or damaged file)",
-                    storage.entry
-                ))
-            }
-        }
-        // In bounds: offset * elem <= storage.len, so this cannot overflow.
-        Ok(TensorInfo {
-            dtype,
-            shape,
-            start: storage.start + offset * elem,
-        })
     }
+    let elem = dtype.size();
+    if storage.len % elem != 0 {
+        return Err(format!(
+            "storage `{}` holds {} bytes, not a whole number of {dtype} elements (damaged file)",
+            shorten(storage.entry),
+            storage.len
+        ));
+    }
+    let storage_numel = storage.len / elem;
+    match offset.checked_add(numel) {
+        Some(end) if end <= storage_numel => {}
+        _ => {
+            return Err(format!(
+                "storage shorter than its tensor: `{}` holds {storage_numel} {dtype} elements but the tensor needs {numel} from element {offset} (truncated or damaged file)",
+                shorten(storage.entry)
+            ))
+        }
+    }
+    // In bounds: offset * elem <= storage.len, so this cannot overflow.
+    Ok(TensorInfo {
+        dtype,
+        shape,
+        start: storage.start + offset * elem,
+    })
 }
 
 /// Turns the unpickled root into the tensor table: a dict (or OrderedDict)
@@ -1101,21 +1171,25 @@ fn collect_tensors(
             ),
         ));
     };
-    type Found<'o> = Vec<(&'o str, &'o std::result::Result<TensorInfo, String>)>;
+    type Found<'o> = Vec<(&'o str, Rebuild)>;
     let tensors_in = |items: &[(Id, Id)]| -> Found<'_> {
         items
             .iter()
             .filter_map(|&(k, v)| match (&objs[k], &objs[v]) {
-                (Obj::Str(name), Obj::Tensor(t)) => Some((*name, t.as_ref())),
+                (Obj::Str(name), Obj::Tensor(t)) => Some((*name, *t)),
                 _ => None,
             })
             .collect()
     };
     let mut found = tensors_in(items);
     if found.is_empty() {
-        // Nested dicts whose values are all tensors.
+        // Nested dicts whose values are all tensors. Each dict is looked
+        // at once: through the memo, a hostile root could name the same
+        // large dict under a million keys.
+        let mut seen = std::collections::HashSet::new();
         let mut nested: Vec<(&str, Found<'_>)> = items
             .iter()
+            .filter(|&&(_, v)| seen.insert(v))
             .filter_map(|&(k, v)| match (&objs[k], &objs[v]) {
                 (Obj::Str(key), Obj::Dict(inner)) => {
                     let t = tensors_in(inner);
@@ -1143,10 +1217,24 @@ fn collect_tensors(
         }
     }
     let mut out = BTreeMap::new();
+    // One check per distinct call, however often the memo repeats it.
+    let mut checked: HashMap<Id, TensorInfo> = HashMap::new();
     for (name, t) in found {
-        match t {
+        let result = match checked.get(&t.args) {
+            Some(info) => Ok(info.clone()),
+            None => {
+                // REDUCE only makes a Rebuild from a tuple, and a tuple
+                // never changes; still, no panic on a file's say-so.
+                match &objs[t.args] {
+                    Obj::Tuple(args) => rebuild_tensor(objs, args, t.v2),
+                    _ => Err("the pickle rebuilds it from no argument tuple (damaged file)".into()),
+                }
+            }
+        };
+        match result {
             Ok(info) => {
-                out.insert(name.to_string(), info.clone());
+                checked.insert(t.args, info.clone());
+                out.insert(name.to_string(), info);
             }
             Err(reason) => {
                 return Err(QuillError::format(
@@ -1179,6 +1267,7 @@ mod tests {
             stack: Vec::new(),
             marks: Vec::new(),
             memo: HashMap::new(),
+            storages: HashMap::new(),
             zip: &zip,
             prefix: "archive/",
             pkl_name: "archive/data.pkl",
