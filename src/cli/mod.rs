@@ -15,6 +15,7 @@ macro_rules! outln {
     }};
 }
 
+mod bench;
 mod chat;
 mod convert;
 mod generate;
@@ -55,6 +56,8 @@ enum Command {
     Info(info::Args),
     /// Inspect or compare state snapshots.
     State(state::Args),
+    /// Measure prefill and decode speed against the machine's own limits.
+    Bench(bench::Args),
     /// Convert a checkpoint (.pth or .safetensors) to safetensors.
     Convert(convert::Args),
     /// Score a text file: mean negative log-likelihood and perplexity.
@@ -75,6 +78,7 @@ pub fn run() -> anyhow::Result<i32> {
         Command::Tokenize(a) => tokenize::run(a).map(|_| 0),
         Command::Info(a) => info::run(a).map(|_| 0),
         Command::State(a) => state::run(a),
+        Command::Bench(a) => bench::run(a).map(|_| 0),
         Command::Convert(a) => convert::run(a).map(|_| 0),
         Command::Perplexity(a) => perplexity::run(a).map(|_| 0),
         Command::Write(a) => write::run(a).map(|_| 0),

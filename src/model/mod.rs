@@ -7,6 +7,7 @@
 
 pub mod common;
 pub mod convert;
+pub mod default;
 pub mod pth;
 pub mod state;
 pub mod v4;
