@@ -4,6 +4,7 @@
 //! The layers, bottom up: [`kernels`] (numeric kernels), [`model`] (weights,
 //! one module per RWKV generation, the recurrent state), [`tokenizer`],
 //! [`sampler`], and [`session`], which ties them together for the front ends.
+//! [`bench`] measures the engine against the machine's own limits.
 
 pub mod bench;
 pub mod error;
