@@ -439,19 +439,31 @@ unsafe fn tile<const M: usize, const V: usize>(
     for (i, p) in wp.iter_mut().enumerate() {
         *p = w.add(i * ldw);
     }
-    let mut xq = xp;
-    for p in 0..k {
-        let mut xv = [_mm256_setzero_ps(); V];
-        for (u, v) in xv.iter_mut().enumerate() {
-            *v = _mm256_loadu_ps(xq.add(8 * u));
-        }
-        xq = xq.add(NR);
-        for i in 0..M {
-            let b = _mm256_broadcast_ss(&*wp[i].add(p));
-            for u in 0..V {
-                c[i][u] = _mm256_fmadd_ps(b, xv[u], c[i][u]);
+    // One k step: V token vectors times M broadcast weights.
+    macro_rules! step {
+        ($p:expr) => {{
+            let xq = xp.add($p * NR);
+            let mut xv = [_mm256_setzero_ps(); V];
+            for (u, v) in xv.iter_mut().enumerate() {
+                *v = _mm256_loadu_ps(xq.add(8 * u));
             }
-        }
+            for i in 0..M {
+                let b = _mm256_broadcast_ss(&*wp[i].add($p));
+                for u in 0..V {
+                    c[i][u] = _mm256_fmadd_ps(b, xv[u], c[i][u]);
+                }
+            }
+        }};
+    }
+    // Unrolled by 2 to halve the loop overhead per FMA.
+    let mut p = 0;
+    while p + 2 <= k {
+        step!(p);
+        step!(p + 1);
+        p += 2;
+    }
+    if p < k {
+        step!(p);
     }
     for (i, ci) in c.iter().enumerate() {
         for (u, cu) in ci.iter().enumerate() {
