@@ -154,6 +154,12 @@ pub struct BenchReport {
     pub peak_rss_bytes: u64,
     /// Size of the weight file (built in memory for synthetic models).
     pub file_bytes: u64,
+    /// CPU time the process got during the prefill ÷ (wall time × threads):
+    /// ~1 on an otherwise idle machine; well below 1 means other work shared
+    /// the cores and the speeds above understate the engine (0 where unknown).
+    pub prefill_cpu_share: f64,
+    /// As `prefill_cpu_share`, during the decode.
+    pub decode_cpu_share: f64,
     /// `peak_rss_bytes / file_bytes`.
     pub rss_ratio: f64,
 }
@@ -166,6 +172,20 @@ pub fn peak_rss_bytes() -> Option<u64> {
 /// Current resident set size of this process in bytes (Linux `VmRSS`).
 pub fn rss_bytes() -> Option<u64> {
     proc_status_kb("VmRSS:").map(|kb| kb * 1024)
+}
+
+/// CPU time used so far by all threads of this process, in seconds (Linux
+/// `/proc/self/task/*/schedstat`, nanosecond resolution).
+pub fn process_cpu_seconds() -> Option<f64> {
+    let mut ns = 0u64;
+    for entry in std::fs::read_dir("/proc/self/task").ok()? {
+        let path = entry.ok()?.path().join("schedstat");
+        // A thread may exit between listing and reading: skip it.
+        if let Ok(text) = std::fs::read_to_string(path) {
+            ns += text.split_whitespace().next()?.parse::<u64>().ok()?;
+        }
+    }
+    Some(ns as f64 / 1e9)
 }
 
 fn proc_status_kb(key: &str) -> Option<u64> {
@@ -247,17 +267,19 @@ fn run_with_probes(
 
     progress(&format!("prefill of {} tokens", prompt.len()));
     let mut state = model.new_state();
-    let t0 = Instant::now();
+    let (t0, c0) = (Instant::now(), process_cpu_seconds());
     let mut logits = model.forward(&prompt, &mut state, Logits::Last)?;
     let prefill_s = t0.elapsed().as_secs_f64();
+    let prefill_share = cpu_share(c0, prefill_s, threads);
 
     progress(&format!("decode of {} tokens", opts.gen_tokens));
-    let t0 = Instant::now();
+    let (t0, c0) = (Instant::now(), process_cpu_seconds());
     for _ in 0..opts.gen_tokens {
         let next = argmax(&logits);
         logits = model.forward(&[next], &mut state, Logits::Last)?;
     }
     let decode_s = t0.elapsed().as_secs_f64();
+    let decode_share = cpu_share(c0, decode_s, threads);
     let peak_rss = peak_rss_bytes().unwrap_or(0);
 
     let bytes_per_token = model.bytes_per_token() as u64;
@@ -294,7 +316,17 @@ fn run_with_probes(
         peak_rss_bytes: peak_rss,
         file_bytes,
         rss_ratio: peak_rss as f64 / file_bytes as f64,
+        prefill_cpu_share: prefill_share,
+        decode_cpu_share: decode_share,
     })
+}
+
+/// CPU seconds since `start` ÷ (wall seconds × threads); 0 if unknown.
+fn cpu_share(start: Option<f64>, wall: f64, threads: usize) -> f64 {
+    match (start, process_cpu_seconds()) {
+        (Some(a), Some(b)) if wall > 0.0 => (b - a) / (wall * threads as f64),
+        _ => 0.0,
+    }
 }
 
 /// Index of the largest logit (NaN never wins).
@@ -340,19 +372,21 @@ pub fn bandwidth_probe(bytes: usize, runs: usize) -> f64 {
 }
 
 /// f32 FMA throughput in GFLOP/s: independent FMA chains on every kernel
-/// thread (the best set the CPU has), ~0.2 s per run, best of `runs`.
+/// thread (the best set the CPU has), ~20 ms per run, best of `runs`. Many
+/// short runs rather than a few long ones: on a shared machine a long run
+/// is almost always interrupted, so its average understates the peak.
 pub fn fma_peak_probe(runs: usize) -> f64 {
     use rayon::prelude::*;
     let ks = kernels::best();
     let threads = kernels::threads().max(1);
-    // Calibrate the rounds to ~0.2 s on one thread.
+    // Calibrate the rounds to ~20 ms on one thread.
     let mut iters = 1u64 << 16;
     loop {
         let t0 = Instant::now();
         (ks.fma_probe)(iters);
         let s = t0.elapsed().as_secs_f64();
-        if s > 0.02 || iters > 1 << 34 {
-            iters = ((iters as f64) * 0.2 / s.max(1e-9)) as u64;
+        if s > 0.005 || iters > 1 << 34 {
+            iters = ((iters as f64) * 0.02 / s.max(1e-9)) as u64;
             break;
         }
         iters *= 4;

@@ -55,6 +55,14 @@ unsafe fn hsum(v: __m256) -> f32 {
     _mm_cvtss_f32(s)
 }
 
+/// The four horizontal sums of `v`, as one 4-lane vector.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn hsum4(v: [__m256; 4]) -> __m128 {
+    let t = _mm256_hadd_ps(_mm256_hadd_ps(v[0], v[1]), _mm256_hadd_ps(v[2], v[3]));
+    _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps::<1>(t))
+}
+
 /// 8 f32 from `p`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -439,19 +447,31 @@ unsafe fn tile<const M: usize, const V: usize>(
     for (i, p) in wp.iter_mut().enumerate() {
         *p = w.add(i * ldw);
     }
-    let mut xq = xp;
-    for p in 0..k {
-        let mut xv = [_mm256_setzero_ps(); V];
-        for (u, v) in xv.iter_mut().enumerate() {
-            *v = _mm256_loadu_ps(xq.add(8 * u));
-        }
-        xq = xq.add(NR);
-        for i in 0..M {
-            let b = _mm256_broadcast_ss(&*wp[i].add(p));
-            for u in 0..V {
-                c[i][u] = _mm256_fmadd_ps(b, xv[u], c[i][u]);
+    // One k step: V token vectors times M broadcast weights.
+    macro_rules! step {
+        ($p:expr) => {{
+            let xq = xp.add($p * NR);
+            let mut xv = [_mm256_setzero_ps(); V];
+            for (u, v) in xv.iter_mut().enumerate() {
+                *v = _mm256_loadu_ps(xq.add(8 * u));
             }
-        }
+            for i in 0..M {
+                let b = _mm256_broadcast_ss(&*wp[i].add($p));
+                for u in 0..V {
+                    c[i][u] = _mm256_fmadd_ps(b, xv[u], c[i][u]);
+                }
+            }
+        }};
+    }
+    // Unrolled by 2 to halve the loop overhead per FMA.
+    let mut p = 0;
+    while p + 2 <= k {
+        step!(p);
+        step!(p + 1);
+        p += 2;
+    }
+    if p < k {
+        step!(p);
     }
     for (i, ci) in c.iter().enumerate() {
         for (u, cu) in ci.iter().enumerate() {
@@ -517,7 +537,49 @@ unsafe fn wkv7_raw(
         neg_kk.as_ptr(),
         kka.as_ptr(),
     );
-    for (i, row) in s.chunks_exact_mut(n).take(n).enumerate() {
+    let mut first = 0;
+    if n8 == n {
+        // Four value rows at a time: their two dot products each reduce
+        // together (`hsum4`), so the reduction latency, which bounds a
+        // one-row-at-a-time loop, is paid once per four rows.
+        while first + 4 <= n {
+            let rows = s.as_mut_ptr().add(first * n);
+            let mut sa = [_mm256_setzero_ps(); 4];
+            let mut j = 0;
+            while j < n {
+                let nk = ld_f32(nkp.add(j));
+                for (q, a) in sa.iter_mut().enumerate() {
+                    *a = _mm256_fmadd_ps(ld_f32(rows.add(q * n + j)), nk, *a);
+                }
+                j += 8;
+            }
+            let mut sa4 = [0.0f32; 4];
+            _mm_storeu_ps(sa4.as_mut_ptr(), hsum4(sa));
+            let mut sav = [_mm256_setzero_ps(); 4];
+            let mut viv = [_mm256_setzero_ps(); 4];
+            for q in 0..4 {
+                sav[q] = _mm256_set1_ps(sa4[q]);
+                viv[q] = _mm256_set1_ps(v[first + q]);
+            }
+            let mut yv = [_mm256_setzero_ps(); 4];
+            let mut j = 0;
+            while j < n {
+                let (ka, kv) = (ld_f32(kap.add(j)), ld_f32(kp.add(j)));
+                let (wv, rv) = (ld_f32(wp.add(j)), ld_f32(rp.add(j)));
+                for q in 0..4 {
+                    let p = rows.add(q * n + j);
+                    let t = _mm256_fmadd_ps(sav[q], ka, _mm256_mul_ps(viv[q], kv));
+                    let xv = _mm256_fmadd_ps(ld_f32(p), wv, t);
+                    _mm256_storeu_ps(p, xv);
+                    yv[q] = _mm256_fmadd_ps(xv, rv, yv[q]);
+                }
+                j += 8;
+            }
+            _mm_storeu_ps(y.as_mut_ptr().add(first), hsum4(yv));
+            first += 4;
+        }
+    }
+    for (i, row) in s.chunks_exact_mut(n).take(n).enumerate().skip(first) {
         let rowp = row.as_mut_ptr();
         let mut sa0 = _mm256_setzero_ps();
         let mut sa1 = _mm256_setzero_ps();

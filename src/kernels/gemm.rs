@@ -128,7 +128,7 @@ fn widen_row(ks: &KernelSet, w: &Matrix, r: usize, k0: usize, out: &mut [f32]) {
 fn prefetch_rows(w: &Matrix, r0: usize, nr: usize, k0: usize, kc: usize) {
     #[cfg(target_arch = "x86_64")]
     {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
         let (base, elem): (*const u8, usize) = match &w.data {
             MatData::F32(s) => (s.as_slice().as_ptr().cast(), 4),
             MatData::BF16(s) | MatData::F16(s) => (s.as_slice().as_ptr().cast(), 2),
@@ -141,7 +141,7 @@ fn prefetch_rows(w: &Matrix, r0: usize, nr: usize, k0: usize, kc: usize) {
                 // SAFETY: the address lies inside W's elements (r < rows,
                 // k0 + kc ≤ cols); a prefetch never faults or changes memory,
                 // and SSE is part of the x86-64 baseline.
-                unsafe { _mm_prefetch::<_MM_HINT_T0>(base.add(start + off).cast()) };
+                unsafe { _mm_prefetch::<_MM_HINT_T1>(base.add(start + off).cast()) };
                 off += 64;
             }
         }

@@ -145,13 +145,22 @@ pub fn active() -> &'static KernelSet {
 }
 
 fn choose() -> &'static KernelSet {
-    let wanted = std::env::var("QUILL_KERNELS").unwrap_or_default();
+    let (ks, warning) = select(&std::env::var("QUILL_KERNELS").unwrap_or_default());
+    if let Some(w) = warning {
+        eprintln!("quill: {w}");
+    }
+    ks
+}
+
+/// The set a `QUILL_KERNELS` value asks for, and the warning to print when
+/// it cannot be honoured (then the automatic choice is used).
+fn select(wanted: &str) -> (&'static KernelSet, Option<String>) {
     let wanted = wanted.trim().to_ascii_lowercase();
     if wanted.is_empty() || wanted == "auto" {
-        return best();
+        return (best(), None);
     }
     match by_name(&wanted) {
-        Some(ks) => ks,
+        Some(ks) => (ks, None),
         None => {
             let fallback = best();
             let why = if NAMES.contains(&wanted.as_str()) {
@@ -159,11 +168,13 @@ fn choose() -> &'static KernelSet {
             } else {
                 "is not a kernel set (scalar, avx2, neon, auto)"
             };
-            eprintln!(
-                "quill: QUILL_KERNELS={wanted} {why}; using {}",
-                fallback.name
-            );
-            fallback
+            (
+                fallback,
+                Some(format!(
+                    "QUILL_KERNELS={wanted} {why}; using {}",
+                    fallback.name
+                )),
+            )
         }
     }
 }
@@ -410,6 +421,37 @@ pub fn wkv7_chunk(
         for ti in 0..t {
             y[ti * c + hi * n..ti * c + (hi + 1) * n]
                 .copy_from_slice(&yh[(hi * t + ti) * n..(hi * t + ti + 1) * n]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quill_kernels_values_select_or_fall_back() {
+        assert_eq!(select("").0.name, best().name);
+        assert_eq!(select(" Auto ").0.name, best().name);
+        let (ks, warn) = select("scalar");
+        assert_eq!((ks.name, warn), ("scalar", None));
+        let (ks, warn) = select("sse9");
+        assert_eq!(ks.name, best().name);
+        assert!(warn.unwrap().contains("is not a kernel set"));
+        // The other architecture's set is never available.
+        let foreign = if cfg!(target_arch = "x86_64") {
+            "neon"
+        } else {
+            "avx2"
+        };
+        let (ks, warn) = select(foreign);
+        assert_eq!(ks.name, best().name);
+        assert!(warn.unwrap().contains("not supported"));
+        for name in NAMES {
+            if let Some(ks) = by_name(name) {
+                let (got, warn) = select(name);
+                assert!(std::ptr::eq(got, ks) && warn.is_none(), "{name}");
+            }
         }
     }
 }
