@@ -751,7 +751,7 @@ fn persona_files_cut_short_or_not_utf8() {
             assert!(!msg.contains('\n') && msg.contains("cut.toml"), "{msg}");
             rejected += 1;
             if rejected % 8 == 1 {
-                let f = put(&d, "cut.toml", text[..cut].as_bytes());
+                let f = put(&d, "cut.toml", &text.as_bytes()[..cut]);
                 let o = run_with(&["chat", "-m", s(&v4()), "--persona", s(&f)], b"", &envs);
                 refused(&o, "cut.toml", &format!("persona cut at {cut}"));
             }
@@ -776,7 +776,7 @@ fn prompt_files_cut_short_or_not_utf8() {
     let out = d.join("out");
     let mut rejected = 0;
     for cut in toml_cuts(&text) {
-        let f = put(&d, "cut.toml", text[..cut].as_bytes());
+        let f = put(&d, "cut.toml", &text.as_bytes()[..cut]);
         if Prompt::parse_toml(&f, &text[..cut]).is_err() {
             rejected += 1;
             // Refused before any model is loaded or file written.

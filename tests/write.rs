@@ -469,9 +469,7 @@ fn bad_prompt_files_are_rejected_with_file_line_and_field() {
         ),
         (
             "none.toml",
-            TALE[..TALE.find("[[chapter]]").unwrap()]
-                .as_bytes()
-                .to_vec(),
+            TALE.as_bytes()[..TALE.find("[[chapter]]").unwrap()].to_vec(),
             1,
             "`chapter`",
             "no chapters",
