@@ -204,6 +204,12 @@ fn safetensors_wrong_magic_and_oversized_lengths() {
             r#"{"emb.weight":{"dtype":"I64","shape":[2],"data_offsets":[0,16]}}"#,
             "not supported",
         ),
+        // Regression: the layer count was `i + 1` of this index, an
+        // overflow panic in builds with overflow checks.
+        (
+            r#"{"emb.weight":{"dtype":"F32","shape":[2,1],"data_offsets":[0,8]},"head.weight":{"dtype":"F32","shape":[2],"data_offsets":[8,16]},"blocks.0.att.k_k":{"dtype":"F32","shape":[0],"data_offsets":[16,16]},"blocks.18446744073709551615.x":{"dtype":"F32","shape":[0],"data_offsets":[16,16]}}"#,
+            "blocks.0.att.r_k",
+        ),
         (r#"[1,2,3]"#, "not a JSON object"),
         (r#"{"a": "#, "not valid JSON"),
     ] {
