@@ -446,3 +446,49 @@ pub fn add_into(a: &mut [f32], b: &[f32]) {
         }
     });
 }
+
+/// One layer as the shared layer loop ([`forward_layers`]) sees it.
+pub trait Layer {
+    /// What flows from layer to layer within a chunk: v7's `v_first` (the
+    /// value residual); nothing for v4–v6.
+    type Ctx: Default;
+    /// LN1 (before the time mix) and LN2 (before the channel mix).
+    fn norms(&self) -> (&Norm, &Norm);
+    /// The time mix over `t` rows of LN1 output, advancing the token shift
+    /// and the wkv state.
+    #[allow(clippy::too_many_arguments)]
+    fn time_mix(
+        &self,
+        d: &super::Dims,
+        xx: &[f32],
+        t: usize,
+        shift: &mut [f32],
+        wkv: &mut [f32],
+        ctx: &mut Self::Ctx,
+    ) -> Vec<f32>;
+    /// The channel mix over `t` rows of LN2 output, advancing its shift.
+    fn channel_mix(&self, xx: &[f32], t: usize, shift: &mut [f32]) -> Vec<f32>;
+}
+
+/// Runs every layer over a chunk of `t` tokens: `x += att(LN1(x))`, then
+/// `x += ffn(LN2(x))` (RWKV-NOTES "Every version"); `x` (t×C) is the
+/// residual stream, updated in place, and `state` advances by `t` tokens.
+pub fn forward_layers<L: Layer>(
+    layers: &[L],
+    d: &super::Dims,
+    x: &mut [f32],
+    t: usize,
+    state: &mut super::State,
+) {
+    let mut ctx = L::Ctx::default();
+    let mut xx = vec![0.0; x.len()];
+    for (layer, ls) in layers.iter().zip(state.layers.iter_mut()) {
+        let (ln1, ln2) = layer.norms();
+        ln1.layer_norm_rows(x, &mut xx);
+        let out = layer.time_mix(d, &xx, t, &mut ls.att_x, &mut ls.wkv, &mut ctx);
+        add_into(x, &out);
+        ln2.layer_norm_rows(x, &mut xx);
+        let out = layer.channel_mix(&xx, t, &mut ls.ffn_x);
+        add_into(x, &out);
+    }
+}

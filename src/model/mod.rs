@@ -391,10 +391,10 @@ impl Model {
                 self.ln0.layer_norm_rows(&row, &mut x[ti * c..(ti + 1) * c]);
             }
             match &self.blocks {
-                Blocks::V4(b) => v4::forward_blocks(b, &self.info.dims, &mut x, t, state),
-                Blocks::V5(b) => v5::forward_blocks(b, &self.info.dims, &mut x, t, state),
-                Blocks::V6(b) => v6::forward_blocks(b, &self.info.dims, &mut x, t, state),
-                Blocks::V7(b) => v7::forward_blocks(b, &self.info.dims, &mut x, t, state),
+                Blocks::V4(b) => common::forward_layers(b, &self.info.dims, &mut x, t, state),
+                Blocks::V5(b) => common::forward_layers(b, &self.info.dims, &mut x, t, state),
+                Blocks::V6(b) => common::forward_layers(b, &self.info.dims, &mut x, t, state),
+                Blocks::V7(b) => common::forward_layers(b, &self.info.dims, &mut x, t, state),
             }
             let rows = match want {
                 Logits::None => 0..0,

@@ -2,8 +2,7 @@
 //! `RWKV_x070_TMix_*` / `RWKV_x070_CMix_*`). Steps are numbered as in the
 //! notes so the code can be read against them.
 
-use super::common::{add_into, lerp_rows, project, shift_delta, sigmoid, Loader, Lora, Norm};
-use super::state::State;
+use super::common::{lerp_rows, project, shift_delta, sigmoid, Layer, Loader, Lora, Norm};
 use super::Dims;
 use crate::error::Result;
 use crate::kernels::{for_rows, for_rows2, wkv7_chunk, Matrix};
@@ -76,20 +75,28 @@ pub fn load_block(l: &Loader, i: usize, d: &Dims) -> Result<Block> {
     })
 }
 
-/// Runs all layers over a chunk of `t` tokens: `x` (t×C) is the residual
-/// stream, updated in place; `state` advances by `t` tokens.
-pub fn forward_blocks(blocks: &[Block], d: &Dims, x: &mut [f32], t: usize, state: &mut State) {
-    // v_first: layer 0's values, mixed into every later layer (value residual).
-    let mut v_first: Vec<f32> = Vec::new();
-    for (i, b) in blocks.iter().enumerate() {
-        let ls = &mut state.layers[i];
-        let mut xx = vec![0.0; x.len()];
-        b.ln1.layer_norm_rows(x, &mut xx);
-        let out = b.time_mix(d, &xx, t, &mut ls.att_x, &mut ls.wkv, &mut v_first);
-        add_into(x, &out);
-        b.ln2.layer_norm_rows(x, &mut xx);
-        let out = b.channel_mix(&xx, t, &mut ls.ffn_x);
-        add_into(x, &out);
+impl Layer for Block {
+    /// v_first: layer 0's values, mixed into every later layer (value residual).
+    type Ctx = Vec<f32>;
+
+    fn norms(&self) -> (&Norm, &Norm) {
+        (&self.ln1, &self.ln2)
+    }
+
+    fn time_mix(
+        &self,
+        d: &Dims,
+        xx: &[f32],
+        t: usize,
+        shift: &mut [f32],
+        wkv: &mut [f32],
+        v_first: &mut Vec<f32>,
+    ) -> Vec<f32> {
+        self.attention(d, xx, t, shift, wkv, v_first)
+    }
+
+    fn channel_mix(&self, xx: &[f32], t: usize, shift: &mut [f32]) -> Vec<f32> {
+        self.ffn(xx, t, shift)
     }
 }
 
@@ -154,7 +161,7 @@ impl Block {
         self.key.weight_dtype()
     }
     #[allow(clippy::too_many_arguments)]
-    fn time_mix(
+    fn attention(
         &self,
         d: &Dims,
         xx: &[f32],
@@ -259,7 +266,7 @@ impl Block {
     }
 
     /// ffn: k = x + (prev − x) ⊙ x_k; out = W_v(relu(W_k k)²).
-    fn channel_mix(&self, xx: &[f32], t: usize, shift: &mut [f32]) -> Vec<f32> {
+    fn ffn(&self, xx: &[f32], t: usize, shift: &mut [f32]) -> Vec<f32> {
         let sx = shift_delta(xx, shift);
         let kx = lerp_rows(xx, &sx, &self.ffn_x_k);
         let mut hidden = project(&self.ffn_key, &kx, t);
