@@ -46,13 +46,31 @@ next_prompt() {
 REPLY_NOTE='^\[[0-9]+ tokens in'
 alive() { [ "$(tm display-message -p -t chat '#{pane_dead}')" = "0" ]; }
 type_line() { tm send-keys -t chat -l -- "$1"; tm send-keys -t chat Enter; }
+# exit_status: how quill left, as its wrapper shell recorded it (see
+# `launch`). Asking tmux for `#{pane_dead_status}` is not reliable: tmux
+# 3.3a marks a pane dead when its terminal closes and sometimes never
+# reaps the process (it stays a zombie), so the status never arrives.
+exit_status() {
+  local end=$((SECONDS + 10))
+  while ((SECONDS < end)); do
+    if [ -s "$DIR/exit-status" ]; then cat "$DIR/exit-status"; return; fi
+    sleep 0.1
+  done
+  echo "unknown (the wrapper shell never wrote it)"
+}
+# launch ENV ARGS: starts quill chat in the pane under a bash that waits for
+# it and writes its exit status. The shell traps SIGINT (a handler, not
+# `ignore`, so quill does not inherit it) so that a Ctrl-C meant for quill
+# during a reply cannot end the shell; quill's own handling decides.
+launch() {
+  rm -f "$DIR/exit-status"
+  tm new-session -d -s chat -x 150 -y 50 \
+    "bash -c 'trap : INT; env $1 QUILL_DATA_DIR=\"$DIR/data\" QUILL_CACHE_DIR=\"$DIR/cache\" \"$QUILL\" chat --model \"$MODEL\" $2; echo \$? > \"$DIR/exit-status\"'" \; \
+    set-option -t chat remain-on-exit on
+}
 
-# `exec` so quill is the pane's process (a shell in between would die of
-# the SIGINT meant for quill); remain-on-exit keeps the pane to read its
-# exit status.
-tm new-session -d -s chat -x 150 -y 50 \
-  "exec env QUILL_DATA_DIR='$DIR/data' QUILL_CACHE_DIR='$DIR/cache' '$QUILL' chat --model '$MODEL' --seed 1 -n 40 --top-p 0.9" \; \
-  set-option -t chat remain-on-exit on
+# remain-on-exit keeps the pane (and its screen) after quill ends.
+launch "" "--seed 1 -n 40 --top-p 0.9"
 
 wait_for '/help lists commands' 20
 wait_for '^User:' 5
@@ -121,7 +139,7 @@ tm send-keys -t chat C-d
 end=$((SECONDS + 10))
 while alive && ((SECONDS < end)); do sleep 0.1; done
 alive && fail "Ctrl-D did not end the chat"
-status=$(tm display-message -p -t chat '#{pane_dead_status}')
+status=$(exit_status)
 [ "$status" = "0" ] || fail "quill exited with status $status"
 
 # 7. The history file kept what was typed (but not the cleared line).
@@ -133,9 +151,7 @@ if grep -q "never sent" "$DIR/data/history"; then fail "a cleared line went into
 #    the saved chat, NO_COLOR is honoured, and Ctrl-C on the empty prompt
 #    quits cleanly.
 tm kill-session -t chat
-tm new-session -d -s chat -x 150 -y 50 \
-  "exec env NO_COLOR=1 QUILL_DATA_DIR='$DIR/data' QUILL_CACHE_DIR='$DIR/cache' '$QUILL' chat --model '$MODEL' --session tmux-test" \; \
-  set-option -t chat remain-on-exit on
+launch "NO_COLOR=1" "--session tmux-test"
 wait_for 'loaded from cache' 20
 wait_for 'loaded session `tmux-test`' 10
 wait_for '^User:' 5
@@ -145,7 +161,7 @@ tm send-keys -t chat C-c
 end=$((SECONDS + 10))
 while alive && ((SECONDS < end)); do sleep 0.1; done
 alive && fail "Ctrl-C on an empty line did not end the chat"
-status=$(tm display-message -p -t chat '#{pane_dead_status}')
+status=$(exit_status)
 [ "$status" = "0" ] || fail "quill exited with status $status after Ctrl-C"
 
 echo "tmux chat: all checks passed"

@@ -88,12 +88,16 @@ impl Ui {
     }
 
     /// A status note on stderr (dim).
+    /// Notes quote model text (a loaded session's tail), so they go
+    /// through [`printable`] like replies do.
     fn note(&self, text: &str) {
+        let text = printable(text);
         eprintln!("{}", Ui::paint(self.colour_err, "2", &format!("[{text}]")));
     }
 
     /// A problem the chat survives (red).
     fn problem(&self, text: &str) {
+        let text = printable(text);
         eprintln!(
             "{}",
             Ui::paint(self.colour_err, "31", &format!("error: {text}"))

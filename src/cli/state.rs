@@ -45,7 +45,10 @@ pub fn run(a: Args) -> Result<i32> {
                 outln!("{}", serde_json::Value::Object(map));
             } else {
                 for (k, v) in rows {
-                    let v = if k == "text_tail" {
+                    // The tail is model text, and any value may come from a
+                    // stranger's file: quoted so no control character
+                    // reaches the terminal.
+                    let v = if k == "text_tail" || v.contains(char::is_control) {
                         format!("{v:?}")
                     } else {
                         v
