@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use quill::model::Model;
 use quill::tokenizer::Tokenizer;
 use quill::writer::{
@@ -230,16 +230,18 @@ impl Ui {
             };
         }
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
-        let overall = multi.add(ProgressBar::new(chapters as u64));
-        overall.set_style(
-            ProgressStyle::with_template(
-                "{prefix:>12.bold} [{bar:30.green/dim}] {pos}/{len} chapters · {msg} · {elapsed}",
+        // Styled before it is added, so no unstyled frame is ever drawn.
+        let overall = ProgressBar::new(chapters as u64)
+            .with_style(
+                ProgressStyle::with_template(
+                    "{prefix:>12.bold} [{bar:30.green/dim}] {pos}/{len} chapters · {msg} · {elapsed}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
             )
-            .expect("valid template")
-            .progress_chars("=> "),
-        );
-        overall.set_prefix("overall");
-        overall.set_message(format!("stories 0/{stories}"));
+            .with_prefix("overall")
+            .with_message(format!("stories 0/{stories}"));
+        let overall = multi.add(overall);
         overall.enable_steady_tick(Duration::from_millis(500));
         Ui {
             multi: Some(multi),
@@ -352,16 +354,20 @@ impl Progress for Story<'_> {
             )),
             Some(m) => {
                 let bar = self.bar.get_or_init(|| {
-                    let bar = m.add(ProgressBar::new(0));
-                    bar.set_style(
-                        ProgressStyle::with_template(
-                            "{prefix:>12.bold} [{bar:30.cyan/dim}] {pos}/{len} tokens · {per_sec} · ETA {eta} · {msg}",
-                        )
-                        .expect("valid template")
-                        .progress_chars("=> "),
-                    );
-                    bar.set_prefix(self.name());
-                    bar
+                    let style = ProgressStyle::with_template(
+                        "{prefix:>12.bold} [{bar:30.cyan/dim}] {pos}/{len} tokens · {rate} · ETA {eta} · {msg}",
+                    )
+                    .expect("valid template")
+                    .with_key("rate", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+                        // indicatif's {per_sec} prints four decimals.
+                        let _ = write!(w, "{:.1} tokens/s", s.per_sec());
+                    })
+                    .progress_chars("=> ");
+                    m.add(
+                        ProgressBar::new(spec.length as u64)
+                            .with_style(style)
+                            .with_prefix(self.name()),
+                    )
                 });
                 bar.reset();
                 bar.set_length(spec.length as u64);

@@ -12,7 +12,6 @@
 //! counting from 1), because a prompt file is written by hand and the
 //! message is all the user has to find the mistake.
 
-use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -28,8 +27,10 @@ pub const SEPARATOR: &str = "\n\n";
 /// Length of a plain-text prompt's chapter when `-n` is not given.
 pub const DEFAULT_TEXT_LENGTH: usize = 500;
 
-/// A prompt file that cannot be used: where, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A prompt file that cannot be used: where, and why. Shown as one line:
+/// `FILE:LINE: field `FIELD`: MESSAGE`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.one_line())]
 pub struct PromptError {
     /// The prompt file.
     pub path: PathBuf,
@@ -42,19 +43,18 @@ pub struct PromptError {
     pub message: String,
 }
 
-impl fmt::Display for PromptError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}: ", self.path.display(), self.line)?;
+impl PromptError {
+    fn one_line(&self) -> String {
+        let mut s = format!("{}:{}: ", self.path.display(), self.line);
         if let Some(field) = &self.field {
-            write!(f, "field `{field}`: ")?;
+            s.push_str(&format!("field `{field}`: "));
         }
         // One line, whatever the parser put in its message.
-        let msg: Vec<&str> = self.message.split_whitespace().collect();
-        f.write_str(&msg.join(" "))
+        let words: Vec<&str> = self.message.split_whitespace().collect();
+        s.push_str(&words.join(" "));
+        s
     }
 }
-
-impl std::error::Error for PromptError {}
 
 /// Whether a prompt came from a TOML file or plain text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
