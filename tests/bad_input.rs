@@ -1064,3 +1064,21 @@ fn a_closed_stdout_pipe_is_not_a_panic() {
     }
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// Regression (fuzz target `prompt`, crash-56e02ec9…): a prompt file whose
+/// invalid UTF-8 sits in a quoted table name holding `\n` made the error's
+/// field path, and so its message, two lines. The library's message must
+/// be one line by itself (the binary also joins lines, so check both).
+#[test]
+fn a_prompt_error_naming_a_key_with_a_line_break_is_one_line() {
+    let d = tmpdir("prompt-key");
+    let bytes = b"# Not every storo1\n [\"\\n##\xff\xff\xff\xff\xff\xff\xff\xff \"]";
+    let f = put(&d, "key.toml", bytes);
+    let e = quill::writer::Prompt::load(&f, None).unwrap_err();
+    let msg = e.to_string();
+    assert!(!msg.contains('\n'), "{msg:?}");
+    assert!(msg.contains("\\n##") && msg.contains("UTF-8"), "{msg}");
+    let o = run(&["write", s(&f), "-m", "/nonexistent.safetensors"]);
+    refused(&o, "key.toml:2:", "key with a line break");
+    let _ = std::fs::remove_dir_all(&d);
+}

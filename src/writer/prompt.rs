@@ -47,7 +47,20 @@ impl PromptError {
     fn one_line(&self) -> String {
         let mut s = format!("{}:{}: ", self.path.display(), self.line);
         if let Some(field) = &self.field {
-            s.push_str(&format!("field `{field}`: "));
+            // A field path quotes the file's own keys, and a quoted TOML key
+            // may hold a line break (["\n"]): show control characters
+            // escaped, so the key stays recognisable and the line one line.
+            let shown: String = field
+                .chars()
+                .map(|c| {
+                    if c.is_control() {
+                        c.escape_default().to_string()
+                    } else {
+                        c.to_string()
+                    }
+                })
+                .collect();
+            s.push_str(&format!("field `{shown}`: "));
         }
         // One line, whatever the parser put in its message.
         let words: Vec<&str> = self.message.split_whitespace().collect();
