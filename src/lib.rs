@@ -5,9 +5,11 @@
 //! one module per RWKV generation, the recurrent state), [`tokenizer`],
 //! [`sampler`], and [`session`], which ties them together for the front
 //! ends; [`snapshot`] saves a session's state to disk, [`chat`] runs a
-//! conversation over a session, and [`writer`] writes whole stories chapter
-//! by chapter from prompt files.
+//! conversation over a session, [`writer`] writes whole stories chapter by
+//! chapter from prompt files, and [`tui`] is the full-screen app over both.
+//! [`bench`] measures the engine against the machine's own limits.
 
+pub mod bench;
 pub mod chat;
 pub mod error;
 pub mod eval;
@@ -19,6 +21,7 @@ pub mod session;
 pub mod snapshot;
 /// Text ↔ token ids for the World, byte-level and GPT-NeoX 20B vocabularies.
 pub mod tokenizer;
+pub mod tui;
 pub mod writer;
 
 pub use error::{QuillError, Result};

@@ -401,8 +401,6 @@ fn bad_input_gets_one_line_errors() {
         &quill(&["generate", "--model", p(&m), "--prompt", "", "-n", "5"]),
         "empty",
     );
-    // No model at all.
-    assert_clean_error(&quill(&["generate", "--prompt", "hi"]), "--model");
     // Bad sampler value.
     assert_clean_error(
         &quill(&[

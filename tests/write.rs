@@ -677,14 +677,13 @@ fn several_prompts_in_parallel_match_single_runs() {
 
 #[test]
 fn shipped_prompt_files_parse() {
+    // prompts/ holds both story prompt files and chat personas; every file
+    // must be one or the other.
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("prompts");
     let mut n = 0;
     for e in std::fs::read_dir(&dir).unwrap() {
         let p = e.unwrap().path();
-        // prompts/ also holds the chat personas (`quill chat --persona`),
-        // which are not story prompts.
-        let text = std::fs::read_to_string(&p).unwrap();
-        if quill::chat::Persona::parse(&text, "", "").is_ok() {
+        if quill::chat::persona::Persona::load(&p).is_ok() {
             continue;
         }
         let prompt = quill::writer::Prompt::load(&p, None)

@@ -22,11 +22,11 @@ Training carries the recurrent state across consecutive windows of each of
 B parallel streams over the training text (truncated back-propagation), so
 the model is trained for the way it is evaluated and used: one long RNN run.
 
-Usage (the command used for models/quill-default.safetensors is in
-models/README.md):
-    python models/train/train.py --selftest
-    python models/train/train.py --bench
-    nice -n 15 python models/train/train.py --steps N
+Usage (the run that made models/quill-default.safetensors is described in
+models/README.md; all its settings are the defaults below):
+    python models/train/train.py --selftest      # kernel + reference-logit checks
+    python models/train/train.py --bench         # time a few steps
+    nice -n 15 python models/train/train.py      # train (75 min budget), evaluate, save
     python models/train/train.py --eval-only models/quill-default.safetensors
 """
 
@@ -524,30 +524,33 @@ class Streams:
 
 
 class ThreadTuner:
-    """With threads=0, alternately times steps with 1 and 2 torch threads every
-    200 steps and keeps the faster: when other jobs load the 2 cores, one
-    thread is often faster than two (a parallel region waits for its slowest
-    thread). Only speed is affected, not the computed function."""
+    """With threads=0, every 500 steps times 3 steps with 1 and 3 steps with 2
+    torch threads and keeps the faster until the next probe: when other jobs
+    load the 2 cores, one thread is often much faster than two (a parallel
+    region waits for its slowest thread). Only speed is affected."""
+
+    PERIOD, PROBE = 500, 3
 
     def __init__(self, threads):
         self.fixed = threads
         self.times = {1: [], 2: []}
-        self.best = 2
+        self.best = 1
+        self.current = None
 
     def before_step(self, step):
         if self.fixed:
             return
-        phase = step % 200
-        n = 1 if phase < 6 else 2 if phase < 12 else self.best
-        if phase == 12:
+        phase = step % self.PERIOD
+        if phase == 2 * self.PROBE:
             t1, t2 = (sorted(self.times[k])[len(self.times[k]) // 2] for k in (1, 2))
-            self.best = 1 if t1 < t2 else 2
+            self.best = 1 if t1 <= t2 else 2
             self.times = {1: [], 2: []}
+        n = 1 if phase < self.PROBE else 2 if phase < 2 * self.PROBE else self.best
         self.current = n
         torch.set_num_threads(n)
 
     def after_step(self, dt):
-        if not self.fixed and hasattr(self, "current"):
+        if not self.fixed and self.current is not None:
             self.times[self.current].append(dt)
 
 
@@ -576,7 +579,7 @@ def main():
     ap.add_argument("--wd", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--threads", type=int, default=0,
-                    help="torch threads; 0 = re-measure 1 vs 2 every 200 steps and keep the faster")
+                    help="torch threads; 0 = re-measure 1 vs 2 every 500 steps and keep the faster")
     ap.add_argument("--eval-every", type=int, default=250)
     ap.add_argument("--eval-chunk", type=int, default=1024)
     ap.add_argument("--cache", default=os.path.join(HERE, ".cache"))

@@ -45,6 +45,35 @@ static inline void step_forward(const scalar_t* __restrict__ r, const scalar_t* 
     }
 }
 
+// One row i of the backward step (see wkv7_backward). A separate function so
+// that GCC honours the __restrict__ qualifiers and vectorises the j loops.
+template <typename scalar_t, int NT>
+static inline scalar_t backward_row(
+    scalar_t* __restrict__ dSi, const scalar_t* __restrict__ Si, const scalar_t* __restrict__ Pi,
+    const scalar_t dyi, const scalar_t vi, const scalar_t sai, const scalar_t* __restrict__ r,
+    const scalar_t* __restrict__ k, const scalar_t* __restrict__ w, const scalar_t* __restrict__ a,
+    const scalar_t* __restrict__ b, scalar_t* __restrict__ adr, scalar_t* __restrict__ adk,
+    scalar_t* __restrict__ adb, scalar_t* __restrict__ adw, scalar_t* __restrict__ ada,
+    int64_t N_) {
+    const int64_t N = NT > 0 ? NT : N_;
+    for (int64_t j = 0; j < N; j++) dSi[j] += dyi * r[j];
+    scalar_t dvi = 0, dsbi = 0;
+    for (int64_t j = 0; j < N; j++) {
+        dvi += dSi[j] * k[j];
+        dsbi += dSi[j] * b[j];
+    }
+    for (int64_t j = 0; j < N; j++) {
+        const scalar_t g = dSi[j];
+        adr[j] += Si[j] * dyi;
+        adk[j] += g * vi;
+        adb[j] += g * sai;
+        adw[j] += Pi[j] * g;
+        ada[j] += Pi[j] * dsbi;
+        dSi[j] = g * w[j] + dsbi * a[j];
+    }
+    return dvi;
+}
+
 std::vector<torch::Tensor> wkv7_forward(torch::Tensor r, torch::Tensor w, torch::Tensor k,
                                         torch::Tensor v, torch::Tensor a, torch::Tensor b,
                                         torch::Tensor s0, bool save_checkpoints) {
@@ -113,7 +142,9 @@ std::vector<torch::Tensor> wkv7_backward(torch::Tensor r, torch::Tensor w, torch
             at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
                 // states[s] = state before step t0+s (s = 0..CHUNK), sa per step
                 const int64_t N = NT > 0 ? NT : N_;
-                std::vector<scalar_t> states((CHUNK + 1) * N * N), sas(CHUNK * N);
+                // stride padded by 48 floats: avoids 4 KiB aliasing between consecutive states
+                const int64_t SS = N * N + 48;
+                std::vector<scalar_t> states((CHUNK + 1) * SS), sas(CHUNK * N);
                 std::vector<scalar_t> acc_dr(N), acc_dk(N), acc_db(N), acc_dw(N), acc_da(N);
                 for (int64_t bh = begin; bh < end; bh++) {
                     const int64_t bb = bh / H, hh = bh % H;
@@ -124,11 +155,11 @@ std::vector<torch::Tensor> wkv7_backward(torch::Tensor r, torch::Tensor w, torch
                         std::copy(cks, cks + N * N, states.begin());
                         for (int64_t t = t0; t < t1; t++) {
                             const int64_t s = t - t0;
-                            std::copy(states.begin() + s * N * N, states.begin() + (s + 1) * N * N,
-                                      states.begin() + (s + 1) * N * N);
+                            std::copy(states.begin() + s * SS, states.begin() + s * SS + N * N,
+                                      states.begin() + (s + 1) * SS);
                             const int64_t off = ((bb * T + t) * H + hh) * N;
                             step_forward<scalar_t, NT>(pr + off, pw + off, pk + off, pv + off, pa + off,
-                                                   pb + off, states.data() + (s + 1) * N * N,
+                                                   pb + off, states.data() + (s + 1) * SS,
                                                    sas.data() + s * N, nullptr, N);
                         }
                         for (int64_t t = t1 - 1; t >= t0; t--) {
@@ -137,8 +168,8 @@ std::vector<torch::Tensor> wkv7_backward(torch::Tensor r, torch::Tensor w, torch
                             const scalar_t *r_ = pr + off, *w_ = pw + off, *k_ = pk + off,
                                            *v_ = pv + off, *a_ = pa + off, *b_ = pb + off,
                                            *dy_ = pdy + off;
-                            const scalar_t* Scur = states.data() + (s + 1) * N * N;
-                            const scalar_t* Sprev = states.data() + s * N * N;
+                            const scalar_t* Scur = states.data() + (s + 1) * SS;
+                            const scalar_t* Sprev = states.data() + s * SS;
                             const scalar_t* sa = sas.data() + s * N;
                             scalar_t* __restrict__ adr = acc_dr.data();
                             scalar_t* __restrict__ adk = acc_dk.data();
@@ -151,32 +182,14 @@ std::vector<torch::Tensor> wkv7_backward(torch::Tensor r, torch::Tensor w, torch
                             std::fill(acc_dw.begin(), acc_dw.end(), scalar_t(0));
                             std::fill(acc_da.begin(), acc_da.end(), scalar_t(0));
                             // Row i of dS only involves row i of the states, so each row is
-                            // finished in two passes over it while it sits in L1:
+                            // finished (backward_row) while it sits in L1:
                             //   dS += dy r^T ; dr = S_t^T dy ; dv = dS k ; dk = dS^T v ;
                             //   dSb = dS b ; db = dS^T sa ; dw = diag(S_prev^T dS) ;
                             //   da = S_prev^T dSb ; dS_prev = dS diag(w) + dSb a^T
-                            for (int64_t i = 0; i < N; i++) {
-                                scalar_t* __restrict__ dSi = dS + i * N;
-                                const scalar_t* __restrict__ Si = Scur + i * N;
-                                const scalar_t* __restrict__ Pi = Sprev + i * N;
-                                const scalar_t dyi = dy_[i], vi = v_[i], sai = sa[i];
-                                for (int64_t j = 0; j < N; j++) dSi[j] += dyi * r_[j];
-                                scalar_t dvi = 0, dsbi = 0;
-                                for (int64_t j = 0; j < N; j++) {
-                                    dvi += dSi[j] * k_[j];
-                                    dsbi += dSi[j] * b_[j];
-                                }
-                                pdv[off + i] = dvi;
-                                for (int64_t j = 0; j < N; j++) {
-                                    const scalar_t g = dSi[j];
-                                    adr[j] += Si[j] * dyi;
-                                    adk[j] += g * vi;
-                                    adb[j] += g * sai;
-                                    adw[j] += Pi[j] * g;
-                                    ada[j] += Pi[j] * dsbi;
-                                    dSi[j] = g * w_[j] + dsbi * a_[j];
-                                }
-                            }
+                            for (int64_t i = 0; i < N; i++)
+                                pdv[off + i] = backward_row<scalar_t, NT>(
+                                    dS + i * N, Scur + i * N, Sprev + i * N, dy_[i], v_[i], sa[i],
+                                    r_, k_, w_, a_, b_, adr, adk, adb, adw, ada, N);
                             for (int64_t j = 0; j < N; j++) {
                                 pdr[off + j] = adr[j];
                                 pdk[off + j] = adk[j];

@@ -8,16 +8,19 @@ use quill::model::Model;
 /// Arguments of `quill info`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Model file (.safetensors or .pth).
+    /// Model file (.safetensors or .pth); default: the built-in model.
     #[arg(value_name = "MODEL")]
-    model: PathBuf,
+    model: Option<PathBuf>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let model = Model::load(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
+    let model = match &a.model {
+        Some(path) => Model::load(path).with_context(|| format!("loading {}", path.display()))?,
+        None => quill::model::default::load_default().context("loading the built-in model")?,
+    };
     let i = model.info();
     let d = &i.dims;
     let tokenizer = super::load::choose_tokenizer(&model, None)

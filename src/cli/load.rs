@@ -4,13 +4,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use quill::model::Model;
+use quill::kernels::WeightDtype;
+use quill::model::{LoadOptions, Model};
 use quill::tokenizer::{Tokenizer, TokenizerKind};
 
 /// Options for choosing a model and its tokenizer.
 #[derive(clap::Args, Clone, Debug)]
 pub struct ModelArgs {
-    /// Model file (.safetensors or official .pth). Default: $QUILL_MODEL.
+    /// Model file (.safetensors or official .pth). Default: $QUILL_MODEL, else the built-in model.
     #[arg(short, long, value_name = "FILE")]
     pub model: Option<PathBuf>,
     /// Tokenizer: world, bytes or 20b (default: from the model's metadata, else its vocabulary size).
@@ -19,18 +20,19 @@ pub struct ModelArgs {
     /// Worker threads (default: physical cores).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    /// Convert the large weight matrices at load: f32, f16, bf16 or int8 (default: as stored).
+    #[arg(long, value_name = "DTYPE")]
+    pub dtype: Option<WeightDtype>,
 }
 
 impl ModelArgs {
-    /// The model path: `--model`, else `$QUILL_MODEL`.
-    pub fn path(&self) -> Result<PathBuf> {
-        if let Some(p) = &self.model {
-            return Ok(p.clone());
-        }
-        if let Some(p) = std::env::var_os("QUILL_MODEL") {
-            return Ok(PathBuf::from(p));
-        }
-        anyhow::bail!("no model given: pass --model FILE (a .safetensors or .pth RWKV checkpoint) or set QUILL_MODEL")
+    /// The model path: `--model`, else `$QUILL_MODEL` (None: the built-in model).
+    pub fn path(&self) -> Option<PathBuf> {
+        self.model.clone().or_else(|| {
+            std::env::var_os("QUILL_MODEL")
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from)
+        })
     }
 
     /// Loads the model and picks its tokenizer.
@@ -39,13 +41,15 @@ impl ModelArgs {
             if n == 0 {
                 anyhow::bail!("--threads must be at least 1");
             }
-            // Ignored if the pool already exists (only the first call counts).
-            let _ = rayon::ThreadPoolBuilder::new()
-                .num_threads(n)
-                .build_global();
+            quill::kernels::set_threads(n);
         }
-        let path = self.path()?;
-        let model = Model::load(&path).with_context(|| format!("loading {}", path.display()))?;
+        let opts = LoadOptions { dtype: self.dtype };
+        let model = match self.path() {
+            Some(path) => Model::load_with(&path, &opts)
+                .with_context(|| format!("loading {}", path.display()))?,
+            None => quill::model::default::load_default_with(&opts)
+                .context("loading the built-in model")?,
+        };
         let kind = choose_tokenizer(&model, self.tokenizer)?;
         let tokenizer = Tokenizer::new(kind)?;
         Ok((Arc::new(model), Arc::new(tokenizer)))

@@ -15,6 +15,7 @@ macro_rules! outln {
     }};
 }
 
+mod bench;
 mod chat;
 mod convert;
 mod generate;
@@ -24,6 +25,7 @@ mod logits;
 mod perplexity;
 mod state;
 mod tokenize;
+mod tui;
 mod write;
 
 use clap::{Parser, Subcommand};
@@ -54,12 +56,16 @@ enum Command {
     Info(info::Args),
     /// Inspect or compare state snapshots.
     State(state::Args),
+    /// Measure prefill and decode speed against the machine's own limits.
+    Bench(bench::Args),
     /// Convert a checkpoint (.pth or .safetensors) to safetensors.
     Convert(convert::Args),
     /// Score a text file: mean negative log-likelihood and perplexity.
     Perplexity(perplexity::Args),
     /// Write stories from prompt files, chapter by chapter (resumable).
     Write(write::Args),
+    /// Full-screen terminal app: chat and story writing side by side.
+    Tui(tui::Args),
 }
 
 /// Parses the command line and runs the subcommand; returns the exit code.
@@ -72,9 +78,11 @@ pub fn run() -> anyhow::Result<i32> {
         Command::Tokenize(a) => tokenize::run(a).map(|_| 0),
         Command::Info(a) => info::run(a).map(|_| 0),
         Command::State(a) => state::run(a),
+        Command::Bench(a) => bench::run(a).map(|_| 0),
         Command::Convert(a) => convert::run(a).map(|_| 0),
         Command::Perplexity(a) => perplexity::run(a).map(|_| 0),
         Command::Write(a) => write::run(a).map(|_| 0),
+        Command::Tui(a) => tui::run(a).map(|_| 0),
     }
 }
 

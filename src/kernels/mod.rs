@@ -1,23 +1,61 @@
 //! Numeric kernels behind a small interface: [`Matrix`] (a weight matrix
-//! read in place from its file) and the products the models need.
+//! read in place from its file, or converted at load) and the products the
+//! models need.
 //!
-//! The instruction set is chosen once at run time ([`active`]); the
-//! environment variable `QUILL_KERNELS=scalar|avx2|neon` forces a path so
-//! tests can cover each one. Everything here computes in f32 whatever the
-//! stored dtype.
+//! The instruction set is chosen once per process at run time ([`active`]):
+//! AVX2+FMA+F16C on x86-64 and NEON on ARM64 when the CPU has them, else the
+//! portable [`scalar`] reference. The environment variable
+//! `QUILL_KERNELS=scalar|avx2|neon|auto` forces a path (an unavailable one
+//! is reported on stderr and the automatic choice used instead), and
+//! [`with_kernels`] runs a closure with a given set so tests can cover every
+//! path in one process. Nothing is compiled with `target-cpu=native`: the SIMD
+//! functions carry `#[target_feature]` and are only reachable through a
+//! table handed out after run-time detection, so one binary runs everywhere.
+//!
+//! Products: [`matmul`] with `t = 1` (decode) is a matrix–vector product
+//! bound by memory bandwidth, rows split across the thread pool; with
+//! `t > 1` (prefill) it is a blocked matrix–matrix product (weights widened
+//! to f32 once per block and reused by every token, a register-tiled
+//! micro-kernel) bound by FMA throughput. Everything computes in f32 whatever
+//! the stored dtype.
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+mod gemm;
 mod matrix;
+#[cfg(target_arch = "aarch64")]
+mod neon;
 pub mod scalar;
+mod threads;
 mod wkv;
 
+use std::cell::Cell;
 use std::sync::OnceLock;
 
-pub use matrix::{MatData, Matrix};
+use crate::error::{QuillError, Result};
+pub use matrix::{quantize_row, quantize_x16, MatData, Matrix, Store, WeightDtype, I8_BLOCK};
+pub use threads::{install, physical_cores, set_threads, threads};
 pub use wkv::{wkv4_step, wkv5_step, wkv7_step};
 
-/// One instruction set's implementations of the inner loops.
+/// Weight rows per GEMM micro-tile (each weight broadcast to a vector).
+pub const MR: usize = 6;
+/// Tokens per GEMM micro-tile: two AVX2 (four NEON) vectors. 6 rows × 16
+/// tokens = 12 AVX2 accumulators, leaving 3 of the 16 ymm registers for
+/// the two token vectors and a broadcast weight.
+pub const NR: usize = 16;
+
+/// An int8 row kernel: `(q, scales, xq, xs, y)`, see [`KernelSet::rows_i8`].
+pub type RowsI8Fn = fn(&[i8], &[f32], &[i16], &[f32], &mut [f32]);
+/// A GEMM micro-kernel: `(w, ldw, m, xp, k, n, acc)`, see [`KernelSet::gemm_tile`].
+pub type GemmTileFn = fn(&[f32], usize, usize, &[f32], usize, usize, &mut [f32]);
+/// A wkv7 step: `(state, head_size, r, w, k, v, −kk, kk⊙a, y)`, see [`wkv7_step`].
+pub type Wkv7Fn = fn(&mut [f32], usize, &[f32], &[f32], &[f32], &[f32], &[f32], &[f32], &mut [f32]);
+
+/// One instruction set's implementations of the inner loops. The fields are
+/// safe functions: a SIMD set is only ever handed out (by [`by_name`],
+/// [`active`], [`available`]) after the CPU was found to support it.
 pub struct KernelSet {
-    /// Name shown by `quill info` / `quill bench`.
+    /// Name shown by `quill info` / `quill bench` (`scalar`, `avx2`, `neon`).
     pub name: &'static str,
     /// Σ w·x over f32 weights.
     pub dot_f32: fn(&[f32], &[f32]) -> f32,
@@ -25,29 +63,159 @@ pub struct KernelSet {
     pub dot_bf16: fn(&[u16], &[f32]) -> f32,
     /// Σ w·x over f16 weights (raw bits).
     pub dot_f16: fn(&[u16], &[f32]) -> f32,
+    /// `y[r] = W[r]·x` for the first `y.len()` rows of row-major `w`
+    /// (`x.len()` wide). `w` may hold more rows (the rest of the matrix):
+    /// those are not used, only prefetched, so a task's first rows are not
+    /// cold.
+    pub rows_f32: fn(&[f32], &[f32], &mut [f32]),
+    /// As `rows_f32` over bf16 rows.
+    pub rows_bf16: fn(&[u16], &[f32], &mut [f32]),
+    /// As `rows_f32` over f16 rows.
+    pub rows_f16: fn(&[u16], &[f32], &mut [f32]),
+    /// As `rows_f32` over int8 rows `(q, scales, xq, xs, y)` with x given
+    /// quantised to int16 by [`quantize_x16`] (`xq`, one scale `xs` per
+    /// block): `y[r] = Σ_b scales[r·nb + b]·xs[b]·Σ_{i∈b} q[r·n + i]·xq[i]`,
+    /// `n = xq.len()`, `nb = n.div_ceil(I8_BLOCK)`. The block sums are exact
+    /// integer arithmetic (`pmaddwd`), half the vector work of widening the
+    /// weights to f32, so decode stays bound by memory, not arithmetic.
+    pub rows_i8: RowsI8Fn,
+    /// bf16 → f32 over a run (`out.len()` elements).
+    pub widen_bf16: fn(&[u16], &mut [f32]),
+    /// f16 → f32 over a run.
+    pub widen_f16: fn(&[u16], &mut [f32]),
+    /// int8 → f32 over a run starting at a block boundary: `(q, scales, out)`,
+    /// `scales[b]` applying to `q[b·I8_BLOCK..]`.
+    pub widen_i8: fn(&[i8], &[f32], &mut [f32]),
+    /// GEMM micro-kernel `(w, ldw, m, xp, k, n, acc)`:
+    /// `acc[i·NR + j] += Σ_{p<k} w[i·ldw + p] · xp[p·NR + j]` for `i < m ≤ MR`
+    /// and at least `j < n ≤ NR` (lanes up to the vector width past `n` may
+    /// be computed too: `xp` is zero-padded). `w` holds m rows of f32
+    /// weights, `xp` a token tile of X packed transposed.
+    pub gemm_tile: GemmTileFn,
+    /// One RWKV-7 wkv step for one head ([`wkv7_step`] is the reference).
+    pub wkv7: Wkv7Fn,
+    /// Σ x, for the read-bandwidth probe.
+    pub sum_f32: fn(&[f32]) -> f32,
+    /// Runs independent multiply-add chains for the given rounds and returns
+    /// the floating-point operations done: the FMA-peak probe.
+    pub fma_probe: fn(u64) -> f64,
+}
+
+/// Names of the kernel sets this build knows, usable here or not.
+pub const NAMES: [&str; 3] = ["scalar", "avx2", "neon"];
+
+/// The set called `name` if this CPU can run it (`None` for an unknown
+/// name, a set for another architecture or a missing CPU feature).
+pub fn by_name(name: &str) -> Option<&'static KernelSet> {
+    match name {
+        "scalar" => Some(&scalar::SCALAR),
+        #[cfg(target_arch = "x86_64")]
+        "avx2" => avx2::kernel_set(),
+        #[cfg(target_arch = "aarch64")]
+        "neon" => neon::kernel_set(),
+        _ => None,
+    }
+}
+
+/// Every set this CPU can run, scalar first.
+pub fn available() -> Vec<&'static KernelSet> {
+    NAMES.iter().filter_map(|n| by_name(n)).collect()
+}
+
+/// The fastest set this CPU can run (what `auto` picks).
+pub fn best() -> &'static KernelSet {
+    available().last().copied().unwrap_or(&scalar::SCALAR)
 }
 
 static ACTIVE: OnceLock<&'static KernelSet> = OnceLock::new();
 
-/// The kernel set in use: chosen on first call from the CPU's features,
-/// unless `QUILL_KERNELS` names one.
-pub fn active() -> &'static KernelSet {
-    ACTIVE.get_or_init(|| {
-        let wanted = std::env::var("QUILL_KERNELS").unwrap_or_default();
-        match wanted.as_str() {
-            "" | "auto" | "scalar" => &scalar::SCALAR,
-            other => {
-                eprintln!("warning: QUILL_KERNELS={other} is not available here; using scalar");
-                &scalar::SCALAR
-            }
-        }
-    })
+thread_local! {
+    /// Per-thread override set by [`with_kernels`] (and carried onto pool
+    /// threads by [`install`]).
+    static OVERRIDE: Cell<Option<&'static KernelSet>> = const { Cell::new(None) };
 }
 
-/// Rows handled per parallel task: big enough that a task reads at least
-/// ~64 KiB of weights, so the thread hand-off cost stays negligible.
+/// The kernel set in use: the thread's [`with_kernels`] override if any,
+/// else the process-wide choice made on first call from the CPU's features
+/// and `QUILL_KERNELS`.
+pub fn active() -> &'static KernelSet {
+    OVERRIDE
+        .with(|o| o.get())
+        .unwrap_or_else(|| ACTIVE.get_or_init(choose))
+}
+
+fn choose() -> &'static KernelSet {
+    let (ks, warning) = select(&std::env::var("QUILL_KERNELS").unwrap_or_default());
+    if let Some(w) = warning {
+        eprintln!("quill: {w}");
+    }
+    ks
+}
+
+/// The set a `QUILL_KERNELS` value asks for, and the warning to print when
+/// it cannot be honoured (then the automatic choice is used).
+fn select(wanted: &str) -> (&'static KernelSet, Option<String>) {
+    let wanted = wanted.trim().to_ascii_lowercase();
+    if wanted.is_empty() || wanted == "auto" {
+        return (best(), None);
+    }
+    match by_name(&wanted) {
+        Some(ks) => (ks, None),
+        None => {
+            let fallback = best();
+            let why = if NAMES.contains(&wanted.as_str()) {
+                "is not supported by this CPU or architecture"
+            } else {
+                "is not a kernel set (scalar, avx2, neon, auto)"
+            };
+            (
+                fallback,
+                Some(format!(
+                    "QUILL_KERNELS={wanted} {why}; using {}",
+                    fallback.name
+                )),
+            )
+        }
+    }
+}
+
+/// Restores the previous override when dropped (also on panic).
+struct OverrideGuard(Option<&'static KernelSet>);
+
+impl Drop for OverrideGuard {
+    fn drop(&mut self) {
+        OVERRIDE.with(|o| o.set(self.0));
+    }
+}
+
+/// Runs `f` with `ks` as this thread's kernel set.
+fn with_set<R>(ks: &'static KernelSet, f: impl FnOnce() -> R) -> R {
+    let _guard = OverrideGuard(OVERRIDE.with(|o| o.replace(Some(ks))));
+    f()
+}
+
+/// Runs `f` with the kernel set `name` (for tests and comparisons): every
+/// kernel called by `f` on this thread, and on the pool threads it hands
+/// work to, uses that set. Errors if this CPU cannot run it.
+pub fn with_kernels<R>(name: &str, f: impl FnOnce() -> R) -> Result<R> {
+    let ks = by_name(name).ok_or_else(|| {
+        QuillError::Invalid(format!("kernel set `{name}` is not available on this CPU"))
+    })?;
+    Ok(with_set(ks, f))
+}
+
+/// Below this many bytes of weights a matrix–vector product runs on the
+/// calling thread: handing work to the pool costs a few microseconds,
+/// about what 256 KiB take to stream.
+const PAR_MIN_BYTES: usize = 256 << 10;
+
+/// Rows handled per parallel task in a matrix–vector product: a multiple
+/// of 4 (the SIMD kernels do 4 rows at a time) reading ≥ ~64 KiB, so the
+/// hand-off cost stays negligible while leaving tasks to balance threads.
 fn rows_per_task(cols: usize, elem: usize) -> usize {
-    (65536 / (cols * elem).max(1)).clamp(1, 4096)
+    (65536 / (cols * elem).max(1))
+        .clamp(1, 4096)
+        .next_multiple_of(4)
 }
 
 /// y = W·x for one vector (`x.len() == cols`, `y.len() == rows`).
@@ -56,57 +224,234 @@ pub fn matvec(w: &Matrix, x: &[f32], y: &mut [f32]) {
 }
 
 /// Y = X·Wᵀ for `t` row vectors: `x` is t×cols, `y` is t×rows (row-major).
-/// Each weight row is read once per call and applied to all `t` inputs
-/// while it sits in cache, so a chunk of tokens costs one pass over W.
+/// `t = 1` streams W once through the matrix–vector kernels, rows split
+/// across threads; `t > 1` runs the blocked matrix–matrix product, which
+/// also reads each weight once per call, widened to f32 once and applied to
+/// all `t` inputs while it sits in cache.
 pub fn matmul(w: &Matrix, x: &[f32], t: usize, y: &mut [f32]) {
     assert_eq!(x.len(), t * w.cols, "matmul input shape");
     assert_eq!(y.len(), t * w.rows, "matmul output shape");
-    let ks = active();
-    let (rows, cols) = (w.rows, w.cols);
-    let chunk = rows_per_task(cols, w.dtype_size());
-    let run = |r0: usize, out: &mut [f32]| {
-        // out holds rows r0..r0+n for each of the t inputs, laid out [row][t].
-        let n = out.len() / t;
-        for r in 0..n {
-            let row = r0 + r;
-            for ti in 0..t {
-                let xv = &x[ti * cols..(ti + 1) * cols];
-                out[r * t + ti] = match &w.data {
-                    MatData::F32(s) => {
-                        (ks.dot_f32)(&s.as_slice()[row * cols..(row + 1) * cols], xv)
-                    }
-                    MatData::BF16(s) => {
-                        (ks.dot_bf16)(&s.as_slice()[row * cols..(row + 1) * cols], xv)
-                    }
-                    MatData::F16(s) => {
-                        (ks.dot_f16)(&s.as_slice()[row * cols..(row + 1) * cols], xv)
-                    }
-                };
-            }
-        }
-    };
-    if t == 1 {
-        if rows <= chunk {
-            run(0, y);
-        } else {
-            use rayon::prelude::*;
-            y.par_chunks_mut(chunk)
-                .enumerate()
-                .for_each(|(i, out)| run(i * chunk, out));
-        }
+    if t == 0 || w.rows == 0 {
         return;
     }
-    // For t > 1 compute into a [row][t] buffer, then transpose into y.
-    let mut tmp = vec![0.0f32; rows * t];
-    {
-        use rayon::prelude::*;
-        tmp.par_chunks_mut(chunk * t)
-            .enumerate()
-            .for_each(|(i, out)| run(i * chunk, out));
+    if w.cols == 0 {
+        y.fill(0.0);
+        return;
     }
-    for r in 0..rows {
+    let ks = active();
+    if t == 1 {
+        matvec_with(ks, w, x, y);
+    } else {
+        gemm::gemm(ks, w, x, t, y);
+    }
+}
+
+/// `y = W[r0..r0+y.len()]·x` with the set's row kernel for W's dtype;
+/// `xq` is x quantised by [`quantize_x16`] (int8 weights only).
+fn rows_dispatch(
+    ks: &KernelSet,
+    w: &Matrix,
+    r0: usize,
+    x: &[f32],
+    xq: &(Vec<i16>, Vec<f32>),
+    out: &mut [f32],
+) {
+    let (c, n) = (w.cols, out.len());
+    match &w.data {
+        MatData::F32(s) => (ks.rows_f32)(&s.as_slice()[r0 * c..(r0 + n) * c], x, out),
+        MatData::BF16(s) => (ks.rows_bf16)(&s.as_slice()[r0 * c..(r0 + n) * c], x, out),
+        MatData::F16(s) => (ks.rows_f16)(&s.as_slice()[r0 * c..(r0 + n) * c], x, out),
+        MatData::I8 { q, scales } => {
+            let nb = w.i8_blocks_per_row();
+            (ks.rows_i8)(
+                &q[r0 * c..(r0 + n) * c],
+                &scales[r0 * nb..(r0 + n) * nb],
+                &xq.0,
+                &xq.1,
+                out,
+            )
+        }
+    }
+}
+
+fn matvec_with(ks: &'static KernelSet, w: &Matrix, x: &[f32], y: &mut [f32]) {
+    // x is quantised once per product, shared by every row and thread.
+    let mut xq = (Vec::new(), Vec::new());
+    if matches!(w.data, MatData::I8 { .. }) {
+        quantize_x16(x, &mut xq.0, &mut xq.1);
+    }
+    if w.byte_len() < PAR_MIN_BYTES || threads() == 1 {
+        rows_dispatch(ks, w, 0, x, &xq, y);
+        return;
+    }
+    let chunk = rows_per_task(w.cols, w.dtype_size());
+    install(|| {
+        use rayon::prelude::*;
+        y.par_chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(i, out)| rows_dispatch(ks, w, i * chunk, x, &xq, out));
+    });
+}
+
+/// Below this many elements a row-wise pass ([`for_rows`]) runs on the
+/// calling thread: decoding one token (a few thousand elements per pass)
+/// never forks, a prefill chunk (t × C ≥ 16 K) always does.
+const ROWS_PAR_MIN: usize = 1 << 14;
+
+/// Rows per task of a row-wise pass: ≥ ~4 K elements each.
+fn rows_min_len(width: usize) -> usize {
+    (4096 / width.max(1)).max(1)
+}
+
+/// Runs `f(i, row_i)` for every `width`-wide row of `out` (the last may be
+/// shorter), split across the kernel pool when `out` is large. For the
+/// element-wise work between products (norms, mixes, activations): run on
+/// one thread it would cost a prefill as much as a quarter of its time
+/// while the other cores wait.
+pub fn for_rows(out: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]) + Send + Sync) {
+    let width = width.max(1);
+    if out.len() < ROWS_PAR_MIN || threads() == 1 {
+        out.chunks_mut(width).enumerate().for_each(|(i, r)| f(i, r));
+        return;
+    }
+    install(|| {
+        use rayon::prelude::*;
+        out.par_chunks_mut(width)
+            .enumerate()
+            .with_min_len(rows_min_len(width))
+            .for_each(|(i, r)| f(i, r));
+    });
+}
+
+/// [`for_rows`] over two buffers of the same shape at once.
+pub fn for_rows2(
+    a: &mut [f32],
+    b: &mut [f32],
+    width: usize,
+    f: impl Fn(usize, &mut [f32], &mut [f32]) + Send + Sync,
+) {
+    assert_eq!(a.len(), b.len(), "for_rows2: buffers differ in length");
+    let width = width.max(1);
+    if a.len() < ROWS_PAR_MIN || threads() == 1 {
+        a.chunks_mut(width)
+            .zip(b.chunks_mut(width))
+            .enumerate()
+            .for_each(|(i, (ra, rb))| f(i, ra, rb));
+        return;
+    }
+    install(|| {
+        use rayon::prelude::*;
+        a.par_chunks_mut(width)
+            .zip(b.par_chunks_mut(width))
+            .enumerate()
+            .with_min_len(rows_min_len(width))
+            .for_each(|(i, (ra, rb))| f(i, ra, rb));
+    });
+}
+
+/// Below this many state elements × tokens a chunk's wkv runs on one
+/// thread: one decoded token of a 0.4B model (16 heads of 64², ~1 µs per
+/// head) is just worth splitting.
+const WKV_PAR_MIN: usize = 1 << 16;
+
+/// The RWKV-7 recurrence over a chunk of `t` tokens for all `h` heads of
+/// size `n`: `state` is h×n×n ([head][value][key]); `r`, `w`, `k`, `v`,
+/// `neg_kk`, `kka` and `y` are t×(h·n) row-major. Heads are independent, so
+/// they run in parallel, each going through its tokens in order with its
+/// n×n state hot in L1.
+#[allow(clippy::too_many_arguments)]
+pub fn wkv7_chunk(
+    state: &mut [f32],
+    h: usize,
+    n: usize,
+    t: usize,
+    r: &[f32],
+    w: &[f32],
+    k: &[f32],
+    v: &[f32],
+    neg_kk: &[f32],
+    kka: &[f32],
+    y: &mut [f32],
+) {
+    let c = h * n;
+    assert_eq!(state.len(), h * n * n, "wkv7 state shape");
+    for a in [r, w, k, v, neg_kk, kka] {
+        assert_eq!(a.len(), t * c, "wkv7 input shape");
+    }
+    assert_eq!(y.len(), t * c, "wkv7 output shape");
+    let ks = active();
+    // Per-head outputs, [head][token][n], scattered into y afterwards.
+    let mut yh = vec![0.0f32; t * c];
+    let head = |hi: usize, s: &mut [f32], out: &mut [f32]| {
         for ti in 0..t {
-            y[ti * rows + r] = tmp[r * t + ti];
+            let o = ti * c + hi * n;
+            let sl = o..o + n;
+            (ks.wkv7)(
+                s,
+                n,
+                &r[sl.clone()],
+                &w[sl.clone()],
+                &k[sl.clone()],
+                &v[sl.clone()],
+                &neg_kk[sl.clone()],
+                &kka[sl],
+                &mut out[ti * n..(ti + 1) * n],
+            );
+        }
+    };
+    if h > 1 && t * h * n * n >= WKV_PAR_MIN && threads() > 1 {
+        install(|| {
+            use rayon::prelude::*;
+            state
+                .par_chunks_mut(n * n)
+                .zip(yh.par_chunks_mut(t * n))
+                .enumerate()
+                .for_each(|(hi, (s, out))| head(hi, s, out));
+        });
+    } else {
+        for (hi, (s, out)) in state
+            .chunks_mut(n * n)
+            .zip(yh.chunks_mut(t * n))
+            .enumerate()
+        {
+            head(hi, s, out);
+        }
+    }
+    for hi in 0..h {
+        for ti in 0..t {
+            y[ti * c + hi * n..ti * c + (hi + 1) * n]
+                .copy_from_slice(&yh[(hi * t + ti) * n..(hi * t + ti + 1) * n]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quill_kernels_values_select_or_fall_back() {
+        assert_eq!(select("").0.name, best().name);
+        assert_eq!(select(" Auto ").0.name, best().name);
+        let (ks, warn) = select("scalar");
+        assert_eq!((ks.name, warn), ("scalar", None));
+        let (ks, warn) = select("sse9");
+        assert_eq!(ks.name, best().name);
+        assert!(warn.unwrap().contains("is not a kernel set"));
+        // The other architecture's set is never available.
+        let foreign = if cfg!(target_arch = "x86_64") {
+            "neon"
+        } else {
+            "avx2"
+        };
+        let (ks, warn) = select(foreign);
+        assert_eq!(ks.name, best().name);
+        assert!(warn.unwrap().contains("not supported"));
+        for name in NAMES {
+            if let Some(ks) = by_name(name) {
+                let (got, warn) = select(name);
+                assert!(std::ptr::eq(got, ks) && warn.is_none(), "{name}");
+            }
         }
     }
 }

@@ -1,8 +1,8 @@
 //! Portable reference kernels. Eight independent accumulators give the
 //! compiler room to vectorise and fix the summation order, so results do not
-//! depend on the optimiser.
+//! depend on the optimiser. Every SIMD set is tested against these.
 
-use super::KernelSet;
+use super::{KernelSet, I8_BLOCK, NR};
 
 /// The scalar kernel set: the reference every SIMD path is tested against.
 pub static SCALAR: KernelSet = KernelSet {
@@ -10,6 +10,17 @@ pub static SCALAR: KernelSet = KernelSet {
     dot_f32,
     dot_bf16,
     dot_f16,
+    rows_f32,
+    rows_bf16,
+    rows_f16,
+    rows_i8,
+    widen_bf16,
+    widen_f16,
+    widen_i8,
+    gemm_tile,
+    wkv7: super::wkv::wkv7_step,
+    sum_f32,
+    fma_probe,
 };
 
 #[inline(always)]
@@ -43,6 +54,12 @@ pub fn bf16_to_f32(b: u16) -> f32 {
     f32::from_bits((b as u32) << 16)
 }
 
+/// f16 → f32 (exact).
+#[inline(always)]
+pub fn f16_to_f32(b: u16) -> f32 {
+    half::f16::from_bits(b).to_f32()
+}
+
 /// Σ w·x, bf16 weights.
 pub fn dot_bf16(w: &[u16], x: &[f32]) -> f32 {
     debug_assert_eq!(w.len(), x.len());
@@ -52,9 +69,116 @@ pub fn dot_bf16(w: &[u16], x: &[f32]) -> f32 {
 /// Σ w·x, f16 weights.
 pub fn dot_f16(w: &[u16], x: &[f32]) -> f32 {
     debug_assert_eq!(w.len(), x.len());
-    dot_with(
-        w.len().min(x.len()),
-        |i| half::f16::from_bits(w[i]).to_f32(),
-        x,
-    )
+    dot_with(w.len().min(x.len()), |i| f16_to_f32(w[i]), x)
+}
+
+/// `y[r] = W[r]·x` for the `y.len()` rows of `w` (row-major, `x.len()` wide), f32.
+pub fn rows_f32(w: &[f32], x: &[f32], y: &mut [f32]) {
+    let n = x.len();
+    for (r, o) in y.iter_mut().enumerate() {
+        *o = dot_f32(&w[r * n..(r + 1) * n], x);
+    }
+}
+
+/// `y[r] = W[r]·x`, bf16 rows.
+pub fn rows_bf16(w: &[u16], x: &[f32], y: &mut [f32]) {
+    let n = x.len();
+    for (r, o) in y.iter_mut().enumerate() {
+        *o = dot_bf16(&w[r * n..(r + 1) * n], x);
+    }
+}
+
+/// `y[r] = W[r]·x`, f16 rows.
+pub fn rows_f16(w: &[u16], x: &[f32], y: &mut [f32]) {
+    let n = x.len();
+    for (r, o) in y.iter_mut().enumerate() {
+        *o = dot_f16(&w[r * n..(r + 1) * n], x);
+    }
+}
+
+/// `y[r] = Σ_b scales[r·nb + b]·xs[b]·Σ_{i∈b} q[r][i]·xq[i]`: int8 rows
+/// against x quantised to int16 ([`super::quantize_x16`]), one scale per
+/// [`I8_BLOCK`] on each side; block sums exact in i32.
+pub fn rows_i8(q: &[i8], scales: &[f32], xq: &[i16], xs: &[f32], y: &mut [f32]) {
+    let n = xq.len();
+    let nb = n.div_ceil(I8_BLOCK);
+    for (r, o) in y.iter_mut().enumerate() {
+        let row = &q[r * n..(r + 1) * n];
+        let mut s = 0.0f32;
+        for (b, (qb, xb)) in row.chunks(I8_BLOCK).zip(xq.chunks(I8_BLOCK)).enumerate() {
+            let isum: i32 = qb.iter().zip(xb).map(|(&a, &b)| a as i32 * b as i32).sum();
+            s += scales[r * nb + b] * xs[b] * isum as f32;
+        }
+        *o = s;
+    }
+}
+
+/// bf16 → f32 for a run of weights.
+pub fn widen_bf16(w: &[u16], out: &mut [f32]) {
+    for (o, &b) in out.iter_mut().zip(w) {
+        *o = bf16_to_f32(b);
+    }
+}
+
+/// f16 → f32 for a run of weights.
+pub fn widen_f16(w: &[u16], out: &mut [f32]) {
+    for (o, &b) in out.iter_mut().zip(w) {
+        *o = f16_to_f32(b);
+    }
+}
+
+/// int8 → f32 (`q · scale`) for a run of weights starting at a block
+/// boundary: `scales[b]` applies to `q[b·I8_BLOCK..]`.
+pub fn widen_i8(q: &[i8], scales: &[f32], out: &mut [f32]) {
+    for (b, (qb, ob)) in q.chunks(I8_BLOCK).zip(out.chunks_mut(I8_BLOCK)).enumerate() {
+        let s = scales[b];
+        for (o, &v) in ob.iter_mut().zip(qb) {
+            *o = v as f32 * s;
+        }
+    }
+}
+
+/// GEMM micro-kernel: `acc[i·NR + j] += Σ_{p<k} w[i·ldw + p] · xp[p·NR + j]`
+/// for `i < m`, `j < n`: m weight rows against a tile of n tokens packed
+/// transposed (`xp[p·NR + j]` is token j's input p).
+pub fn gemm_tile(w: &[f32], ldw: usize, m: usize, xp: &[f32], k: usize, n: usize, acc: &mut [f32]) {
+    for i in 0..m {
+        let wr = &w[i * ldw..i * ldw + k];
+        let a = &mut acc[i * NR..i * NR + n];
+        for (p, &wv) in wr.iter().enumerate() {
+            for (aj, &xv) in a.iter_mut().zip(&xp[p * NR..p * NR + n]) {
+                *aj += wv * xv;
+            }
+        }
+    }
+}
+
+/// Σ x (8 accumulators), for the read-bandwidth probe.
+pub fn sum_f32(x: &[f32]) -> f32 {
+    let ones = [1.0f32; 8];
+    let mut acc = [0.0f32; 8];
+    let mut chunks = x.chunks_exact(8);
+    for c in &mut chunks {
+        for l in 0..8 {
+            acc[l] += c[l] * ones[l];
+        }
+    }
+    acc.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
+}
+
+/// Independent multiply-add chains for `iters` rounds; returns the
+/// floating-point operations done (2 per multiply-add). Portable code has
+/// no guaranteed fused instruction, so this is the scalar path's own peak.
+pub fn fma_probe(iters: u64) -> f64 {
+    let mut acc = [
+        0.0f32, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.4, 1.5,
+    ];
+    let (m, c) = std::hint::black_box((0.999_999f32, 1e-6f32));
+    for _ in 0..iters {
+        for a in acc.iter_mut() {
+            *a = *a * m + c;
+        }
+    }
+    std::hint::black_box(acc);
+    iters as f64 * acc.len() as f64 * 2.0
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::weights::WeightFile;
 use crate::error::{QuillError, Result};
-use crate::kernels::{matmul, wkv5_step, Matrix};
+use crate::kernels::{for_rows, matmul, wkv5_step, Matrix, WeightDtype};
 
 /// LayerNorm epsilon of every RWKV generation (torch default).
 pub const LN_EPS: f32 = 1e-5;
@@ -18,9 +18,17 @@ pub const GN_EPS: f32 = 64e-5;
 pub struct Loader<'a> {
     /// The checkpoint.
     pub file: &'a Arc<WeightFile>,
+    /// dtype the large matrices ([`Loader::matrix`]) are converted to at
+    /// load; `None` keeps them as stored, read in place.
+    pub dtype: Option<WeightDtype>,
 }
 
-impl Loader<'_> {
+impl<'a> Loader<'a> {
+    /// A loader keeping every matrix as stored.
+    pub fn new(file: &'a Arc<WeightFile>) -> Self {
+        Loader { file, dtype: None }
+    }
+
     /// Errors unless `name` has exactly `shape`.
     pub fn expect_shape(&self, name: &str, shape: &[usize]) -> Result<()> {
         let info = self.file.info(name)?;
@@ -54,8 +62,21 @@ impl Loader<'_> {
         self.file.to_f32(name)
     }
 
-    /// A (rows, cols) weight matrix, read in place.
+    /// A large (rows, cols) weight matrix (projections, channel mix, head):
+    /// read in place, or converted to the loader's dtype if one was asked
+    /// for (`--dtype`, e.g. int8).
     pub fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
+        let m = self.matrix_as_stored(name, rows, cols)?;
+        Ok(match self.dtype {
+            Some(d) => m.convert(d),
+            None => m,
+        })
+    }
+
+    /// A (rows, cols) matrix always kept as stored, read in place: for the
+    /// embedding, of which one row per token is read, so converting it would
+    /// cost memory without saving bandwidth.
+    pub fn matrix_as_stored(&self, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
         self.expect_shape(name, &[rows, cols])?;
         Matrix::from_file(self.file, name, rows, cols)
     }
@@ -95,7 +116,10 @@ impl Loader<'_> {
         }
     }
 
-    /// A LoRA pair stored as `x @ down @ up` with `down` (C, D) and `up` (D, C).
+    /// A LoRA pair stored as `x @ down @ up` with `down` (C, D) and `up` (D, C),
+    /// transposed once into (out, in) matrices in their stored dtype (never
+    /// converted by `--dtype`: they are small, ~5% of a block, and int8
+    /// would gain little bandwidth for a quality risk on the decay path).
     pub fn lora(&self, down: &str, up: &str, c: usize) -> Result<Lora> {
         let d = self.file.info(down)?.shape.get(1).copied().unwrap_or(0);
         if d == 0 {
@@ -105,8 +129,8 @@ impl Loader<'_> {
             ));
         }
         Ok(Lora {
-            down: Matrix::from_file_transposed(self.file, down, c, d)?,
-            up: Matrix::from_file_transposed(self.file, up, d, c)?,
+            down: Matrix::from_file_transposed_stored(self.file, down, c, d)?,
+            up: Matrix::from_file_transposed_stored(self.file, up, d, c)?,
         })
     }
 }
@@ -144,9 +168,9 @@ impl Norm {
     /// LayerNorm of each `c`-wide row of `x` into `out` (eps 1e-5).
     pub fn layer_norm_rows(&self, x: &[f32], out: &mut [f32]) {
         let c = self.w.len();
-        for (xr, or) in x.chunks_exact(c).zip(out.chunks_exact_mut(c)) {
-            normalize(xr, or, &self.w, &self.b, LN_EPS);
-        }
+        for_rows(out, c, |t, or| {
+            normalize(&x[t * c..(t + 1) * c], or, &self.w, &self.b, LN_EPS)
+        });
     }
 
     /// GroupNorm with `groups` equal groups on each row of `x`, in place
@@ -154,29 +178,40 @@ impl Norm {
     pub fn group_norm_rows(&self, x: &mut [f32], groups: usize) {
         let c = self.w.len();
         let g = c / groups;
-        for row in x.chunks_exact_mut(c) {
+        for_rows(x, c, |_, row| {
             for (h, grp) in row.chunks_exact_mut(g).enumerate() {
-                let src = grp.to_vec();
-                normalize(
-                    &src,
+                normalize_in_place(
                     grp,
                     &self.w[h * g..(h + 1) * g],
                     &self.b[h * g..(h + 1) * g],
                     GN_EPS,
                 );
             }
-        }
+        });
     }
+}
+
+/// Mean and 1/sqrt(biased variance + eps), as torch.
+fn moments(x: &[f32], eps: f32) -> (f32, f32) {
+    let n = x.len() as f32;
+    let mean = x.iter().sum::<f32>() / n;
+    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    (mean, 1.0 / (var + eps).sqrt())
 }
 
 /// (x − mean) / sqrt(var + eps) · w + b, with the biased variance as torch.
 fn normalize(x: &[f32], out: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
-    let n = x.len() as f32;
-    let mean = x.iter().sum::<f32>() / n;
-    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
-    let inv = 1.0 / (var + eps).sqrt();
+    let (mean, inv) = moments(x, eps);
     for i in 0..x.len() {
         out[i] = (x[i] - mean) * inv * w[i] + b[i];
+    }
+}
+
+/// [`normalize`] of `x` into itself.
+fn normalize_in_place(x: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
+    let (mean, inv) = moments(x, eps);
+    for i in 0..x.len() {
+        x[i] = (x[i] - mean) * inv * w[i] + b[i];
     }
 }
 
@@ -192,15 +227,19 @@ fn normalize(x: &[f32], out: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
 pub fn shift_delta(xx: &[f32], state_prev: &mut [f32]) -> Vec<f32> {
     let c = state_prev.len();
     let mut sx = vec![0.0; xx.len()];
-    for (t, row) in xx.chunks_exact(c).enumerate() {
-        let prev = if t == 0 {
-            &state_prev[..]
-        } else {
-            &xx[(t - 1) * c..t * c]
-        };
-        for i in 0..c {
-            sx[t * c + i] = prev[i] - row[i];
-        }
+    {
+        let prev0: &[f32] = state_prev;
+        for_rows(&mut sx, c, |t, row| {
+            let prev = if t == 0 {
+                prev0
+            } else {
+                &xx[(t - 1) * c..t * c]
+            };
+            let cur = &xx[t * c..(t + 1) * c];
+            for i in 0..c {
+                row[i] = prev[i] - cur[i];
+            }
+        });
     }
     state_prev.copy_from_slice(&xx[xx.len() - c..]);
     sx
@@ -212,9 +251,12 @@ pub fn shift_delta(xx: &[f32], state_prev: &mut [f32]) -> Vec<f32> {
 pub fn lerp_rows(xx: &[f32], sx: &[f32], mix: &[f32]) -> Vec<f32> {
     let c = mix.len();
     let mut out = vec![0.0; xx.len()];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = xx[i] + sx[i] * mix[i % c];
-    }
+    for_rows(&mut out, c, |t, row| {
+        let (x, s) = (&xx[t * c..(t + 1) * c], &sx[t * c..(t + 1) * c]);
+        for i in 0..c {
+            row[i] = x[i] + s[i] * mix[i];
+        }
+    });
     out
 }
 
@@ -227,11 +269,23 @@ pub struct Lora {
 }
 
 impl Lora {
+    /// Bytes of weights one product reads.
+    pub fn byte_len(&self) -> usize {
+        self.down.byte_len() + self.up.byte_len()
+    }
+
+    /// Multiply-adds per token.
+    pub fn params(&self) -> usize {
+        self.down.rows * self.down.cols + self.up.rows * self.up.cols
+    }
+
     /// `up(act(down(x)))` for `t` rows.
-    pub fn apply(&self, x: &[f32], t: usize, act: impl Fn(f32) -> f32) -> Vec<f32> {
+    pub fn apply(&self, x: &[f32], t: usize, act: impl Fn(f32) -> f32 + Send + Sync) -> Vec<f32> {
         let mut mid = vec![0.0; t * self.down.rows];
         matmul(&self.down, x, t, &mut mid);
-        mid.iter_mut().for_each(|v| *v = act(*v));
+        for_rows(&mut mid, self.down.rows, |_, r| {
+            r.iter_mut().for_each(|v| *v = act(*v))
+        });
         let mut out = vec![0.0; t * self.up.rows];
         matmul(&self.up, &mid, t, &mut out);
         out
@@ -385,7 +439,56 @@ pub fn project(w: &Matrix, x: &[f32], t: usize) -> Vec<f32> {
 
 /// Adds `b` into `a` element-wise (residual connections).
 pub fn add_into(a: &mut [f32], b: &[f32]) {
-    for (x, y) in a.iter_mut().zip(b) {
-        *x += y;
+    const SPAN: usize = 4096;
+    for_rows(a, SPAN, |i, r| {
+        for (x, y) in r.iter_mut().zip(&b[i * SPAN..]) {
+            *x += y;
+        }
+    });
+}
+
+/// One layer as the shared layer loop ([`forward_layers`]) sees it.
+pub trait Layer {
+    /// What flows from layer to layer within a chunk: v7's `v_first` (the
+    /// value residual); nothing for v4–v6.
+    type Ctx: Default;
+    /// LN1 (before the time mix) and LN2 (before the channel mix).
+    fn norms(&self) -> (&Norm, &Norm);
+    /// The time mix over `t` rows of LN1 output, advancing the token shift
+    /// and the wkv state.
+    #[allow(clippy::too_many_arguments)]
+    fn time_mix(
+        &self,
+        d: &super::Dims,
+        xx: &[f32],
+        t: usize,
+        shift: &mut [f32],
+        wkv: &mut [f32],
+        ctx: &mut Self::Ctx,
+    ) -> Vec<f32>;
+    /// The channel mix over `t` rows of LN2 output, advancing its shift.
+    fn channel_mix(&self, xx: &[f32], t: usize, shift: &mut [f32]) -> Vec<f32>;
+}
+
+/// Runs every layer over a chunk of `t` tokens: `x += att(LN1(x))`, then
+/// `x += ffn(LN2(x))` (RWKV-NOTES "Every version"); `x` (t×C) is the
+/// residual stream, updated in place, and `state` advances by `t` tokens.
+pub fn forward_layers<L: Layer>(
+    layers: &[L],
+    d: &super::Dims,
+    x: &mut [f32],
+    t: usize,
+    state: &mut super::State,
+) {
+    let mut ctx = L::Ctx::default();
+    let mut xx = vec![0.0; x.len()];
+    for (layer, ls) in layers.iter().zip(state.layers.iter_mut()) {
+        let (ln1, ln2) = layer.norms();
+        ln1.layer_norm_rows(x, &mut xx);
+        let out = layer.time_mix(d, &xx, t, &mut ls.att_x, &mut ls.wkv, &mut ctx);
+        add_into(x, &out);
+        ln2.layer_norm_rows(x, &mut xx);
+        let out = layer.channel_mix(&xx, t, &mut ls.ffn_x);
+        add_into(x, &out);
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod common;
 pub mod convert;
+pub mod default;
 pub mod pth;
 pub mod state;
 pub mod v4;
@@ -20,7 +21,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::error::{QuillError, Result};
-use crate::kernels::{matmul, Matrix};
+pub use crate::kernels::WeightDtype;
+use crate::kernels::{install, matmul, Matrix};
 use common::{Loader, Norm};
 pub use state::{LayerState, State};
 use weights::{DType, WeightFile};
@@ -130,8 +132,11 @@ pub struct ModelInfo {
     pub version: RwkvVersion,
     /// Dimensions.
     pub dims: Dims,
-    /// dtype of the large matrices.
+    /// dtype of the large matrices in the file.
     pub dtype: DType,
+    /// dtype the large matrices are held in for computing (the file's, or
+    /// the one asked for with [`LoadOptions::dtype`]).
+    pub weight_dtype: WeightDtype,
     /// Total parameters in the checkpoint.
     pub n_params: usize,
     /// Bytes of the recurrent state (f32).
@@ -176,6 +181,16 @@ pub enum Logits {
     All,
 }
 
+/// How to load a model.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Convert the large matrices (time-mix receptance/key/value/output,
+    /// channel-mix key/value, head) to this dtype at load; `None` keeps them
+    /// as stored, read in place from the mapped file. The embedding, LoRA
+    /// factors and vectors always stay as stored.
+    pub dtype: Option<WeightDtype>,
+}
+
 /// Tokens per internal chunk in sequence mode: bounds the activation memory
 /// (T × 4C floats for the channel mix) while reading each weight once per
 /// chunk.
@@ -187,11 +202,29 @@ impl Model {
         Model::from_file(WeightFile::open(path)?)
     }
 
+    /// Loads a checkpoint from disk with options (e.g. int8 weights).
+    pub fn load_with(path: &Path, opts: &LoadOptions) -> Result<Model> {
+        Model::from_file_with(WeightFile::open(path)?, opts)
+    }
+
     /// Builds a model from an opened weight file.
     pub fn from_file(file: Arc<WeightFile>) -> Result<Model> {
+        Model::from_file_with(file, &LoadOptions::default())
+    }
+
+    /// Builds a model from an opened weight file with options. Conversions
+    /// run on the kernel thread pool.
+    pub fn from_file_with(file: Arc<WeightFile>, opts: &LoadOptions) -> Result<Model> {
+        install(|| Model::build(file, opts))
+    }
+
+    fn build(file: Arc<WeightFile>, opts: &LoadOptions) -> Result<Model> {
         let version = detect_version(&file)?;
         check_finite(&file)?;
-        let l = Loader { file: &file };
+        let l = Loader {
+            file: &file,
+            dtype: opts.dtype,
+        };
         let emb_info = file.info("emb.weight")?;
         if emb_info.shape.len() != 2 || emb_info.shape[0] == 0 || emb_info.shape[1] == 0 {
             return Err(QuillError::tensor(
@@ -242,12 +275,16 @@ impl Model {
                     .collect::<Result<_>>()?,
             ),
         };
-        let emb = l.matrix("emb.weight", vocab, c)?;
+        // The head is quantised with the blocks: it is ~18% of the bytes a
+        // 0.4B model reads per token, and int8 keeps quality on it (see the
+        // int8 tests); the embedding is only read one row per token.
+        let emb = l.matrix_as_stored("emb.weight", vocab, c)?;
         let head = l.matrix("head.weight", vocab, c)?;
         let state_bytes = State::new(version, n_layer, c, n_head, head_size).byte_len();
         let info = ModelInfo {
             version,
             dtype: file.info("blocks.0.att.key.weight")?.dtype,
+            weight_dtype: head.weight_dtype(),
             n_params: file.tensors.values().map(|t| t.numel()).sum(),
             state_bytes,
             origin: file.origin.clone(),
@@ -326,6 +363,12 @@ impl Model {
     /// Returns the logits asked for: empty (`None`), vocab (`Last`) or
     /// `tokens.len() × vocab` (`All`).
     pub fn forward(&self, tokens: &[u32], state: &mut State, want: Logits) -> Result<Vec<f32>> {
+        // One hand-off to the kernel pool per call: the products inside
+        // then fork cheaply from a pool thread (see `kernels::install`).
+        install(|| self.forward_inner(tokens, state, want))
+    }
+
+    fn forward_inner(&self, tokens: &[u32], state: &mut State, want: Logits) -> Result<Vec<f32>> {
         self.check_tokens(tokens)?;
         self.check_state(state)?;
         if tokens.is_empty() {
@@ -348,10 +391,10 @@ impl Model {
                 self.ln0.layer_norm_rows(&row, &mut x[ti * c..(ti + 1) * c]);
             }
             match &self.blocks {
-                Blocks::V4(b) => v4::forward_blocks(b, &self.info.dims, &mut x, t, state),
-                Blocks::V5(b) => v5::forward_blocks(b, &self.info.dims, &mut x, t, state),
-                Blocks::V6(b) => v6::forward_blocks(b, &self.info.dims, &mut x, t, state),
-                Blocks::V7(b) => v7::forward_blocks(b, &self.info.dims, &mut x, t, state),
+                Blocks::V4(b) => common::forward_layers(b, &self.info.dims, &mut x, t, state),
+                Blocks::V5(b) => common::forward_layers(b, &self.info.dims, &mut x, t, state),
+                Blocks::V6(b) => common::forward_layers(b, &self.info.dims, &mut x, t, state),
+                Blocks::V7(b) => common::forward_layers(b, &self.info.dims, &mut x, t, state),
             }
             let rows = match want {
                 Logits::None => 0..0,
@@ -375,10 +418,46 @@ impl Model {
         logits
     }
 
-    /// Bytes of weights one decoded token reads (all matrices but the
-    /// embedding, of which one row is read).
+    /// Bytes of weights one decoded token reads: every matrix in its
+    /// in-memory dtype (int8 including its scales), the f32 vectors, the
+    /// head, and one row of the embedding.
     pub fn bytes_per_token(&self) -> usize {
-        self.file.tensor_bytes() - self.emb.byte_len() + self.emb.byte_len() / self.info.dims.vocab
+        let blocks: usize = match &self.blocks {
+            Blocks::V7(b) => b.iter().map(|b| b.bytes_per_token()).sum(),
+            // v4–v6: the layers' tensors as stored in the file (exact unless
+            // --dtype converted them at load).
+            _ => self.block_tensors().map(|t| t.byte_len()).sum(),
+        };
+        let norms =
+            (self.ln0.w.len() + self.ln0.b.len() + self.ln_out.w.len() + self.ln_out.b.len()) * 4;
+        blocks + norms + self.head.byte_len() + self.emb.byte_len() / self.info.dims.vocab
+    }
+
+    /// Multiply-adds of the layers' matrix products (large and LoRA) per
+    /// token, excluding the head (which prefill runs for the last token
+    /// only) and the embedding (a lookup).
+    pub fn block_macs_per_token(&self) -> usize {
+        match &self.blocks {
+            Blocks::V7(b) => b.iter().map(|b| b.macs_per_token()).sum(),
+            _ => self
+                .block_tensors()
+                .filter(|t| t.shape.len() == 2 && t.shape.iter().all(|&d| d > 1))
+                .map(|t| t.numel())
+                .sum(),
+        }
+    }
+
+    fn block_tensors(&self) -> impl Iterator<Item = &weights::TensorInfo> {
+        self.file
+            .tensors
+            .iter()
+            .filter(|(name, _)| name.starts_with("blocks."))
+            .map(|(_, t)| t)
+    }
+
+    /// Multiply-adds of the head per token (vocab × C).
+    pub fn head_macs(&self) -> usize {
+        self.head.rows * self.head.cols
     }
 }
 

@@ -6,9 +6,8 @@
 //! this one path exactly.
 
 use super::common::{
-    add_into, lerp_rows, project, shift_delta, sigmoid, Loader, MixStyle, Norm, ReceptanceFfn,
+    lerp_rows, project, shift_delta, sigmoid, Layer, Loader, MixStyle, Norm, ReceptanceFfn,
 };
-use super::state::State;
 use super::Dims;
 use crate::error::Result;
 use crate::kernels::{wkv4_step, Matrix};
@@ -58,21 +57,17 @@ pub fn load_block(l: &Loader, i: usize, d: &Dims) -> Result<Block> {
     })
 }
 
-/// Runs all layers over a chunk of `t` tokens: `x` (t×C) is the residual
-/// stream, updated in place; `state` advances by `t` tokens.
-pub fn forward_blocks(blocks: &[Block], d: &Dims, x: &mut [f32], t: usize, state: &mut State) {
-    let mut xx = vec![0.0; x.len()];
-    for (b, ls) in blocks.iter().zip(state.layers.iter_mut()) {
-        b.ln1.layer_norm_rows(x, &mut xx);
-        let out = b.time_mix(d, &xx, t, &mut ls.att_x, &mut ls.wkv);
-        add_into(x, &out);
-        b.ln2.layer_norm_rows(x, &mut xx);
-        let out = b.ffn.forward(&xx, t, &mut ls.ffn_x);
-        add_into(x, &out);
-    }
-}
+impl Layer for Block {
+    type Ctx = ();
 
-impl Block {
+    fn norms(&self) -> (&Norm, &Norm) {
+        (&self.ln1, &self.ln2)
+    }
+
+    fn channel_mix(&self, xx: &[f32], t: usize, shift: &mut [f32]) -> Vec<f32> {
+        self.ffn.forward(xx, t, shift)
+    }
+
     /// The time mix; `wkv` is the layer's `[aa | bb | pp]` (3×C).
     fn time_mix(
         &self,
@@ -81,6 +76,7 @@ impl Block {
         t: usize,
         shift: &mut [f32],
         wkv: &mut [f32],
+        _ctx: &mut (),
     ) -> Vec<f32> {
         let c = d.n_embd;
         // 1. mixes kx = xx·m_k + prev·(1 − m_k) = xx + (prev − xx)·(1 − m_k) (same for v, r).

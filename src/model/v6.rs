@@ -9,10 +9,9 @@
 //! recurrence, so one path serves serial and sequence mode.
 
 use super::common::{
-    add_into, gated_group_out, lerp_rows, project, shift_delta, silu, wkv5_chunk, Loader, Lora,
+    gated_group_out, lerp_rows, project, shift_delta, silu, wkv5_chunk, Layer, Loader, Lora,
     MixStyle, Norm, ReceptanceFfn,
 };
-use super::state::State;
 use super::Dims;
 use crate::error::{QuillError, Result};
 use crate::kernels::{matmul, Matrix};
@@ -104,21 +103,17 @@ pub fn load_block(l: &Loader, i: usize, d: &Dims) -> Result<Block> {
     })
 }
 
-/// Runs all layers over a chunk of `t` tokens: `x` (t×C) is the residual
-/// stream, updated in place; `state` advances by `t` tokens.
-pub fn forward_blocks(blocks: &[Block], d: &Dims, x: &mut [f32], t: usize, state: &mut State) {
-    let mut xx = vec![0.0; x.len()];
-    for (b, ls) in blocks.iter().zip(state.layers.iter_mut()) {
-        b.ln1.layer_norm_rows(x, &mut xx);
-        let out = b.time_mix(d, &xx, t, &mut ls.att_x, &mut ls.wkv);
-        add_into(x, &out);
-        b.ln2.layer_norm_rows(x, &mut xx);
-        let out = b.ffn.forward(&xx, t, &mut ls.ffn_x);
-        add_into(x, &out);
-    }
-}
+impl Layer for Block {
+    type Ctx = ();
 
-impl Block {
+    fn norms(&self) -> (&Norm, &Norm) {
+        (&self.ln1, &self.ln2)
+    }
+
+    fn channel_mix(&self, xx: &[f32], t: usize, shift: &mut [f32]) -> Vec<f32> {
+        self.ffn.forward(xx, t, shift)
+    }
+
     fn time_mix(
         &self,
         d: &Dims,
@@ -126,6 +121,7 @@ impl Block {
         t: usize,
         shift: &mut [f32],
         wkv: &mut [f32],
+        _ctx: &mut (),
     ) -> Vec<f32> {
         let (c, h, n) = (d.n_embd, d.n_head, d.head_size);
         let dm = self.maa_up[0].cols;

@@ -2,11 +2,10 @@
 //! `RWKV_x070_TMix_*` / `RWKV_x070_CMix_*`). Steps are numbered as in the
 //! notes so the code can be read against them.
 
-use super::common::{add_into, lerp_rows, project, shift_delta, sigmoid, Loader, Lora, Norm};
-use super::state::State;
+use super::common::{lerp_rows, project, shift_delta, sigmoid, Layer, Loader, Lora, Norm};
 use super::Dims;
 use crate::error::Result;
-use crate::kernels::{wkv7_step, Matrix};
+use crate::kernels::{for_rows, for_rows2, wkv7_chunk, Matrix};
 
 /// One RWKV-7 layer's weights.
 pub struct Block {
@@ -76,26 +75,93 @@ pub fn load_block(l: &Loader, i: usize, d: &Dims) -> Result<Block> {
     })
 }
 
-/// Runs all layers over a chunk of `t` tokens: `x` (t×C) is the residual
-/// stream, updated in place; `state` advances by `t` tokens.
-pub fn forward_blocks(blocks: &[Block], d: &Dims, x: &mut [f32], t: usize, state: &mut State) {
-    // v_first: layer 0's values, mixed into every later layer (value residual).
-    let mut v_first: Vec<f32> = Vec::new();
-    for (i, b) in blocks.iter().enumerate() {
-        let ls = &mut state.layers[i];
-        let mut xx = vec![0.0; x.len()];
-        b.ln1.layer_norm_rows(x, &mut xx);
-        let out = b.time_mix(d, &xx, t, &mut ls.att_x, &mut ls.wkv, &mut v_first);
-        add_into(x, &out);
-        b.ln2.layer_norm_rows(x, &mut xx);
-        let out = b.channel_mix(&xx, t, &mut ls.ffn_x);
-        add_into(x, &out);
+impl Layer for Block {
+    /// v_first: layer 0's values, mixed into every later layer (value residual).
+    type Ctx = Vec<f32>;
+
+    fn norms(&self) -> (&Norm, &Norm) {
+        (&self.ln1, &self.ln2)
+    }
+
+    fn time_mix(
+        &self,
+        d: &Dims,
+        xx: &[f32],
+        t: usize,
+        shift: &mut [f32],
+        wkv: &mut [f32],
+        v_first: &mut Vec<f32>,
+    ) -> Vec<f32> {
+        self.attention(d, xx, t, shift, wkv, v_first)
+    }
+
+    fn channel_mix(&self, xx: &[f32], t: usize, shift: &mut [f32]) -> Vec<f32> {
+        self.ffn(xx, t, shift)
     }
 }
 
 impl Block {
+    /// The (rows, cols) weight matrices of the layer, large and LoRA.
+    fn matrices(&self) -> Vec<&Matrix> {
+        let mut m = vec![
+            &self.receptance,
+            &self.key,
+            &self.value,
+            &self.output,
+            &self.ffn_key,
+            &self.ffn_value,
+        ];
+        for l in [&self.w_lora, &self.a_lora, &self.g_lora] {
+            m.extend([&l.down, &l.up]);
+        }
+        if let Some((_, l)) = &self.v_gate {
+            m.extend([&l.down, &l.up]);
+        }
+        m
+    }
+
+    /// Bytes of weights one token reads in this layer: every matrix in its
+    /// in-memory dtype (int8 with its scales) plus the f32 vectors.
+    pub fn bytes_per_token(&self) -> usize {
+        let vectors = [
+            &self.ln1.w,
+            &self.ln1.b,
+            &self.ln2.w,
+            &self.ln2.b,
+            &self.x_r,
+            &self.x_w,
+            &self.x_k,
+            &self.x_v,
+            &self.x_a,
+            &self.x_g,
+            &self.w0,
+            &self.a0,
+            &self.k_k,
+            &self.k_a,
+            &self.r_k,
+            &self.ln_x.w,
+            &self.ln_x.b,
+            &self.ffn_x_k,
+        ]
+        .iter()
+        .map(|v| v.len())
+        .sum::<usize>()
+            + self.v_gate.as_ref().map_or(0, |(v0, _)| v0.len());
+        self.matrices().iter().map(|m| m.byte_len()).sum::<usize>() + vectors * 4
+    }
+
+    /// Multiply-adds per token in this layer's matrix products (large and
+    /// LoRA): the FLOP count of a token is twice this.
+    pub fn macs_per_token(&self) -> usize {
+        self.matrices().iter().map(|m| m.rows * m.cols).sum()
+    }
+
+    /// dtype of the large matrices as held in memory.
+    pub fn weight_dtype(&self) -> crate::kernels::WeightDtype {
+        self.key.weight_dtype()
+    }
     #[allow(clippy::too_many_arguments)]
-    fn time_mix(
+    fn attention(
         &self,
         d: &Dims,
         xx: &[f32],
@@ -118,15 +184,20 @@ impl Block {
         let mut k = project(&self.key, &xk, t);
         let mut v = project(&self.value, &xv, t);
         // 3. decay w = exp(−0.606531·σ(w0 + tanh(xw·w1)·w2)), in f32.
+        // (Element-wise passes run on row-parallel `for_rows`.)
         let mut w = self.w_lora.apply(&xw, t, f32::tanh);
-        for (i, wi) in w.iter_mut().enumerate() {
-            *wi = (-0.606531 * sigmoid(self.w0[i % c] + *wi)).exp();
-        }
+        for_rows(&mut w, c, |_, row| {
+            for (wi, &w0) in row.iter_mut().zip(&self.w0) {
+                *wi = (-0.606531 * sigmoid(w0 + *wi)).exp();
+            }
+        });
         // 4. in-context learning rate a = σ(a0 + (xa·a1)·a2).
         let mut a = self.a_lora.apply(&xa, t, |x| x);
-        for (i, ai) in a.iter_mut().enumerate() {
-            *ai = sigmoid(self.a0[i % c] + *ai);
-        }
+        for_rows(&mut a, c, |_, row| {
+            for (ai, &a0) in row.iter_mut().zip(&self.a0) {
+                *ai = sigmoid(a0 + *ai);
+            }
+        });
         // 5. gate g = σ(xg·g1)·g2.
         let g = self.g_lora.apply(&xg, t, sigmoid);
         // 6. value residual: layer 0 defines v_first, later layers lerp to it.
@@ -134,55 +205,49 @@ impl Block {
             None => *v_first = v.clone(),
             Some((v0, lora)) => {
                 let gate = lora.apply(&xv, t, |x| x);
-                for i in 0..v.len() {
-                    let s = sigmoid(v0[i % c] + gate[i]);
-                    v[i] += (v_first[i] - v[i]) * s;
-                }
+                let vf: &[f32] = v_first;
+                for_rows(&mut v, c, |ti, row| {
+                    let o = ti * c;
+                    for (i, vi) in row.iter_mut().enumerate() {
+                        let s = sigmoid(v0[i] + gate[o + i]);
+                        *vi += (vf[o + i] - *vi) * s;
+                    }
+                });
             }
         }
         // 7. kk = normalize(k ⊙ k_k) per head (eps 1e-12); k = k ⊙ (1 + (a−1) ⊙ k_a).
         let mut neg_kk = vec![0.0; t * c];
         let mut kka = vec![0.0; t * c];
-        for ti in 0..t {
-            for hi in 0..h {
-                let base = ti * c + hi * n;
-                let mut ss = 0.0f32;
-                for j in base..base + n {
-                    let q = k[j] * self.k_k[j % c];
-                    neg_kk[j] = q;
-                    ss += q * q;
+        {
+            let (kr, ar) = (&k, &a);
+            for_rows2(&mut neg_kk, &mut kka, c, |ti, nk, ka| {
+                for hi in 0..h {
+                    let mut ss = 0.0f32;
+                    for j in hi * n..(hi + 1) * n {
+                        let q = kr[ti * c + j] * self.k_k[j];
+                        nk[j] = q;
+                        ss += q * q;
+                    }
+                    let inv = 1.0 / ss.sqrt().max(1e-12);
+                    for j in hi * n..(hi + 1) * n {
+                        let kk = nk[j] * inv;
+                        nk[j] = -kk;
+                        ka[j] = kk * ar[ti * c + j];
+                    }
                 }
-                let inv = 1.0 / ss.sqrt().max(1e-12);
-                for j in base..base + n {
-                    let kk = neg_kk[j] * inv;
-                    neg_kk[j] = -kk;
-                    kka[j] = kk * a[j];
-                    k[j] *= 1.0 + (a[j] - 1.0) * self.k_a[j % c];
-                }
-            }
+            });
         }
-        // 8. the wkv recurrence, token by token, head by head.
+        for_rows(&mut k, c, |ti, row| {
+            for (j, kj) in row.iter_mut().enumerate() {
+                *kj *= 1.0 + (a[ti * c + j] - 1.0) * self.k_a[j];
+            }
+        });
+        // 8. the wkv recurrence: heads in parallel, tokens in order.
         let mut y = vec![0.0; t * c];
-        for ti in 0..t {
-            for hi in 0..h {
-                let o = ti * c + hi * n;
-                let sl = o..o + n;
-                wkv7_step(
-                    &mut wkv[hi * n * n..(hi + 1) * n * n],
-                    n,
-                    &r[sl.clone()],
-                    &w[sl.clone()],
-                    &k[sl.clone()],
-                    &v[sl.clone()],
-                    &neg_kk[sl.clone()],
-                    &kka[sl.clone()],
-                    &mut y[sl],
-                );
-            }
-        }
+        wkv7_chunk(wkv, h, n, t, &r, &w, &k, &v, &neg_kk, &kka, &mut y);
         // 9. y = GroupNorm(y) + (Σ_head r⊙k⊙r_k)·v, then ⊙ g, then W_o.
         self.ln_x.group_norm_rows(&mut y, h);
-        for ti in 0..t {
+        for_rows(&mut y, c, |ti, row| {
             for hi in 0..h {
                 let o = ti * c + hi * n;
                 let mut s = 0.0f32;
@@ -190,24 +255,26 @@ impl Block {
                     s += r[o + j] * k[o + j] * self.r_k[hi * n + j];
                 }
                 for j in 0..n {
-                    y[o + j] += s * v[o + j];
+                    row[hi * n + j] += s * v[o + j];
                 }
             }
-        }
-        for (yi, gi) in y.iter_mut().zip(&g) {
-            *yi *= gi;
-        }
+            for (yi, gi) in row.iter_mut().zip(&g[ti * c..(ti + 1) * c]) {
+                *yi *= gi;
+            }
+        });
         project(&self.output, &y, t)
     }
 
     /// ffn: k = x + (prev − x) ⊙ x_k; out = W_v(relu(W_k k)²).
-    fn channel_mix(&self, xx: &[f32], t: usize, shift: &mut [f32]) -> Vec<f32> {
+    fn ffn(&self, xx: &[f32], t: usize, shift: &mut [f32]) -> Vec<f32> {
         let sx = shift_delta(xx, shift);
         let kx = lerp_rows(xx, &sx, &self.ffn_x_k);
         let mut hidden = project(&self.ffn_key, &kx, t);
-        hidden.iter_mut().for_each(|v| {
-            let r = v.max(0.0);
-            *v = r * r
+        for_rows(&mut hidden, self.ffn_key.rows, |_, row| {
+            for v in row.iter_mut() {
+                let r = v.max(0.0);
+                *v = r * r
+            }
         });
         project(&self.ffn_value, &hidden, t)
     }

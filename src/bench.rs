@@ -1,0 +1,666 @@
+//! `quill bench`: prefill and decode speed of a model against the
+//! machine's own limits, measured by built-in probes.
+//!
+//! Token generation reads every weight once per token, so its ceiling is
+//! the memory read bandwidth; prompt processing is matrix–matrix work, so
+//! its ceiling is the FMA throughput. [`run`] measures both on a model
+//! (a file, or random weights at a released model's shape built in memory)
+//! and measures the two ceilings with a STREAM-style read probe and an
+//! FMA-chain probe on the same threads, so the report says how close to
+//! the hardware the engine runs on *this* machine.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::error::{QuillError, Result};
+use crate::kernels::{self, WeightDtype};
+use crate::model::weights::{Backing, DType, WeightFile};
+use crate::model::{LoadOptions, Logits, Model};
+
+/// Shapes of the released RWKV-7 World/G1 models (as
+/// `../shared/tools/synth_model.py`): layers × width, vocab 65536, head 64.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum SyntheticSize {
+    /// 0.1B: 12 layers × 768.
+    #[serde(rename = "0.1b")]
+    B0p1,
+    /// 0.4B: 24 layers × 1024.
+    #[serde(rename = "0.4b")]
+    B0p4,
+    /// 1.5B: 24 layers × 2048.
+    #[serde(rename = "1.5b")]
+    B1p5,
+}
+
+impl SyntheticSize {
+    /// (layers, width).
+    pub fn shape(self) -> (usize, usize) {
+        match self {
+            SyntheticSize::B0p1 => (12, 768),
+            SyntheticSize::B0p4 => (24, 1024),
+            SyntheticSize::B1p5 => (24, 2048),
+        }
+    }
+
+    /// `0.1b`, `0.4b` or `1.5b`.
+    pub fn name(self) -> &'static str {
+        match self {
+            SyntheticSize::B0p1 => "0.1b",
+            SyntheticSize::B0p4 => "0.4b",
+            SyntheticSize::B1p5 => "1.5b",
+        }
+    }
+}
+
+impl std::fmt::Display for SyntheticSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for SyntheticSize {
+    type Err = QuillError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "0.1b" | "0.1" => Ok(SyntheticSize::B0p1),
+            "0.4b" | "0.4" => Ok(SyntheticSize::B0p4),
+            "1.5b" | "1.5" => Ok(SyntheticSize::B1p5),
+            other => Err(QuillError::Invalid(format!(
+                "unknown synthetic size `{other}`; expected 0.1b, 0.4b or 1.5b"
+            ))),
+        }
+    }
+}
+
+/// What to benchmark and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BenchOptions {
+    /// A model file (`--model`); exactly one of this and `synthetic`.
+    pub model: Option<PathBuf>,
+    /// Random weights at a released shape, built in memory (`--synthetic`).
+    pub synthetic: Option<SyntheticSize>,
+    /// Weight dtype (`--dtype`): the file's when `None` (bf16 for
+    /// synthetic models, as released). Synthetic weights are generated
+    /// directly in f32/f16/bf16; int8 is generated as bf16 and quantised at
+    /// load, as a real bf16 checkpoint would be.
+    pub dtype: Option<WeightDtype>,
+    /// Kernel threads (`--threads`); 0 = one per physical core.
+    pub threads: usize,
+    /// Prompt length for the prefill measurement.
+    pub prompt_tokens: usize,
+    /// Tokens generated (greedily) for the decode measurement.
+    pub gen_tokens: usize,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        BenchOptions {
+            model: None,
+            synthetic: None,
+            dtype: None,
+            threads: 0,
+            prompt_tokens: 512,
+            gen_tokens: 128,
+        }
+    }
+}
+
+/// The measurements (`quill bench --json` prints this object).
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    /// The model: its path, or `synthetic 0.4b`.
+    pub model: String,
+    /// Kernel set used (`scalar`, `avx2`, `neon`).
+    pub kernels: String,
+    /// dtype of the large matrices as computed with.
+    pub dtype: String,
+    /// Kernel threads.
+    pub threads: usize,
+    /// Prompt length of the prefill measurement.
+    pub prompt_tokens: usize,
+    /// Tokens of the decode measurement.
+    pub gen_tokens: usize,
+    /// Seconds to load (or build and load) the model.
+    pub load_seconds: f64,
+    /// Prompt tokens per second, sequence mode, logits for the last token.
+    pub prefill_tokens_per_s: f64,
+    /// Generated tokens per second, one token per forward pass.
+    pub decode_tokens_per_s: f64,
+    /// Bytes of weights one decoded token reads ([`Model::bytes_per_token`]).
+    pub bytes_per_token: u64,
+    /// Effective decode read bandwidth: `bytes_per_token × decode_tokens_per_s`, GB/s (10⁹ B).
+    pub bandwidth_gbs: f64,
+    /// The machine's read bandwidth from the built-in probe, same threads, GB/s.
+    pub probe_bandwidth_gbs: f64,
+    /// `bandwidth_gbs / probe_bandwidth_gbs`.
+    pub bandwidth_ratio: f64,
+    /// Floating-point operations of the prefill: `2 × (multiply-adds of every
+    /// layer matrix, large and LoRA, per token) × prompt_tokens + 2 × head
+    /// multiply-adds` (the head runs for the last token only; the wkv
+    /// recurrence, norms and activations, a few % of the work, are not counted).
+    pub prefill_flops: f64,
+    /// `prefill_flops / prefill seconds / 10⁹`.
+    pub prefill_gflops: f64,
+    /// The machine's f32 FMA throughput from the built-in probe, all threads, GFLOP/s.
+    pub probe_peak_gflops: f64,
+    /// `prefill_gflops / probe_peak_gflops`.
+    pub peak_ratio: f64,
+    /// Peak resident memory of the process (VmHWM) after prefill and
+    /// decode, before the probes allocate their buffer; 0 where unknown.
+    pub peak_rss_bytes: u64,
+    /// Size of the weight file (built in memory for synthetic models).
+    pub file_bytes: u64,
+    /// CPU time the process got during the prefill ÷ (wall time × threads):
+    /// ~1 on an otherwise idle machine; well below 1 means other work shared
+    /// the cores and the speeds above understate the engine (0 where unknown).
+    pub prefill_cpu_share: f64,
+    /// As `prefill_cpu_share`, during the decode.
+    pub decode_cpu_share: f64,
+    /// `peak_rss_bytes / file_bytes`.
+    pub rss_ratio: f64,
+}
+
+/// Peak resident set size of this process in bytes (Linux `VmHWM`).
+pub fn peak_rss_bytes() -> Option<u64> {
+    proc_status_kb("VmHWM:").map(|kb| kb * 1024)
+}
+
+/// Current resident set size of this process in bytes (Linux `VmRSS`).
+pub fn rss_bytes() -> Option<u64> {
+    proc_status_kb("VmRSS:").map(|kb| kb * 1024)
+}
+
+/// CPU time used so far by all threads of this process, in seconds (Linux
+/// `/proc/self/task/*/schedstat`, nanosecond resolution).
+pub fn process_cpu_seconds() -> Option<f64> {
+    let mut ns = 0u64;
+    for entry in std::fs::read_dir("/proc/self/task").ok()? {
+        let path = entry.ok()?.path().join("schedstat");
+        // A thread may exit between listing and reading: skip it.
+        if let Ok(text) = std::fs::read_to_string(path) {
+            ns += text.split_whitespace().next()?.parse::<u64>().ok()?;
+        }
+    }
+    Some(ns as f64 / 1e9)
+}
+
+fn proc_status_kb(key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = text.lines().find(|l| l.starts_with(key))?;
+    line[key.len()..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Runs the benchmark, reporting each phase through `progress`: loads or
+/// builds the model, times a warm-up, the prefill and the decode, records
+/// peak memory, frees the model, then runs the two probes.
+pub fn run(opts: &BenchOptions, progress: impl FnMut(&str)) -> Result<BenchReport> {
+    run_with_probes(opts, progress, || {
+        (bandwidth_probe(1 << 30, 5), fma_peak_probe(3))
+    })
+}
+
+/// [`run`] with the probes supplied (`(read GB/s, peak GFLOP/s)`), so tests
+/// can check the report's arithmetic without a 1 GiB buffer.
+fn run_with_probes(
+    opts: &BenchOptions,
+    mut progress: impl FnMut(&str),
+    probes: impl FnOnce() -> (f64, f64),
+) -> Result<BenchReport> {
+    if opts.prompt_tokens == 0 || opts.gen_tokens == 0 {
+        return Err(QuillError::Invalid(
+            "bench needs at least one prompt token and one generated token".into(),
+        ));
+    }
+    kernels::set_threads(opts.threads);
+    let threads = kernels::threads();
+    let start = Instant::now();
+    let load = LoadOptions { dtype: opts.dtype };
+    let (model, name, file_bytes) = match (&opts.model, opts.synthetic) {
+        (Some(path), None) => {
+            progress(&format!("loading {}", path.display()));
+            let model = Model::load_with(path, &load)?;
+            let bytes = model.weight_file().bytes().len() as u64;
+            (model, path.display().to_string(), bytes)
+        }
+        (None, Some(size)) => {
+            let stored = match opts.dtype {
+                Some(WeightDtype::F32) => DType::F32,
+                Some(WeightDtype::F16) => DType::F16,
+                _ => DType::BF16,
+            };
+            progress(&format!("building synthetic {size} weights ({stored})"));
+            let file = synthetic_model(size, stored, 0x5eed)?;
+            let bytes = file.bytes().len() as u64;
+            (
+                Model::from_file_with(file, &load)?,
+                format!("synthetic {size}"),
+                bytes,
+            )
+        }
+        _ => {
+            return Err(QuillError::Invalid(
+                "bench needs exactly one of a model file and a synthetic size".into(),
+            ))
+        }
+    };
+    let load_seconds = start.elapsed().as_secs_f64();
+    let vocab = model.info().dims.vocab;
+    let mut rng = SplitMix(0x0b5e_55ed);
+    let prompt: Vec<u32> = (0..opts.prompt_tokens)
+        .map(|_| (rng.next() % vocab as u64) as u32)
+        .collect();
+
+    // Warm-up: a short chunk reads every weight once (faulting in mapped
+    // pages) and wakes the thread pool, so neither is timed below.
+    progress("warm-up");
+    let mut state = model.new_state();
+    model.forward(&prompt[..prompt.len().min(8)], &mut state, Logits::Last)?;
+
+    progress(&format!("prefill of {} tokens", prompt.len()));
+    let mut state = model.new_state();
+    let (t0, c0) = (Instant::now(), process_cpu_seconds());
+    let mut logits = model.forward(&prompt, &mut state, Logits::Last)?;
+    let prefill_s = t0.elapsed().as_secs_f64();
+    let prefill_share = cpu_share(c0, prefill_s, threads);
+
+    progress(&format!("decode of {} tokens", opts.gen_tokens));
+    let (t0, c0) = (Instant::now(), process_cpu_seconds());
+    for _ in 0..opts.gen_tokens {
+        let next = argmax(&logits);
+        logits = model.forward(&[next], &mut state, Logits::Last)?;
+    }
+    let decode_s = t0.elapsed().as_secs_f64();
+    let decode_share = cpu_share(c0, decode_s, threads);
+    let peak_rss = peak_rss_bytes().unwrap_or(0);
+
+    let bytes_per_token = model.bytes_per_token() as u64;
+    let prefill_flops = 2.0 * model.block_macs_per_token() as f64 * prompt.len() as f64
+        + 2.0 * model.head_macs() as f64;
+    let dtype = model.info().weight_dtype.to_string();
+    let kernel_name = kernels::active().name.to_string();
+    drop(model);
+
+    progress("read-bandwidth and FMA-peak probes");
+    let (probe_bw, probe_peak) = probes();
+
+    let decode_tps = opts.gen_tokens as f64 / decode_s;
+    let bandwidth = bytes_per_token as f64 * decode_tps / 1e9;
+    let prefill_gflops = prefill_flops / prefill_s / 1e9;
+    Ok(BenchReport {
+        model: name,
+        kernels: kernel_name,
+        dtype,
+        threads,
+        prompt_tokens: prompt.len(),
+        gen_tokens: opts.gen_tokens,
+        load_seconds,
+        prefill_tokens_per_s: prompt.len() as f64 / prefill_s,
+        decode_tokens_per_s: decode_tps,
+        bytes_per_token,
+        bandwidth_gbs: bandwidth,
+        probe_bandwidth_gbs: probe_bw,
+        bandwidth_ratio: bandwidth / probe_bw,
+        prefill_flops,
+        prefill_gflops,
+        probe_peak_gflops: probe_peak,
+        peak_ratio: prefill_gflops / probe_peak,
+        peak_rss_bytes: peak_rss,
+        file_bytes,
+        rss_ratio: peak_rss as f64 / file_bytes as f64,
+        prefill_cpu_share: prefill_share,
+        decode_cpu_share: decode_share,
+    })
+}
+
+/// CPU seconds since `start` ÷ (wall seconds × threads); 0 if unknown.
+fn cpu_share(start: Option<f64>, wall: f64, threads: usize) -> f64 {
+    match (start, process_cpu_seconds()) {
+        (Some(a), Some(b)) if wall > 0.0 => (b - a) / (wall * threads as f64),
+        _ => 0.0,
+    }
+}
+
+/// Index of the largest logit (NaN never wins).
+fn argmax(v: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &x) in v.iter().enumerate() {
+        if x > v[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// STREAM-style read bandwidth in GB/s: every kernel thread sums its own
+/// contiguous part of a `bytes`-long f32 buffer (≫ last-level cache), best
+/// of `runs`. Summing, not copying: decode only reads weights.
+pub fn bandwidth_probe(bytes: usize, runs: usize) -> f64 {
+    use rayon::prelude::*;
+    let ks = kernels::best();
+    let n = bytes / 4;
+    let threads = kernels::threads().max(1);
+    let part = n.div_ceil(threads);
+    // Filled in parallel so each part's pages are first touched by (and,
+    // on NUMA machines, placed near) the thread that will read them.
+    let mut buf: Vec<f32> = Vec::with_capacity(n);
+    kernels::install(|| {
+        buf.spare_capacity_mut().par_chunks_mut(part).for_each(|c| {
+            c.iter_mut()
+                .for_each(|v| *v = std::mem::MaybeUninit::new(1.0))
+        })
+    });
+    // SAFETY: every element was initialised above.
+    unsafe { buf.set_len(n) };
+    let mut best = 0.0f64;
+    for _ in 0..runs.max(1) {
+        let t0 = Instant::now();
+        let total: f32 = kernels::install(|| buf.par_chunks(part).map(|c| (ks.sum_f32)(c)).sum());
+        let s = t0.elapsed().as_secs_f64();
+        std::hint::black_box(total);
+        best = best.max((n * 4) as f64 / s / 1e9);
+    }
+    best
+}
+
+/// f32 FMA throughput in GFLOP/s: independent FMA chains on every kernel
+/// thread (the best set the CPU has), ~20 ms per run, best of `runs`. Many
+/// short runs rather than a few long ones: on a shared machine a long run
+/// is almost always interrupted, so its average understates the peak.
+pub fn fma_peak_probe(runs: usize) -> f64 {
+    use rayon::prelude::*;
+    let ks = kernels::best();
+    let threads = kernels::threads().max(1);
+    // Calibrate the rounds to ~20 ms on one thread.
+    let mut iters = 1u64 << 16;
+    loop {
+        let t0 = Instant::now();
+        (ks.fma_probe)(iters);
+        let s = t0.elapsed().as_secs_f64();
+        if s > 0.005 || iters > 1 << 34 {
+            iters = ((iters as f64) * 0.02 / s.max(1e-9)) as u64;
+            break;
+        }
+        iters *= 4;
+    }
+    let mut best = 0.0f64;
+    for _ in 0..runs.max(1) {
+        let t0 = Instant::now();
+        let flops: f64 = kernels::install(|| {
+            (0..threads)
+                .into_par_iter()
+                .with_max_len(1)
+                .map(|_| (ks.fma_probe)(iters))
+                .sum()
+        });
+        best = best.max(flops / t0.elapsed().as_secs_f64() / 1e9);
+    }
+    best
+}
+
+/// splitmix64: fast, seedable per block so generation can be parallel and
+/// still deterministic.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    fn unit(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 24) as f32
+    }
+}
+
+/// How a synthetic tensor's values are drawn (as synth_model.py).
+#[derive(Clone, Copy)]
+enum Init {
+    /// Zero-mean with this standard deviation (uniform, not Gaussian: the
+    /// distribution does not matter for speed, and the tails stay bounded).
+    Normal(f32),
+    /// Uniform in [lo, hi).
+    Uniform(f32, f32),
+}
+
+/// LoRA ranks of the released RWKV-7 models for width `c` (synth_model.py
+/// `lora_dims`): decay, a, v, gate.
+pub fn lora_dims(c: usize) -> [usize; 4] {
+    let r = |f: f64, p: f64| 32.max(((f * (c as f64).powf(p) / 32.0).round() as usize) * 32);
+    [r(1.8, 0.5), r(1.8, 0.5), r(1.3, 0.5), r(0.6, 0.8)]
+}
+
+/// The tensors of an RWKV-7 model of `n_layer` × `c` with vocab `vocab`:
+/// names, shapes and initialisation as in synth_model.py.
+fn synthetic_tensors(n_layer: usize, c: usize, vocab: usize) -> Vec<(String, Vec<usize>, Init)> {
+    let (h, n) = (c / 64, 64);
+    let [dw, da, dv, dg] = lora_dims(c);
+    let mut t: Vec<(String, Vec<usize>, Init)> = Vec::new();
+    let mut add = |name: String, shape: &[usize], init: Init| t.push((name, shape.to_vec(), init));
+    let vec1 = |c: usize| vec![1, 1, c];
+    add("emb.weight".into(), &[vocab, c], Init::Normal(0.5));
+    add("blocks.0.ln0.weight".into(), &[c], Init::Uniform(0.8, 1.2));
+    add("blocks.0.ln0.bias".into(), &[c], Init::Normal(0.1));
+    let sc = (c as f32).powf(-0.5);
+    for l in 0..n_layer {
+        let b = |s: &str| format!("blocks.{l}.{s}");
+        for ln in ["ln1", "ln2"] {
+            add(b(&format!("{ln}.weight")), &[c], Init::Uniform(0.8, 1.2));
+            add(b(&format!("{ln}.bias")), &[c], Init::Normal(0.1));
+        }
+        for m in ["r", "w", "k", "v", "a", "g"] {
+            add(b(&format!("att.x_{m}")), &vec1(c), Init::Uniform(0.0, 1.0));
+        }
+        add(b("att.w0"), &vec1(c), Init::Uniform(-3.0, 0.5));
+        add(b("att.w1"), &[c, dw], Init::Normal(0.1));
+        add(b("att.w2"), &[dw, c], Init::Normal(0.1));
+        add(b("att.a0"), &vec1(c), Init::Uniform(-1.0, 1.0));
+        add(b("att.a1"), &[c, da], Init::Normal(0.1));
+        add(b("att.a2"), &[da, c], Init::Normal(0.1));
+        if l > 0 {
+            add(b("att.v0"), &vec1(c), Init::Uniform(-1.0, 1.0));
+            add(b("att.v1"), &[c, dv], Init::Normal(0.1));
+            add(b("att.v2"), &[dv, c], Init::Normal(0.1));
+        }
+        add(b("att.g1"), &[c, dg], Init::Normal(0.1));
+        add(b("att.g2"), &[dg, c], Init::Normal(0.1));
+        add(b("att.k_k"), &vec1(c), Init::Uniform(0.5, 1.0));
+        add(b("att.k_a"), &vec1(c), Init::Uniform(0.5, 1.5));
+        add(b("att.r_k"), &[h, n], Init::Normal(0.5));
+        for m in ["receptance", "key", "value", "output"] {
+            add(b(&format!("att.{m}.weight")), &[c, c], Init::Normal(sc));
+        }
+        add(b("att.ln_x.weight"), &[c], Init::Uniform(0.8, 1.2));
+        add(b("att.ln_x.bias"), &[c], Init::Normal(0.1));
+        add(b("ffn.x_k"), &vec1(c), Init::Uniform(0.0, 1.0));
+        add(b("ffn.key.weight"), &[4 * c, c], Init::Normal(sc));
+        add(
+            b("ffn.value.weight"),
+            &[c, 4 * c],
+            Init::Normal((4.0 * c as f32).powf(-0.5)),
+        );
+    }
+    add("ln_out.weight".into(), &[c], Init::Uniform(0.8, 1.2));
+    add("ln_out.bias".into(), &[c], Init::Normal(0.1));
+    add("head.weight".into(), &[vocab, c], Init::Normal(sc));
+    t
+}
+
+/// Builds a random-weight RWKV-7 model at a released shape as an in-memory
+/// safetensors file stored in `dtype`. The bytes are generated in place,
+/// in parallel, into the one buffer the model then reads: no f32 copy of
+/// the model and no second copy of the file is ever made, so resident
+/// memory is the file size.
+pub fn synthetic_model(size: SyntheticSize, dtype: DType, seed: u64) -> Result<Arc<WeightFile>> {
+    let (n_layer, c) = size.shape();
+    synthetic_model_with(n_layer, c, 65536, dtype, seed, &size.to_string())
+}
+
+/// [`synthetic_model`] for any shape (`c` a multiple of 64).
+pub fn synthetic_model_with(
+    n_layer: usize,
+    c: usize,
+    vocab: usize,
+    dtype: DType,
+    seed: u64,
+    label: &str,
+) -> Result<Arc<WeightFile>> {
+    use rayon::prelude::*;
+    if c == 0 || c % 64 != 0 || n_layer == 0 || vocab == 0 {
+        return Err(QuillError::Invalid(format!(
+            "synthetic model {n_layer}×{c} (vocab {vocab}): width must be a positive multiple of 64"
+        )));
+    }
+    let tensors = synthetic_tensors(n_layer, c, vocab);
+    let es = dtype.size();
+    // Header, laid out as model::weights::write_safetensors does (padded to
+    // 8 bytes so f32 data is aligned in place).
+    let mut header = serde_json::Map::new();
+    let mut offset = 0usize;
+    for (name, shape, _) in &tensors {
+        let len = shape.iter().product::<usize>() * es;
+        header.insert(
+            name.clone(),
+            serde_json::json!({
+                "dtype": dtype.safetensors_name(),
+                "shape": shape,
+                "data_offsets": [offset, offset + len],
+            }),
+        );
+        offset += len;
+    }
+    let mut json = serde_json::to_string(&serde_json::Value::Object(header))
+        .map_err(|e| QuillError::Invalid(format!("synthetic header: {e}")))?;
+    while (8 + json.len()) % 8 != 0 {
+        json.push(' ');
+    }
+    let data_start = 8 + json.len();
+    // Zero-initialised allocation: pages become resident only as written.
+    let mut bytes = vec![0u8; data_start + offset];
+    bytes[..8].copy_from_slice(&(json.len() as u64).to_le_bytes());
+    bytes[8..data_start].copy_from_slice(json.as_bytes());
+    let mut rest = &mut bytes[data_start..];
+    // Fill every tensor in parallel, in blocks seeded by (tensor, block).
+    const BLOCK: usize = 1 << 16;
+    let mut jobs = Vec::new();
+    for (ti, (_, shape, init)) in tensors.iter().enumerate() {
+        let len = shape.iter().product::<usize>() * es;
+        let (mine, tail) = rest.split_at_mut(len);
+        rest = tail;
+        for (bi, blk) in mine.chunks_mut(BLOCK * es).enumerate() {
+            jobs.push((ti, bi, *init, blk));
+        }
+    }
+    kernels::install(|| {
+        jobs.into_par_iter().for_each(|(ti, bi, init, blk)| {
+            let mut rng = SplitMix(seed ^ ((ti as u64) << 32) ^ bi as u64);
+            let (lo, hi) = match init {
+                // Uniform with standard deviation s: ±s·√3.
+                Init::Normal(s) => (-s * 3f32.sqrt(), s * 3f32.sqrt()),
+                Init::Uniform(lo, hi) => (lo, hi),
+            };
+            for e in blk.chunks_exact_mut(es) {
+                let v = lo + (hi - lo) * rng.unit();
+                match dtype {
+                    DType::F32 => e.copy_from_slice(&v.to_le_bytes()),
+                    DType::F16 => e.copy_from_slice(&half::f16::from_f32(v).to_le_bytes()),
+                    DType::BF16 => e.copy_from_slice(&half::bf16::from_f32(v).to_le_bytes()),
+                }
+            }
+        })
+    });
+    WeightFile::from_backing(
+        Backing::Owned(bytes),
+        format!("synthetic {label} ({dtype})"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lora_dims_match_the_released_models() {
+        assert_eq!(lora_dims(768), [64, 64, 32, 128]);
+        assert_eq!(lora_dims(1024), [64, 64, 32, 160]);
+        assert_eq!(lora_dims(2048), [96, 96, 64, 256]);
+    }
+
+    #[test]
+    fn sizes_parse_and_print() {
+        for s in [
+            SyntheticSize::B0p1,
+            SyntheticSize::B0p4,
+            SyntheticSize::B1p5,
+        ] {
+            assert_eq!(s.to_string().parse::<SyntheticSize>().unwrap(), s);
+        }
+        assert!("2b".parse::<SyntheticSize>().is_err());
+    }
+
+    #[test]
+    fn small_synthetic_model_runs() {
+        let file = synthetic_model_with(2, 128, 300, DType::BF16, 1, "test").unwrap();
+        let model = Model::from_file(file).unwrap();
+        assert_eq!(model.info().dims.n_head, 2);
+        let mut state = model.new_state();
+        let logits = model.forward(&[1, 2, 3], &mut state, Logits::Last).unwrap();
+        assert_eq!(logits.len(), 300);
+        assert!(logits.iter().all(|v| v.is_finite()));
+    }
+
+    #[test]
+    fn tiny_bench_reports_consistent_figures() {
+        let dir = std::env::temp_dir().join(format!("quill-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("m.safetensors");
+        let file = synthetic_model_with(2, 64, 256, DType::F32, 2, "t").unwrap();
+        std::fs::write(&path, file.bytes()).unwrap();
+        let opts = BenchOptions {
+            model: Some(path.clone()),
+            dtype: Some(WeightDtype::Int8),
+            prompt_tokens: 20,
+            gen_tokens: 3,
+            ..BenchOptions::default()
+        };
+        let mut phases = Vec::new();
+        // Small probes: this is about the report's arithmetic, not speed.
+        let r = run_with_probes(&opts, |p| phases.push(p.to_string()), || (1.0, 10.0)).unwrap();
+        std::fs::remove_dir_all(&dir).ok();
+        assert_eq!(r.dtype, "int8");
+        assert!(r.decode_tokens_per_s > 0.0 && r.prefill_tokens_per_s > 0.0);
+        assert!(
+            (r.bandwidth_gbs - r.bytes_per_token as f64 * r.decode_tokens_per_s / 1e9).abs() < 1e-9
+        );
+        assert!((r.bandwidth_ratio - r.bandwidth_gbs).abs() < 1e-9);
+        assert!(!phases.is_empty());
+        let json = serde_json::to_value(&r).unwrap();
+        for key in [
+            "decode_tokens_per_s",
+            "prefill_tokens_per_s",
+            "bandwidth_gbs",
+            "probe_bandwidth_gbs",
+            "bandwidth_ratio",
+            "prefill_gflops",
+            "probe_peak_gflops",
+            "peak_ratio",
+            "peak_rss_bytes",
+            "dtype",
+            "threads",
+        ] {
+            assert!(json.get(key).is_some(), "missing {key}");
+        }
+    }
+}

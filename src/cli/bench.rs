@@ -1,0 +1,89 @@
+//! `quill bench`: prefill and decode speed as ratios to the machine's own
+//! measured limits (read bandwidth, FMA peak).
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use quill::bench::{self, BenchOptions, SyntheticSize};
+use quill::kernels::WeightDtype;
+
+/// Arguments of `quill bench`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Model file to measure (default: --synthetic 0.4b).
+    #[arg(short, long, value_name = "FILE", conflicts_with = "synthetic")]
+    model: Option<PathBuf>,
+    /// Random weights at a released RWKV-7 shape, built in memory: 0.1b, 0.4b or 1.5b.
+    #[arg(long, value_name = "SIZE")]
+    synthetic: Option<SyntheticSize>,
+    /// Weight dtype: f32, f16, bf16 or int8 (default: as stored; bf16 for synthetic).
+    #[arg(long)]
+    dtype: Option<WeightDtype>,
+    /// Kernel threads (default: physical cores).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Prompt tokens for the prefill measurement.
+    #[arg(long, default_value_t = 512)]
+    prompt: usize,
+    /// Generated tokens for the decode measurement.
+    #[arg(long, default_value_t = 128)]
+    gen: usize,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let opts = BenchOptions {
+        synthetic: if a.model.is_none() {
+            Some(a.synthetic.unwrap_or(SyntheticSize::B0p4))
+        } else {
+            None
+        },
+        model: a.model,
+        dtype: a.dtype,
+        threads: a.threads,
+        prompt_tokens: a.prompt,
+        gen_tokens: a.gen,
+    };
+    let r = bench::run(&opts, |phase| eprintln!("bench: {phase}"))?;
+    if a.json {
+        println!("{}", serde_json::to_string(&r)?);
+        return Ok(());
+    }
+    println!(
+        "model              {} ({}, {} threads, {} kernels)",
+        r.model, r.dtype, r.threads, r.kernels
+    );
+    println!(
+        "prefill            {:.1} tokens/s ({} tokens)",
+        r.prefill_tokens_per_s, r.prompt_tokens
+    );
+    println!(
+        "decode             {:.2} tokens/s ({} tokens)",
+        r.decode_tokens_per_s, r.gen_tokens
+    );
+    println!(
+        "weights per token  {:.1} MB",
+        r.bytes_per_token as f64 / 1e6
+    );
+    println!(
+        "bandwidth          {:.1} GB/s of {:.1} GB/s measured read bandwidth = {:.0}%",
+        r.bandwidth_gbs,
+        r.probe_bandwidth_gbs,
+        100.0 * r.bandwidth_ratio
+    );
+    println!(
+        "prefill compute    {:.1} GFLOP/s of {:.1} GFLOP/s measured FMA peak = {:.0}%",
+        r.prefill_gflops,
+        r.probe_peak_gflops,
+        100.0 * r.peak_ratio
+    );
+    println!(
+        "peak memory        {:.1} MB resident ({:.2}× the weights' {:.1} MB)",
+        r.peak_rss_bytes as f64 / 1e6,
+        r.rss_ratio,
+        r.file_bytes as f64 / 1e6
+    );
+    Ok(())
+}

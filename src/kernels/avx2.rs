@@ -1,0 +1,703 @@
+//! AVX2 + FMA + F16C kernels for x86-64 (Haswell / Zen and later, no
+//! AVX-512 needed).
+//!
+//! The `unsafe` functions carry `#[target_feature(enable = "avx2,fma,f16c")]`
+//! so they use those instructions without the whole build assuming them
+//! (no `target-cpu=native`). The safe wrappers in the table check slice
+//! bounds; the table itself is only handed out by [`kernel_set`] after
+//! `is_x86_feature_detected!` confirmed all three features, which is what
+//! makes calling them sound.
+//!
+//! Decode kernels stream 4 rows at once with 2 accumulators each (8
+//! independent FMA chains cover the FMA latency × throughput of current
+//! cores) and share each load of `x` between the 4 rows. The GEMM
+//! micro-kernel keeps a 6-row × 16-token tile in 12 ymm registers.
+
+use std::arch::x86_64::*;
+
+use super::scalar::{bf16_to_f32, f16_to_f32};
+use super::{KernelSet, I8_BLOCK, MR, NR};
+
+static AVX2: KernelSet = KernelSet {
+    name: "avx2",
+    dot_f32,
+    dot_bf16,
+    dot_f16,
+    rows_f32,
+    rows_bf16,
+    rows_f16,
+    rows_i8,
+    widen_bf16,
+    widen_f16,
+    widen_i8,
+    gemm_tile,
+    wkv7,
+    sum_f32,
+    fma_probe,
+};
+
+/// The AVX2 set if this CPU has AVX2, FMA and F16C.
+pub(super) fn kernel_set() -> Option<&'static KernelSet> {
+    (is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("f16c"))
+    .then_some(&AVX2)
+}
+
+// ---------------------------------------------------------------- helpers
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn hsum(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_shuffle_ps::<1>(s, s));
+    _mm_cvtss_f32(s)
+}
+
+/// The four horizontal sums of `v`, as one 4-lane vector.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn hsum4(v: [__m256; 4]) -> __m128 {
+    let t = _mm256_hadd_ps(_mm256_hadd_ps(v[0], v[1]), _mm256_hadd_ps(v[2], v[3]));
+    _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps::<1>(t))
+}
+
+/// 8 f32 from `p`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn ld_f32(p: *const f32) -> __m256 {
+    _mm256_loadu_ps(p)
+}
+
+/// 8 bf16 from `p`, widened exactly (bf16 is the top half of an f32).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn ld_bf16(p: *const u16) -> __m256 {
+    let h = _mm_loadu_si128(p as *const __m128i);
+    _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)))
+}
+
+/// 8 f16 from `p` (F16C `vcvtph2ps`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn ld_f16(p: *const u16) -> __m256 {
+    _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+}
+
+/// 8 int8 from `p` as f32 (`vpmovsxbd` + `vcvtdq2ps`), for widening.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn ld_i8(p: *const i8) -> __m256 {
+    _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(p as *const __m128i)))
+}
+
+// ------------------------------------------------------- dot and row kernels
+
+/// Prefetches element `off` of each of 4 rows (`p[q] + off`) into L2.
+///
+/// Why: streaming a matrix from DRAM, the row kernels reached less than
+/// half the read bandwidth of a plain sum per on-CPU second: their longer
+/// loop bodies let the out-of-order window hold fewer outstanding misses,
+/// and four 2–8 KiB row streams per group are too short for the hardware
+/// prefetcher to run ahead. Fetching the next group while the current one
+/// is summed hides the memory latency. Into L2 (`T1`), not L1: L1 has
+/// too few miss buffers to keep DRAM busy (measured: T0 gave ~55% of the
+/// probe's bandwidth per CPU-second, T1 ~90%).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn prefetch_group<T>(p: &[*const T; 4], off: usize) {
+    for &row in p {
+        // wrapping_add: only an address for the hint, never dereferenced.
+        _mm_prefetch::<_MM_HINT_T1>(row.wrapping_add(off) as *const i8);
+    }
+}
+
+/// Generates, for one weight type: a 1-row dot product with 4
+/// accumulators, and a rows kernel doing 4 rows at a time.
+macro_rules! row_kernels {
+    ($dot:ident, $rows:ident, $t:ty, $ld:ident, $sc:expr) => {
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn $dot(w: *const $t, x: *const f32, n: usize) -> f32 {
+            let mut a = [_mm256_setzero_ps(); 4];
+            let mut i = 0;
+            while i + 32 <= n {
+                for (u, acc) in a.iter_mut().enumerate() {
+                    *acc = _mm256_fmadd_ps($ld(w.add(i + 8 * u)), ld_f32(x.add(i + 8 * u)), *acc);
+                }
+                i += 32;
+            }
+            while i + 8 <= n {
+                a[0] = _mm256_fmadd_ps($ld(w.add(i)), ld_f32(x.add(i)), a[0]);
+                i += 8;
+            }
+            let mut s = hsum(_mm256_add_ps(
+                _mm256_add_ps(a[0], a[1]),
+                _mm256_add_ps(a[2], a[3]),
+            ));
+            while i < n {
+                s += $sc(*w.add(i)) * *x.add(i);
+                i += 1;
+            }
+            s
+        }
+
+        /// `avail`: elements readable at `w` (≥ y.len()·n); rows past
+        /// `y.len()` are only prefetched.
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn $rows(w: *const $t, avail: usize, x: *const f32, n: usize, y: &mut [f32]) {
+            let m = y.len();
+            let mut r = 0;
+            while r + 4 <= m {
+                let p = [
+                    w.add(r * n),
+                    w.add((r + 1) * n),
+                    w.add((r + 2) * n),
+                    w.add((r + 3) * n),
+                ];
+                // Prefetch the next group of 4 rows while this one is summed
+                // (see `prefetch_group`); none past the last group.
+                let ahead = if (r + 8) * n <= avail { 4 * n } else { 0 };
+                let mut a = [[_mm256_setzero_ps(); 2]; 4];
+                let mut i = 0;
+                while i + 16 <= n {
+                    if ahead > 0 {
+                        prefetch_group(&p, ahead + i);
+                    }
+                    let x0 = ld_f32(x.add(i));
+                    let x1 = ld_f32(x.add(i + 8));
+                    for q in 0..4 {
+                        a[q][0] = _mm256_fmadd_ps($ld(p[q].add(i)), x0, a[q][0]);
+                        a[q][1] = _mm256_fmadd_ps($ld(p[q].add(i + 8)), x1, a[q][1]);
+                    }
+                    i += 16;
+                }
+                if i + 8 <= n {
+                    let x0 = ld_f32(x.add(i));
+                    for q in 0..4 {
+                        a[q][0] = _mm256_fmadd_ps($ld(p[q].add(i)), x0, a[q][0]);
+                    }
+                    i += 8;
+                }
+                for q in 0..4 {
+                    let mut s = hsum(_mm256_add_ps(a[q][0], a[q][1]));
+                    for j in i..n {
+                        s += $sc(*p[q].add(j)) * *x.add(j);
+                    }
+                    y[r + q] = s;
+                }
+                r += 4;
+            }
+            while r < m {
+                y[r] = $dot(w.add(r * n), x, n);
+                r += 1;
+            }
+        }
+    };
+}
+
+row_kernels!(dot_f32_raw, rows_f32_raw, f32, ld_f32, |v: f32| v);
+row_kernels!(dot_bf16_raw, rows_bf16_raw, u16, ld_bf16, bf16_to_f32);
+row_kernels!(dot_f16_raw, rows_f16_raw, u16, ld_f16, f16_to_f32);
+
+fn dot_f32(w: &[f32], x: &[f32]) -> f32 {
+    let n = w.len().min(x.len());
+    // SAFETY: reads n elements of each; features checked by `kernel_set`.
+    unsafe { dot_f32_raw(w.as_ptr(), x.as_ptr(), n) }
+}
+
+fn dot_bf16(w: &[u16], x: &[f32]) -> f32 {
+    let n = w.len().min(x.len());
+    // SAFETY: as `dot_f32`.
+    unsafe { dot_bf16_raw(w.as_ptr(), x.as_ptr(), n) }
+}
+
+fn dot_f16(w: &[u16], x: &[f32]) -> f32 {
+    let n = w.len().min(x.len());
+    // SAFETY: as `dot_f32`.
+    unsafe { dot_f16_raw(w.as_ptr(), x.as_ptr(), n) }
+}
+
+fn rows_f32(w: &[f32], x: &[f32], y: &mut [f32]) {
+    assert!(w.len() >= y.len() * x.len(), "rows_f32: weights too short");
+    // SAFETY: rows · n elements of w exist (checked); features by `kernel_set`.
+    unsafe { rows_f32_raw(w.as_ptr(), w.len(), x.as_ptr(), x.len(), y) }
+}
+
+fn rows_bf16(w: &[u16], x: &[f32], y: &mut [f32]) {
+    assert!(w.len() >= y.len() * x.len(), "rows_bf16: weights too short");
+    // SAFETY: as `rows_f32`.
+    unsafe { rows_bf16_raw(w.as_ptr(), w.len(), x.as_ptr(), x.len(), y) }
+}
+
+fn rows_f16(w: &[u16], x: &[f32], y: &mut [f32]) {
+    assert!(w.len() >= y.len() * x.len(), "rows_f16: weights too short");
+    // SAFETY: as `rows_f32`.
+    unsafe { rows_f16_raw(w.as_ptr(), w.len(), x.as_ptr(), x.len(), y) }
+}
+
+/// Integer dot of `len ≤ I8_BLOCK` int8 weights with int16 activations:
+/// 8 lanes of i32 partial sums (`vpmovsxbw` + `vpmaddwd`, 16 weights per
+/// step), plus the scalar tail's sum. Exact: |sum| ≤ 64·127·32767 < 2³¹.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn i8_block(q: *const i8, x: *const i16, len: usize) -> (__m256i, i32) {
+    let mut a = _mm256_setzero_si256();
+    let mut i = 0;
+    while i + 16 <= len {
+        let w = _mm256_cvtepi8_epi16(_mm_loadu_si128(q.add(i) as *const __m128i));
+        let xv = _mm256_loadu_si256(x.add(i) as *const __m256i);
+        a = _mm256_add_epi32(a, _mm256_madd_epi16(w, xv));
+        i += 16;
+    }
+    let mut tail = 0i32;
+    while i < len {
+        tail += *q.add(i) as i32 * *x.add(i) as i32;
+        i += 1;
+    }
+    (a, tail)
+}
+
+/// int8 rows, 4 at a time sharing each load of x: per full block, 4 steps of
+/// 16 weights per row into an i32 vector, then one convert and one FMA by
+/// the block's combined scale into the row's f32 accumulator.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn rows_i8_raw(
+    q: *const i8,
+    avail: usize,
+    scales: *const f32,
+    xq: *const i16,
+    xs: *const f32,
+    n: usize,
+    y: &mut [f32],
+) {
+    let nb = n.div_ceil(I8_BLOCK);
+    let m = y.len();
+    let mut r = 0;
+    while r + 4 <= m {
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut tails = [0.0f32; 4];
+        for b in 0..nb {
+            let i0 = b * I8_BLOCK;
+            let len = I8_BLOCK.min(n - i0);
+            let xsb = *xs.add(b);
+            if len == I8_BLOCK {
+                if (r + 8) * n <= avail {
+                    let p = [
+                        q.add(r * n + i0),
+                        q.add((r + 1) * n + i0),
+                        q.add((r + 2) * n + i0),
+                        q.add((r + 3) * n + i0),
+                    ];
+                    prefetch_group(&p, 4 * n);
+                }
+                let mut a = [_mm256_setzero_si256(); 4];
+                let mut i = 0;
+                while i < I8_BLOCK {
+                    let xv = _mm256_loadu_si256(xq.add(i0 + i) as *const __m256i);
+                    for (qq, aq) in a.iter_mut().enumerate() {
+                        let p = q.add((r + qq) * n + i0 + i);
+                        let w = _mm256_cvtepi8_epi16(_mm_loadu_si128(p as *const __m128i));
+                        *aq = _mm256_add_epi32(*aq, _mm256_madd_epi16(w, xv));
+                    }
+                    i += 16;
+                }
+                for (qq, aq) in a.iter().enumerate() {
+                    let s = _mm256_set1_ps(*scales.add((r + qq) * nb + b) * xsb);
+                    acc[qq] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(*aq), s, acc[qq]);
+                }
+            } else {
+                for qq in 0..4 {
+                    let (v, tail) = i8_block(q.add((r + qq) * n + i0), xq.add(i0), len);
+                    let s = *scales.add((r + qq) * nb + b) * xsb;
+                    acc[qq] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(v), _mm256_set1_ps(s), acc[qq]);
+                    tails[qq] += tail as f32 * s;
+                }
+            }
+        }
+        for qq in 0..4 {
+            y[r + qq] = hsum(acc[qq]) + tails[qq];
+        }
+        r += 4;
+    }
+    while r < m {
+        let mut acc = _mm256_setzero_ps();
+        let mut tails = 0.0f32;
+        for b in 0..nb {
+            let i0 = b * I8_BLOCK;
+            let (v, tail) = i8_block(q.add(r * n + i0), xq.add(i0), I8_BLOCK.min(n - i0));
+            let s = *scales.add(r * nb + b) * *xs.add(b);
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(v), _mm256_set1_ps(s), acc);
+            tails += tail as f32 * s;
+        }
+        y[r] = hsum(acc) + tails;
+        r += 1;
+    }
+}
+
+fn rows_i8(q: &[i8], scales: &[f32], xq: &[i16], xs: &[f32], y: &mut [f32]) {
+    let n = xq.len();
+    let nb = n.div_ceil(I8_BLOCK);
+    assert!(q.len() >= y.len() * n, "rows_i8: weights too short");
+    assert!(scales.len() >= y.len() * nb, "rows_i8: scales too short");
+    assert!(xs.len() >= nb, "rows_i8: activation scales too short");
+    // SAFETY: bounds checked above; features by `kernel_set`.
+    unsafe {
+        rows_i8_raw(
+            q.as_ptr(),
+            q.len(),
+            scales.as_ptr(),
+            xq.as_ptr(),
+            xs.as_ptr(),
+            n,
+            y,
+        )
+    }
+}
+
+// ------------------------------------------------------------------ widening
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn widen_bf16_raw(w: *const u16, out: &mut [f32]) {
+    let n = out.len();
+    let o = out.as_mut_ptr();
+    let mut i = 0;
+    while i + 8 <= n {
+        _mm256_storeu_ps(o.add(i), ld_bf16(w.add(i)));
+        i += 8;
+    }
+    while i < n {
+        *o.add(i) = bf16_to_f32(*w.add(i));
+        i += 1;
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn widen_f16_raw(w: *const u16, out: &mut [f32]) {
+    let n = out.len();
+    let o = out.as_mut_ptr();
+    let mut i = 0;
+    while i + 8 <= n {
+        _mm256_storeu_ps(o.add(i), ld_f16(w.add(i)));
+        i += 8;
+    }
+    while i < n {
+        *o.add(i) = f16_to_f32(*w.add(i));
+        i += 1;
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn widen_i8_raw(q: *const i8, scales: *const f32, out: &mut [f32]) {
+    let n = out.len();
+    let o = out.as_mut_ptr();
+    let mut b0 = 0;
+    while b0 < n {
+        let len = I8_BLOCK.min(n - b0);
+        let sf = *scales.add(b0 / I8_BLOCK);
+        let s = _mm256_set1_ps(sf);
+        let mut i = b0;
+        while i + 8 <= b0 + len {
+            _mm256_storeu_ps(o.add(i), _mm256_mul_ps(ld_i8(q.add(i)), s));
+            i += 8;
+        }
+        while i < b0 + len {
+            *o.add(i) = *q.add(i) as f32 * sf;
+            i += 1;
+        }
+        b0 += len;
+    }
+}
+
+fn widen_bf16(w: &[u16], out: &mut [f32]) {
+    assert!(w.len() >= out.len());
+    // SAFETY: reads out.len() elements (checked); features by `kernel_set`.
+    unsafe { widen_bf16_raw(w.as_ptr(), out) }
+}
+
+fn widen_f16(w: &[u16], out: &mut [f32]) {
+    assert!(w.len() >= out.len());
+    // SAFETY: as `widen_bf16`.
+    unsafe { widen_f16_raw(w.as_ptr(), out) }
+}
+
+fn widen_i8(q: &[i8], scales: &[f32], out: &mut [f32]) {
+    assert!(q.len() >= out.len() && scales.len() >= out.len().div_ceil(I8_BLOCK));
+    // SAFETY: as `widen_bf16`, scales for every block present (checked).
+    unsafe { widen_i8_raw(q.as_ptr(), scales.as_ptr(), out) }
+}
+
+// ------------------------------------------------------- GEMM micro-kernel
+
+/// The M × 8V register tile: `acc[i][0..8V] += Σ_p w[i][p] · xp[p][0..8V]`.
+/// With M = 6, V = 2: 12 accumulators, 2 token vectors and 1 broadcast
+/// weight live in 15 of the 16 ymm registers; 12 FMAs per 2 loads + 6
+/// broadcasts.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile<const M: usize, const V: usize>(
+    w: *const f32,
+    ldw: usize,
+    xp: *const f32,
+    k: usize,
+    acc: *mut f32,
+) {
+    let mut c = [[_mm256_setzero_ps(); V]; M];
+    let mut wp = [w; M];
+    for (i, p) in wp.iter_mut().enumerate() {
+        *p = w.add(i * ldw);
+    }
+    // One k step: V token vectors times M broadcast weights.
+    macro_rules! step {
+        ($p:expr) => {{
+            let xq = xp.add($p * NR);
+            let mut xv = [_mm256_setzero_ps(); V];
+            for (u, v) in xv.iter_mut().enumerate() {
+                *v = _mm256_loadu_ps(xq.add(8 * u));
+            }
+            for i in 0..M {
+                let b = _mm256_broadcast_ss(&*wp[i].add($p));
+                for u in 0..V {
+                    c[i][u] = _mm256_fmadd_ps(b, xv[u], c[i][u]);
+                }
+            }
+        }};
+    }
+    // Unrolled by 2 to halve the loop overhead per FMA.
+    let mut p = 0;
+    while p + 2 <= k {
+        step!(p);
+        step!(p + 1);
+        p += 2;
+    }
+    if p < k {
+        step!(p);
+    }
+    for (i, ci) in c.iter().enumerate() {
+        for (u, cu) in ci.iter().enumerate() {
+            let o = acc.add(i * NR + 8 * u);
+            _mm256_storeu_ps(o, _mm256_add_ps(_mm256_loadu_ps(o), *cu));
+        }
+    }
+}
+
+fn gemm_tile(w: &[f32], ldw: usize, m: usize, xp: &[f32], k: usize, n: usize, acc: &mut [f32]) {
+    assert!(NR == 16 && (1..=MR).contains(&m) && (1..=NR).contains(&n) && k > 0);
+    assert!(w.len() >= (m - 1) * ldw + k, "gemm_tile: weights too short");
+    assert!(xp.len() >= k * NR, "gemm_tile: packed x too short");
+    assert!(acc.len() >= m * NR, "gemm_tile: acc too short");
+    let (a, x, c) = (w.as_ptr(), xp.as_ptr(), acc.as_mut_ptr());
+    // SAFETY: every read and write is within the bounds checked above
+    // (one vector per 8 tokens: lanes 0..16 of xp rows and acc rows);
+    // features by `kernel_set`.
+    unsafe {
+        macro_rules! go {
+            ($v:literal) => {
+                match m {
+                    6 => tile::<6, $v>(a, ldw, x, k, c),
+                    5 => tile::<5, $v>(a, ldw, x, k, c),
+                    4 => tile::<4, $v>(a, ldw, x, k, c),
+                    3 => tile::<3, $v>(a, ldw, x, k, c),
+                    2 => tile::<2, $v>(a, ldw, x, k, c),
+                    _ => tile::<1, $v>(a, ldw, x, k, c),
+                }
+            };
+        }
+        if n > 8 {
+            go!(2)
+        } else {
+            go!(1)
+        }
+    }
+}
+
+// ---------------------------------------------------------------------- wkv
+
+/// The v7 step ([`super::wkv7_step`]) vectorised along the key index: per
+/// value row, `sa = row·(−kk)`, then `row = row⊙w + sa·kka + v_i·k` and
+/// `y_i = row·r` in one pass over the row.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn wkv7_raw(
+    s: &mut [f32],
+    n: usize,
+    r: &[f32],
+    w: &[f32],
+    k: &[f32],
+    v: &[f32],
+    neg_kk: &[f32],
+    kka: &[f32],
+    y: &mut [f32],
+) {
+    let n8 = n / 8 * 8;
+    let (rp, wp, kp, nkp, kap) = (
+        r.as_ptr(),
+        w.as_ptr(),
+        k.as_ptr(),
+        neg_kk.as_ptr(),
+        kka.as_ptr(),
+    );
+    let mut first = 0;
+    if n8 == n {
+        // Four value rows at a time: their two dot products each reduce
+        // together (`hsum4`), so the reduction latency, which bounds a
+        // one-row-at-a-time loop, is paid once per four rows.
+        while first + 4 <= n {
+            let rows = s.as_mut_ptr().add(first * n);
+            let mut sa = [_mm256_setzero_ps(); 4];
+            let mut j = 0;
+            while j < n {
+                let nk = ld_f32(nkp.add(j));
+                for (q, a) in sa.iter_mut().enumerate() {
+                    *a = _mm256_fmadd_ps(ld_f32(rows.add(q * n + j)), nk, *a);
+                }
+                j += 8;
+            }
+            let mut sa4 = [0.0f32; 4];
+            _mm_storeu_ps(sa4.as_mut_ptr(), hsum4(sa));
+            let mut sav = [_mm256_setzero_ps(); 4];
+            let mut viv = [_mm256_setzero_ps(); 4];
+            for q in 0..4 {
+                sav[q] = _mm256_set1_ps(sa4[q]);
+                viv[q] = _mm256_set1_ps(v[first + q]);
+            }
+            let mut yv = [_mm256_setzero_ps(); 4];
+            let mut j = 0;
+            while j < n {
+                let (ka, kv) = (ld_f32(kap.add(j)), ld_f32(kp.add(j)));
+                let (wv, rv) = (ld_f32(wp.add(j)), ld_f32(rp.add(j)));
+                for q in 0..4 {
+                    let p = rows.add(q * n + j);
+                    let t = _mm256_fmadd_ps(sav[q], ka, _mm256_mul_ps(viv[q], kv));
+                    let xv = _mm256_fmadd_ps(ld_f32(p), wv, t);
+                    _mm256_storeu_ps(p, xv);
+                    yv[q] = _mm256_fmadd_ps(xv, rv, yv[q]);
+                }
+                j += 8;
+            }
+            _mm_storeu_ps(y.as_mut_ptr().add(first), hsum4(yv));
+            first += 4;
+        }
+    }
+    for (i, row) in s.chunks_exact_mut(n).take(n).enumerate().skip(first) {
+        let rowp = row.as_mut_ptr();
+        let mut sa0 = _mm256_setzero_ps();
+        let mut sa1 = _mm256_setzero_ps();
+        let mut j = 0;
+        while j + 16 <= n8 {
+            sa0 = _mm256_fmadd_ps(ld_f32(rowp.add(j)), ld_f32(nkp.add(j)), sa0);
+            sa1 = _mm256_fmadd_ps(ld_f32(rowp.add(j + 8)), ld_f32(nkp.add(j + 8)), sa1);
+            j += 16;
+        }
+        if j < n8 {
+            sa0 = _mm256_fmadd_ps(ld_f32(rowp.add(j)), ld_f32(nkp.add(j)), sa0);
+        }
+        let mut sa = hsum(_mm256_add_ps(sa0, sa1));
+        for jj in n8..n {
+            sa += row[jj] * neg_kk[jj];
+        }
+        let vi = v[i];
+        let (sav, viv) = (_mm256_set1_ps(sa), _mm256_set1_ps(vi));
+        let mut y0 = _mm256_setzero_ps();
+        let mut j = 0;
+        while j < n8 {
+            let t = _mm256_fmadd_ps(
+                sav,
+                ld_f32(kap.add(j)),
+                _mm256_mul_ps(viv, ld_f32(kp.add(j))),
+            );
+            let xv = _mm256_fmadd_ps(ld_f32(rowp.add(j)), ld_f32(wp.add(j)), t);
+            _mm256_storeu_ps(rowp.add(j), xv);
+            y0 = _mm256_fmadd_ps(xv, ld_f32(rp.add(j)), y0);
+            j += 8;
+        }
+        let mut acc = hsum(y0);
+        for jj in n8..n {
+            let xv = row[jj] * w[jj] + sa * kka[jj] + vi * k[jj];
+            row[jj] = xv;
+            acc += xv * r[jj];
+        }
+        y[i] = acc;
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn wkv7(
+    s: &mut [f32],
+    n: usize,
+    r: &[f32],
+    w: &[f32],
+    k: &[f32],
+    v: &[f32],
+    neg_kk: &[f32],
+    kka: &[f32],
+    y: &mut [f32],
+) {
+    assert!(s.len() >= n * n, "wkv7: state too short");
+    for a in [r, w, k, v, neg_kk, kka] {
+        assert!(a.len() >= n, "wkv7: input too short");
+    }
+    assert!(y.len() >= n, "wkv7: output too short");
+    // SAFETY: all vector accesses are at indices < n of slices checked to
+    // hold n (n·n for the state); features by `kernel_set`.
+    unsafe { wkv7_raw(s, n, r, w, k, v, neg_kk, kka, y) }
+}
+
+// -------------------------------------------------------------------- probes
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn sum_f32_raw(x: &[f32]) -> f32 {
+    let p = x.as_ptr();
+    let n = x.len();
+    let mut a = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 32 <= n {
+        for (u, acc) in a.iter_mut().enumerate() {
+            *acc = _mm256_add_ps(*acc, _mm256_loadu_ps(p.add(i + 8 * u)));
+        }
+        i += 32;
+    }
+    let mut s = hsum(_mm256_add_ps(
+        _mm256_add_ps(a[0], a[1]),
+        _mm256_add_ps(a[2], a[3]),
+    ));
+    while i < n {
+        s += x[i];
+        i += 1;
+    }
+    s
+}
+
+fn sum_f32(x: &[f32]) -> f32 {
+    // SAFETY: reads within x; features by `kernel_set`.
+    unsafe { sum_f32_raw(x) }
+}
+
+/// Chains of `vfmadd` on 12 independent registers: enough to cover 2 FMA
+/// pipes × 4-5 cycles latency on current x86 cores.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn fma_probe_raw(iters: u64) -> f64 {
+    const CHAINS: usize = 12;
+    let mut acc = [_mm256_setzero_ps(); CHAINS];
+    for (i, a) in acc.iter_mut().enumerate() {
+        *a = _mm256_set1_ps(i as f32 * 0.01);
+    }
+    let (m, c) = std::hint::black_box((0.999_999f32, 1e-6f32));
+    let (m, c) = (_mm256_set1_ps(m), _mm256_set1_ps(c));
+    for _ in 0..iters {
+        for a in acc.iter_mut() {
+            *a = _mm256_fmadd_ps(*a, m, c);
+        }
+    }
+    let mut s = _mm256_setzero_ps();
+    for a in acc {
+        s = _mm256_add_ps(s, a);
+    }
+    std::hint::black_box(hsum(s));
+    iters as f64 * (CHAINS * 8 * 2) as f64
+}
+
+fn fma_probe(iters: u64) -> f64 {
+    // SAFETY: register-only arithmetic; features by `kernel_set`.
+    unsafe { fma_probe_raw(iters) }
+}

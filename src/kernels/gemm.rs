@@ -1,0 +1,219 @@
+//! The blocked matrix–matrix product behind [`super::matmul`] for `t > 1`
+//! (prefill): `Y (t×rows) = X (t×cols) · Wᵀ`.
+//!
+//! Layout of the work, outermost first:
+//! - X is packed once per product, transposed into token tiles of [`NR`]:
+//!   `xp[tile][p][0..NR]` (zero-padded), so a micro-kernel loads NR tokens'
+//!   values of input `p` as vectors. This costs t·cols copies per product,
+//!   ~1/rows of the arithmetic.
+//! - tasks: groups of weight rows, run in parallel; each task owns its rows
+//!   (output columns of Y), so threads never share writes.
+//! - k-blocks of [`KC`] columns: the task's rows are widened to f32 once
+//!   per block (contiguous, no transposition; f32 weights are read in
+//!   place) — the only time a weight is read, whatever its dtype — then
+//!   reused by all `t` tokens.
+//! - token tiles, then [`MR`]-row micro-tiles: the micro-kernel broadcasts
+//!   MR weights and multiplies them into NR tokens held in vectors,
+//!   accumulating an MR × NR tile in registers (6 × 16 = 12 AVX2
+//!   accumulators: 12 FMAs per 2 vector loads and 6 broadcasts).
+//!
+//! Each weight is read once per chunk of tokens, and the inner loop is
+//! FMA-bound, not memory-bound.
+
+use super::{install, threads, KernelSet, MatData, Matrix, I8_BLOCK, MR, NR};
+
+/// Columns per k-block: a token tile of packed X (KC × NR f32 = 16 KiB)
+/// and the widened rows of a micro-tile (MR × KC f32 = 6 KiB) fit a 32 KiB
+/// L1. A multiple of [`I8_BLOCK`] so int8 scale blocks are never split.
+const KC: usize = 256;
+const _: () = assert!(KC % I8_BLOCK == 0);
+
+/// Micro-tiles per task: 24 rows, whose widened k-block (24 KiB) is reused
+/// by every token tile from L1/L2.
+const GROUP: usize = 4;
+
+/// Below this many multiply-adds the product runs on the calling thread.
+const PAR_MIN_MACS: usize = 1 << 20;
+
+/// Output pointer shared by tasks writing disjoint rows of W, i.e.
+/// disjoint columns of Y.
+struct OutPtr(*mut f32);
+// SAFETY: tasks write disjoint elements (their own rows' outputs) and the
+// buffer outlives the parallel section.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+pub(super) fn gemm(ks: &'static KernelSet, w: &Matrix, x: &[f32], t: usize, y: &mut [f32]) {
+    let (rows, cols) = (w.rows, w.cols);
+    let nthreads = threads();
+    let par = rows * cols * t >= PAR_MIN_MACS && nthreads > 1;
+    let xp = pack_x(x, t, cols, par);
+    let tiles = rows.div_ceil(MR);
+    // Big groups when there is plenty of work to share, single micro-tiles
+    // when groups would leave threads idle.
+    let group = if tiles >= GROUP * 4 * nthreads {
+        GROUP
+    } else {
+        1
+    };
+    let task_rows = group * MR;
+    let tasks = rows.div_ceil(task_rows);
+    let out = OutPtr(y.as_mut_ptr());
+    let ylen = y.len();
+    let run = |task: usize| {
+        let r0 = task * task_rows;
+        let nr = task_rows.min(rows - r0);
+        run_task(ks, w, &xp, t, r0, nr, &out, ylen);
+    };
+    if !par || tasks == 1 {
+        (0..tasks).for_each(run);
+    } else {
+        install(|| {
+            use rayon::prelude::*;
+            (0..tasks).into_par_iter().for_each(run);
+        });
+    }
+}
+
+/// X (t × cols) → `xp[tile][p][j] = x[(tile·NR + j)·cols + p]`, zero past `t`.
+fn pack_x(x: &[f32], t: usize, cols: usize, par: bool) -> Vec<f32> {
+    let tiles = t.div_ceil(NR);
+    let mut xp = vec![0.0f32; tiles * cols * NR];
+    let pack = |tile: usize, dst: &mut [f32]| {
+        let j0 = tile * NR;
+        for j in 0..NR.min(t - j0) {
+            let src = &x[(j0 + j) * cols..(j0 + j + 1) * cols];
+            for (p, &v) in src.iter().enumerate() {
+                dst[p * NR + j] = v;
+            }
+        }
+    };
+    if par && tiles > 1 {
+        install(|| {
+            use rayon::prelude::*;
+            xp.par_chunks_mut(cols * NR)
+                .enumerate()
+                .for_each(|(i, d)| pack(i, d));
+        });
+    } else {
+        xp.chunks_mut(cols * NR)
+            .enumerate()
+            .for_each(|(i, d)| pack(i, d));
+    }
+    xp
+}
+
+/// Widens `out.len()` weights of row `r` from column `k0` to f32.
+fn widen_row(ks: &KernelSet, w: &Matrix, r: usize, k0: usize, out: &mut [f32]) {
+    let s = r * w.cols + k0;
+    let kc = out.len();
+    match &w.data {
+        MatData::F32(st) => out.copy_from_slice(&st.as_slice()[s..s + kc]),
+        MatData::BF16(st) => (ks.widen_bf16)(&st.as_slice()[s..s + kc], out),
+        MatData::F16(st) => (ks.widen_f16)(&st.as_slice()[s..s + kc], out),
+        MatData::I8 { q, scales } => {
+            let nb = w.i8_blocks_per_row();
+            let b0 = r * nb + k0 / I8_BLOCK;
+            (ks.widen_i8)(&q[s..s + kc], &scales[b0..(r + 1) * nb], out)
+        }
+    }
+}
+
+/// Asks the caches for columns `k0..k0+kc` of rows `r0..r0+nr` of W, so the
+/// next k-block arrives while this one is computed. Without it widening is
+/// latency-bound: each row contributes only KC weights (a few cache lines)
+/// per block, too short a run for the hardware prefetcher, and profiles
+/// showed widening at a quarter of the micro-kernel's time.
+#[inline]
+fn prefetch_rows(w: &Matrix, r0: usize, nr: usize, k0: usize, kc: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
+        let (base, elem): (*const u8, usize) = match &w.data {
+            MatData::F32(s) => (s.as_slice().as_ptr().cast(), 4),
+            MatData::BF16(s) | MatData::F16(s) => (s.as_slice().as_ptr().cast(), 2),
+            MatData::I8 { q, .. } => (q.as_ptr().cast(), 1),
+        };
+        for r in r0..r0 + nr {
+            let start = (r * w.cols + k0) * elem;
+            let mut off = 0;
+            while off < kc * elem {
+                // SAFETY: the address lies inside W's elements (r < rows,
+                // k0 + kc ≤ cols); a prefetch never faults or changes memory,
+                // and SSE is part of the x86-64 baseline.
+                unsafe { _mm_prefetch::<_MM_HINT_T1>(base.add(start + off).cast()) };
+                off += 64;
+            }
+        }
+    }
+    // Elsewhere (NEON) the prefetch intrinsics are not stable Rust yet.
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (w, r0, nr, k0, kc);
+}
+
+/// Rows `r0..r0+nr` against all `t` tokens.
+#[allow(clippy::too_many_arguments)]
+fn run_task(
+    ks: &KernelSet,
+    w: &Matrix,
+    xp: &[f32],
+    t: usize,
+    r0: usize,
+    nr: usize,
+    out: &OutPtr,
+    ylen: usize,
+) {
+    let (rows, cols) = (w.rows, w.cols);
+    let tiles = t.div_ceil(NR);
+    // f32 weights are used in place; other dtypes are widened per k-block.
+    let in_place = match &w.data {
+        MatData::F32(s) => Some(s.as_slice()),
+        _ => None,
+    };
+    let mut wb = if in_place.is_some() {
+        Vec::new()
+    } else {
+        vec![0.0f32; nr * KC]
+    };
+    // Accumulators [tile][row][NR], summed over all k-blocks.
+    let mut acc = vec![0.0f32; tiles * nr * NR];
+    let mut k0 = 0;
+    while k0 < cols {
+        let kc = KC.min(cols - k0);
+        if k0 + kc < cols {
+            prefetch_rows(w, r0, nr, k0 + kc, KC.min(cols - k0 - kc));
+        }
+        let (wsrc, ldw): (&[f32], usize) = match in_place {
+            Some(s) => (&s[r0 * cols + k0..(r0 + nr - 1) * cols + k0 + kc], cols),
+            None => {
+                for i in 0..nr {
+                    widen_row(ks, w, r0 + i, k0, &mut wb[i * KC..i * KC + kc]);
+                }
+                (&wb[..(nr - 1) * KC + kc], KC)
+            }
+        };
+        for tile in 0..tiles {
+            let n = NR.min(t - tile * NR);
+            let xs = &xp[(tile * cols + k0) * NR..(tile * cols + k0 + kc) * NR];
+            let mut i0 = 0;
+            while i0 < nr {
+                let m = MR.min(nr - i0);
+                let a = &mut acc[(tile * nr + i0) * NR..(tile * nr + i0 + m) * NR];
+                (ks.gemm_tile)(&wsrc[i0 * ldw..], ldw, m, xs, kc, n, a);
+                i0 += m;
+            }
+        }
+        k0 += kc;
+    }
+    for tile in 0..tiles {
+        for j in 0..NR.min(t - tile * NR) {
+            let dst = (tile * NR + j) * rows + r0;
+            assert!(dst + nr <= ylen);
+            for i in 0..nr {
+                // SAFETY: in bounds (checked above); outputs r0..r0+nr of
+                // every token belong to this task alone, see `OutPtr`.
+                unsafe { *out.0.add(dst + i) = acc[(tile * nr + i) * NR + j] };
+            }
+        }
+    }
+}

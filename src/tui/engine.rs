@@ -1,0 +1,499 @@
+//! The engine thread: owns the model's sessions (a [`ChatEngine`] for Chat,
+//! a [`Story`] for Write) and carries out [`Request`]s one at a time,
+//! streaming text back as [`Response`]s. Nothing here blocks the UI: the
+//! UI thread only ever waits on its event channel.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use crate::chat::engine::{list_sessions, valid_session_name, SNAPSHOT_EXT};
+use crate::chat::{ChatEngine, ChatOptions, Persona};
+use crate::model::Model;
+use crate::sampler::{Sampler, SamplerSettings};
+use crate::session::{Session, StopReason};
+use crate::snapshot::Snapshot;
+use crate::tokenizer::Tokenizer;
+use crate::writer::Prompt;
+
+use super::protocol::{Mode, Request, Response, SessionEntry, Settings, Status};
+use super::story::{Story, MODE_KEY};
+
+/// The engine thread's name (the panic hook tells it apart by it).
+pub const THREAD_NAME: &str = "quill-engine";
+
+/// The last panic on the engine thread, as the panic hook saw it (with
+/// its location).
+static LAST_PANIC: Mutex<Option<String>> = Mutex::new(None);
+
+/// Records a panic of the engine thread, for [`Response::Fatal`].
+pub fn note_panic(message: String) {
+    if let Ok(mut p) = LAST_PANIC.lock() {
+        *p = Some(message);
+    }
+}
+
+/// What the engine starts with.
+pub struct EngineConfig {
+    /// The model.
+    pub model: Arc<Model>,
+    /// Its tokenizer.
+    pub tokenizer: Arc<Tokenizer>,
+    /// The chat persona (as `quill chat --persona`).
+    pub persona: Persona,
+    /// The story prompt (as `quill write`'s prompt file).
+    pub prompt: Prompt,
+    /// Seed of both modes' samplers (a prompt file's own seed wins in Write).
+    pub seed: u64,
+    /// Reply length limit for Chat (default: the persona's).
+    pub max_tokens: Option<usize>,
+    /// Where sessions are saved: the same folder as `quill chat` uses.
+    pub sessions_dir: Option<PathBuf>,
+    /// Where the chat's pre-filled opening is cached (as `quill chat`).
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// Starts the engine thread. `emit` receives every response; `cancel`
+/// stops the generation in progress when set (it is cleared before each
+/// request). The thread ends on [`Request::Quit`] or when the returned
+/// sender is dropped.
+pub fn spawn(
+    config: EngineConfig,
+    cancel: Arc<AtomicBool>,
+    emit: impl Fn(Response) + Send + 'static,
+) -> anyhow::Result<(Sender<Request>, JoinHandle<()>)> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let handle = std::thread::Builder::new()
+        .name(THREAD_NAME.into())
+        .spawn(move || {
+            // A panic here must not leave the UI waiting for an answer
+            // that never comes: report it, and the UI quits with it.
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                run(config, cancel, &emit, rx)
+            }));
+            if let Err(p) = r {
+                let noted = LAST_PANIC.lock().ok().and_then(|mut n| n.take());
+                let what = noted
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                emit(Response::Fatal(format!("the engine thread {what}")));
+            }
+        })?;
+    Ok((tx, handle))
+}
+
+struct Worker<'a> {
+    chat: Option<ChatEngine>,
+    story: Option<Story>,
+    sessions_dir: Option<PathBuf>,
+    cancel: Arc<AtomicBool>,
+    emit: &'a dyn Fn(Response),
+    tokens_per_s: [f64; 2],
+    session_name: [Option<String>; 2],
+}
+
+fn idx(mode: Mode) -> usize {
+    match mode {
+        Mode::Chat => 0,
+        Mode::Write => 1,
+    }
+}
+
+fn run(
+    config: EngineConfig,
+    cancel: Arc<AtomicBool>,
+    emit: &dyn Fn(Response),
+    rx: Receiver<Request>,
+) {
+    let mut w = Worker {
+        chat: None,
+        story: None,
+        sessions_dir: config.sessions_dir.clone(),
+        cancel,
+        emit,
+        tokens_per_s: [0.0; 2],
+        session_name: [None, None],
+    };
+    w.start(config);
+    // Lets the tmux test check that a panic on this thread restores the
+    // terminal and reaches the user.
+    if std::env::var("QUILL_TUI_TEST_PANIC").is_ok_and(|v| v == "engine") {
+        panic!("QUILL_TUI_TEST_PANIC=engine: panicking on purpose");
+    }
+    emit(Response::Idle);
+    for req in rx {
+        w.cancel.store(false, Ordering::SeqCst);
+        if req == Request::Quit {
+            break;
+        }
+        if let Err(e) = w.handle(req) {
+            emit(Response::Error(e));
+        }
+        emit(Response::Idle);
+    }
+}
+
+/// A stop reason in words, for the message line.
+pub fn describe_stop(stop: &StopReason) -> String {
+    match stop {
+        StopReason::Length => "length limit: Ctrl-E continues".into(),
+        StopReason::StopString(_) => "end of turn".into(),
+        StopReason::EndOfText => "end of text".into(),
+        StopReason::Cancelled => "stopped".into(),
+    }
+}
+
+impl Worker<'_> {
+    /// Prepares both modes: the persona's opening for Chat (from the cache
+    /// when `quill chat` has filled it), the prompt's opening for Write.
+    fn start(&mut self, c: EngineConfig) {
+        let emit = self.emit;
+        // A persona without [sampler] gets the official chat demo's
+        // settings, as in `quill chat`.
+        let settings = c.persona.sampler.clone().unwrap_or(SamplerSettings {
+            top_p: 0.3,
+            ..SamplerSettings::default()
+        });
+        let session = Session::new(
+            c.model.clone(),
+            c.tokenizer.clone(),
+            Sampler::new(settings, c.seed),
+        );
+        let options = ChatOptions {
+            max_tokens: c.max_tokens,
+            think: None,
+            sessions_dir: c.sessions_dir.clone(),
+            cache_dir: c.cache_dir.clone(),
+            force: false,
+        };
+        match ChatEngine::start(session, c.persona, options) {
+            Ok((engine, report)) => {
+                self.chat = Some(engine);
+                emit(Response::Ready {
+                    mode: Mode::Chat,
+                    intro: String::new(),
+                });
+                let how = if report.from_cache {
+                    "from the cache"
+                } else {
+                    "prefilled"
+                };
+                emit(Response::Notice(format!(
+                    "ready: persona opening of {} tokens {how} in {:.1} s",
+                    report.tokens, report.seconds
+                )));
+            }
+            Err(e) => emit(Response::Error(format!("chat is unavailable: {e}"))),
+        }
+        self.send_status(Mode::Chat);
+        let settings = c.prompt.sampler.clone().unwrap_or_default();
+        let seed = c.prompt.seed.unwrap_or(c.seed);
+        match Story::start(c.model, c.tokenizer, c.prompt, settings, seed) {
+            Ok(story) => {
+                emit(Response::Ready {
+                    mode: Mode::Write,
+                    intro: story.base_text().to_string(),
+                });
+                self.story = Some(story);
+            }
+            Err(e) => emit(Response::Error(format!("write is unavailable: {e}"))),
+        }
+        self.send_status(Mode::Write);
+    }
+
+    fn chat(&mut self) -> Result<&mut ChatEngine, String> {
+        self.chat
+            .as_mut()
+            .ok_or_else(|| "chat is unavailable".to_string())
+    }
+
+    fn story(&mut self) -> Result<&mut Story, String> {
+        self.story
+            .as_mut()
+            .ok_or_else(|| "write is unavailable".to_string())
+    }
+
+    fn handle(&mut self, req: Request) -> Result<(), String> {
+        let emit = self.emit;
+        let cancel = self.cancel.clone();
+        // Streams a piece and says whether to go on (Esc clears it).
+        let stream = move |mode: Mode| {
+            let cancel = cancel.clone();
+            move |piece: &str| {
+                emit(Response::Text(mode, piece.to_string()));
+                !cancel.load(Ordering::SeqCst)
+            }
+        };
+        match req {
+            Request::Send(text) => {
+                let mut on = stream(Mode::Chat);
+                let r = self
+                    .chat()?
+                    .send(&text, &mut on)
+                    .map_err(|e| e.to_string())?;
+                self.finished(Mode::Chat, r.generated, r.tokens_per_s(), &r.stop);
+            }
+            Request::Retry(Mode::Chat) => {
+                let mut on = stream(Mode::Chat);
+                let r = self.chat()?.retry(&mut on).map_err(|e| e.to_string())?;
+                self.finished(Mode::Chat, r.generated, r.tokens_per_s(), &r.stop);
+            }
+            Request::Continue(Mode::Chat) => {
+                let mut on = stream(Mode::Chat);
+                let r = self
+                    .chat()?
+                    .continue_reply(&mut on)
+                    .map_err(|e| e.to_string())?;
+                self.finished(Mode::Chat, r.generated, r.tokens_per_s(), &r.stop);
+            }
+            Request::Undo => {
+                let m = self.chat()?.undo().map_err(|e| e.to_string())?;
+                emit(Response::Undone);
+                emit(Response::Notice(m));
+                self.send_status(Mode::Chat);
+            }
+            Request::Reset(Mode::Chat) => {
+                let m = self.chat()?.reset();
+                emit(Response::WasReset {
+                    mode: Mode::Chat,
+                    intro: String::new(),
+                });
+                emit(Response::Notice(m));
+                self.send_status(Mode::Chat);
+            }
+            Request::WriteChapter(guidance) => {
+                let mut on = stream(Mode::Write);
+                let w = self
+                    .story()?
+                    .write_next(&guidance, &mut on)
+                    .map_err(|e| e.to_string())?;
+                self.finished(Mode::Write, w.tokens, w.tokens_per_s(), &w.stop);
+            }
+            Request::Retry(Mode::Write) => {
+                let mut on = stream(Mode::Write);
+                let w = self.story()?.retry(&mut on).map_err(|e| e.to_string())?;
+                self.finished(Mode::Write, w.tokens, w.tokens_per_s(), &w.stop);
+            }
+            Request::Continue(Mode::Write) => {
+                let mut on = stream(Mode::Write);
+                let w = self
+                    .story()?
+                    .continue_chapter(&mut on)
+                    .map_err(|e| e.to_string())?;
+                self.finished(Mode::Write, w.tokens, w.tokens_per_s(), &w.stop);
+            }
+            Request::Reset(Mode::Write) => {
+                let story = self.story()?;
+                story.reset();
+                let intro = story.base_text().to_string();
+                emit(Response::WasReset {
+                    mode: Mode::Write,
+                    intro,
+                });
+                emit(Response::Notice("the story starts over".into()));
+                self.send_status(Mode::Write);
+            }
+            Request::Settings(mode, s) => {
+                match mode {
+                    Mode::Chat => {
+                        let v = &s.sampler;
+                        let pairs: Vec<(String, String)> = [
+                            ("temperature", v.temperature.to_string()),
+                            ("top_p", v.top_p.to_string()),
+                            ("top_k", v.top_k.to_string()),
+                            ("min_p", v.min_p.to_string()),
+                            ("presence", v.presence.to_string()),
+                            ("frequency", v.frequency.to_string()),
+                            ("penalty_decay", v.penalty_decay.to_string()),
+                            ("max_tokens", s.max_tokens.to_string()),
+                        ]
+                        .into_iter()
+                        .map(|(k, v)| (k.to_string(), v))
+                        .collect();
+                        // Through the chat's own `/set`, so both front ends
+                        // accept and refuse the same values.
+                        self.chat()?.set(&pairs).map_err(|e| e.to_string())?;
+                    }
+                    Mode::Write => {
+                        // Keep the banned tokens the panel does not edit.
+                        let story = self.story()?;
+                        let mut settings = s.sampler.clone();
+                        settings.banned = story.session().sampler().settings.banned.clone();
+                        story
+                            .set(settings, s.max_tokens)
+                            .map_err(|e| e.to_string())?;
+                    }
+                }
+                self.send_status(mode);
+            }
+            Request::Save(mode, name) => {
+                let m = self.save(mode, &name)?;
+                emit(Response::Notice(m));
+                self.session_name[idx(mode)] = Some(name);
+                self.send_status(mode);
+            }
+            Request::Branch(mode, name) => {
+                let old = self.session_name[idx(mode)].clone();
+                self.save(mode, &name)?;
+                emit(Response::Notice(format!(
+                    "branched: now on `{name}`{}",
+                    old.map(|o| format!("; `{o}` stays as it was saved"))
+                        .unwrap_or_default()
+                )));
+                self.session_name[idx(mode)] = Some(name);
+                self.send_status(mode);
+            }
+            Request::Load(mode, name) => {
+                let text = self.load(mode, &name)?;
+                emit(Response::Loaded {
+                    mode,
+                    name: name.clone(),
+                    text,
+                });
+                self.session_name[idx(mode)] = Some(name);
+                self.send_status(mode);
+            }
+            Request::ListSessions => emit(Response::Sessions(self.list())),
+            Request::Quit => {}
+        }
+        Ok(())
+    }
+
+    fn finished(&mut self, mode: Mode, tokens: usize, tokens_per_s: f64, stop: &StopReason) {
+        self.tokens_per_s[idx(mode)] = tokens_per_s;
+        (self.emit)(Response::Finished {
+            mode,
+            tokens,
+            tokens_per_s,
+            stop: describe_stop(stop),
+        });
+        self.send_status(mode);
+    }
+
+    fn session_path(&self, name: &str) -> Result<PathBuf, String> {
+        if !valid_session_name(name) {
+            return Err(format!(
+                "`{name}` is not a valid session name: use letters, digits, `-`, `_` and `.` (not first), at most 64"
+            ));
+        }
+        let dir = self
+            .sessions_dir
+            .as_ref()
+            .ok_or("no folder for sessions: set QUILL_DATA_DIR or XDG_DATA_HOME")?;
+        Ok(dir.join(format!("{name}.{SNAPSHOT_EXT}")))
+    }
+
+    fn save(&mut self, mode: Mode, name: &str) -> Result<String, String> {
+        match mode {
+            Mode::Chat => self.chat()?.save(name).map_err(|e| e.to_string()),
+            Mode::Write => {
+                let path = self.session_path(name)?;
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+                }
+                let story = self.story()?;
+                story.snapshot().save(&path).map_err(|e| e.to_string())?;
+                Ok(format!(
+                    "saved story `{name}` ({} tokens) to {}",
+                    story.session().tokens_in_state(),
+                    path.display()
+                ))
+            }
+        }
+    }
+
+    /// Loads a session; returns the text to show.
+    fn load(&mut self, mode: Mode, name: &str) -> Result<String, String> {
+        match mode {
+            Mode::Chat => self.chat()?.load(name).map_err(|e| e.to_string()),
+            Mode::Write => {
+                let path = self.session_path(name)?;
+                let snap = Snapshot::load(&path).map_err(|e| e.to_string())?;
+                let story = self.story()?;
+                story.load(&snap).map_err(|e| e.to_string())?;
+                Ok(story.text())
+            }
+        }
+    }
+
+    /// The saved sessions, newest first; unreadable ones are listed too,
+    /// saying so, rather than hidden.
+    fn list(&self) -> Vec<SessionEntry> {
+        let Some(dir) = &self.sessions_dir else {
+            return Vec::new();
+        };
+        let mut out: Vec<SessionEntry> = list_sessions(dir)
+            .into_iter()
+            .map(|name| entry(dir, name))
+            .collect();
+        out.sort_by(|a, b| b.created.cmp(&a.created));
+        out
+    }
+
+    fn send_status(&self, mode: Mode) {
+        let (session, label, max_tokens) = match mode {
+            Mode::Chat => match &self.chat {
+                Some(c) => (c.session(), c.persona().name.clone(), c.max_tokens()),
+                None => return,
+            },
+            Mode::Write => match &self.story {
+                Some(s) => (s.session(), s.prompt().title.clone(), s.max_tokens()),
+                None => return,
+            },
+        };
+        let info = session.model().info();
+        let status = Status {
+            model: Path::new(&info.origin)
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_else(|| info.origin.clone()),
+            version: info.version.to_string(),
+            dtype: info.dtype.to_string(),
+            threads: rayon::current_num_threads(),
+            tokens_in_state: session.tokens_in_state(),
+            state_bytes: session.state().byte_len(),
+            tokens_per_s: self.tokens_per_s[idx(mode)],
+            settings: Some(Settings {
+                sampler: session.sampler().settings.clone(),
+                max_tokens,
+            }),
+            label,
+            session: self.session_name[idx(mode)].clone(),
+        };
+        (self.emit)(Response::Status(mode, status));
+    }
+}
+
+fn entry(dir: &Path, name: String) -> SessionEntry {
+    let path = dir.join(format!("{name}.{SNAPSHOT_EXT}"));
+    match Snapshot::load(&path) {
+        Ok(s) => SessionEntry {
+            mode: if s.meta.extra.get(MODE_KEY).is_some_and(|m| m == "write") {
+                Mode::Write
+            } else {
+                Mode::Chat
+            },
+            name,
+            tokens: s.meta.tokens,
+            created: s.meta.created.clone(),
+            tail: one_line_tail(&s.meta.text_tail, 60),
+        },
+        Err(e) => SessionEntry {
+            name,
+            tokens: 0,
+            created: String::new(),
+            tail: format!("(unreadable: {e})"),
+            mode: Mode::Chat,
+        },
+    }
+}
+
+/// The last `n` characters of text, on one line.
+fn one_line_tail(s: &str, n: usize) -> String {
+    let flat: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let count = flat.chars().count();
+    flat.chars().skip(count.saturating_sub(n)).collect()
+}

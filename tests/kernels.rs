@@ -1,0 +1,365 @@
+//! Every SIMD kernel set agrees with the scalar reference: matrix–vector
+//! and matrix–matrix products for each weight dtype, the widening and
+//! probe helpers, and the wkv7 step, on random shapes including lengths
+//! that are not multiples of any vector width or block size.
+
+use quill::kernels::{self, matmul, Matrix, WeightDtype, I8_BLOCK};
+
+/// xorshift64*: deterministic inputs without a dev-dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Uniform in [-1, 1).
+    fn f(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+
+    fn vec(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.f()).collect()
+    }
+}
+
+/// The SIMD sets this CPU runs (none on a machine without AVX2/NEON, in
+/// which case the comparisons are vacuous and say so).
+fn simd_sets() -> Vec<&'static str> {
+    let sets: Vec<&str> = kernels::available()
+        .iter()
+        .map(|k| k.name)
+        .filter(|&n| n != "scalar")
+        .collect();
+    if sets.is_empty() {
+        eprintln!("!!! no SIMD kernel set on this CPU: only the scalar path is tested !!!");
+    }
+    sets
+}
+
+/// `Σ|w||x|` per output: the scale a rounding difference is relative to.
+fn magnitudes(w: &[f32], x: &[f32], rows: usize, cols: usize, t: usize) -> Vec<f32> {
+    let mut m = vec![0.0; t * rows];
+    for ti in 0..t {
+        for r in 0..rows {
+            m[ti * rows + r] = (0..cols)
+                .map(|c| (w[r * cols + c] * x[ti * cols + c]).abs())
+                .sum();
+        }
+    }
+    m
+}
+
+fn product(set: &str, w: &Matrix, x: &[f32], t: usize) -> Vec<f32> {
+    let mut y = vec![f32::NAN; t * w.rows];
+    kernels::with_kernels(set, || matmul(w, x, t, &mut y)).unwrap();
+    y
+}
+
+/// Compares `set` against scalar for one shape and dtype; both see the
+/// same (already rounded or quantised) weights, so only the summation
+/// order differs: 1e-5 relative to Σ|w·x| is ~100 f32 ulps.
+fn check_product(rng: &mut Rng, set: &str, dtype: WeightDtype, rows: usize, cols: usize, t: usize) {
+    let wf = rng.vec(rows * cols);
+    let x = rng.vec(t * cols);
+    let w = Matrix::from_f32(rows, cols, wf.clone()).convert(dtype);
+    let want = product("scalar", &w, &x, t);
+    let got = product(set, &w, &x, t);
+    let mag = magnitudes(&wf, &x, rows, cols, t);
+    for i in 0..want.len() {
+        let tol = 1e-5 * mag[i] + 1e-6;
+        assert!(
+            (want[i] - got[i]).abs() <= tol,
+            "{set} {dtype} {rows}×{cols} t={t}: y[{i}] = {} vs scalar {} (tol {tol:e})",
+            got[i],
+            want[i]
+        );
+    }
+}
+
+const COLS: [usize; 14] = [1, 3, 7, 8, 9, 15, 16, 17, 31, 63, 64, 65, 130, 257];
+
+#[test]
+fn matvec_simd_matches_scalar() {
+    let mut rng = Rng(0x1234_5678);
+    for set in simd_sets() {
+        for dtype in WeightDtype::ALL {
+            for rows in [1, 3, 4, 5, 9] {
+                for cols in COLS {
+                    check_product(&mut rng, set, dtype, rows, cols, 1);
+                }
+            }
+            // Big enough to be split across threads, with odd row counts.
+            check_product(&mut rng, set, dtype, 4099, 67, 1);
+            check_product(&mut rng, set, dtype, 301, 1000, 1);
+        }
+    }
+}
+
+#[test]
+fn matmul_simd_matches_scalar() {
+    let mut rng = Rng(0x9abc_def0);
+    for set in simd_sets() {
+        for dtype in WeightDtype::ALL {
+            for (rows, t) in [(1, 2), (15, 3), (16, 6), (17, 7), (40, 13)] {
+                for cols in [1, 9, 64, 255, 256, 257, 300] {
+                    check_product(&mut rng, set, dtype, rows, cols, t);
+                }
+            }
+            // Several k-blocks, row groups and token tiles, run in parallel.
+            check_product(&mut rng, set, dtype, 333, 600, 20);
+        }
+    }
+}
+
+/// The blocked matrix–matrix product and the matrix–vector kernels are
+/// two code paths for the same numbers: they must agree token by token,
+/// in every set (sequence mode must match serial decoding). For int8 the
+/// matrix–vector path also rounds x to int16 per block (≤ 1/65534 of the
+/// block's largest |x|, so ≤ ~3e-5 of Σ|w·x| for these inputs).
+#[test]
+fn matmul_matches_matvec_per_token() {
+    let mut rng = Rng(42);
+    let sets: Vec<&str> = kernels::available().iter().map(|k| k.name).collect();
+    for set in sets {
+        for dtype in WeightDtype::ALL {
+            let (rows, cols, t) = (70, 1030, 9);
+            let wf = rng.vec(rows * cols);
+            let x = rng.vec(t * cols);
+            let w = Matrix::from_f32(rows, cols, wf.clone()).convert(dtype);
+            let all = product(set, &w, &x, t);
+            let mag = magnitudes(&wf, &x, rows, cols, t);
+            let rel = if dtype == WeightDtype::Int8 {
+                1e-4
+            } else {
+                1e-5
+            };
+            for ti in 0..t {
+                let one = product(set, &w, &x[ti * cols..(ti + 1) * cols], 1);
+                for (r, &o) in one.iter().enumerate() {
+                    let i = ti * rows + r;
+                    assert!(
+                        (all[i] - o).abs() <= rel * mag[i] + 1e-6,
+                        "{set} {dtype}: token {ti} row {r}: matmul {} vs matvec {o}",
+                        all[i]
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn helpers_simd_match_scalar() {
+    let mut rng = Rng(7);
+    let scalar = kernels::by_name("scalar").unwrap();
+    for set in simd_sets() {
+        let ks = kernels::by_name(set).unwrap();
+        for n in COLS.iter().copied().chain([1000, 4097]) {
+            let w = rng.vec(n);
+            let x = rng.vec(n);
+            let mag: f32 = w.iter().zip(&x).map(|(a, b)| (a * b).abs()).sum();
+            let close = |a: f32, b: f32, what: &str| {
+                assert!(
+                    (a - b).abs() <= 1e-5 * mag + 1e-6,
+                    "{set} {what} n={n}: {a} vs {b}"
+                )
+            };
+            close((ks.dot_f32)(&w, &x), (scalar.dot_f32)(&w, &x), "dot_f32");
+            let bf: Vec<u16> = w
+                .iter()
+                .map(|&v| half::bf16::from_f32(v).to_bits())
+                .collect();
+            let hf: Vec<u16> = w
+                .iter()
+                .map(|&v| half::f16::from_f32(v).to_bits())
+                .collect();
+            close(
+                (ks.dot_bf16)(&bf, &x),
+                (scalar.dot_bf16)(&bf, &x),
+                "dot_bf16",
+            );
+            close((ks.dot_f16)(&hf, &x), (scalar.dot_f16)(&hf, &x), "dot_f16");
+            let sum_mag: f32 = x.iter().map(|v| v.abs()).sum();
+            let (a, b) = ((ks.sum_f32)(&x), (scalar.sum_f32)(&x));
+            assert!(
+                (a - b).abs() <= 1e-5 * sum_mag,
+                "{set} sum_f32 n={n}: {a} vs {b}"
+            );
+            // Widening is exact in every set.
+            let (mut o1, mut o2) = (vec![0.0; n], vec![0.0; n]);
+            (ks.widen_bf16)(&bf, &mut o1);
+            (scalar.widen_bf16)(&bf, &mut o2);
+            assert_eq!(o1, o2, "{set} widen_bf16 n={n}");
+            (ks.widen_f16)(&hf, &mut o1);
+            (scalar.widen_f16)(&hf, &mut o2);
+            assert_eq!(o1, o2, "{set} widen_f16 n={n}");
+            let q: Vec<i8> = (0..n)
+                .map(|i| (rng.next() % 255) as i8 ^ (i as i8))
+                .collect();
+            let scales = rng.vec(n.div_ceil(I8_BLOCK));
+            (ks.widen_i8)(&q, &scales, &mut o1);
+            (scalar.widen_i8)(&q, &scales, &mut o2);
+            assert_eq!(o1, o2, "{set} widen_i8 n={n}");
+        }
+        assert!((ks.fma_probe)(10) > 0.0);
+    }
+}
+
+/// Runs `steps` wkv7 steps with `set` from the same state and inputs.
+fn wkv7_run(set: &str, n: usize, steps: usize, seed: u64) -> (Vec<f32>, Vec<f32>) {
+    let mut rng = Rng(seed);
+    let ks = kernels::by_name(set).unwrap();
+    let mut s = rng.vec(n * n);
+    let mut ys = Vec::new();
+    for _ in 0..steps {
+        let r = rng.vec(n);
+        // Decays in (0, 1) as the model makes them.
+        let w: Vec<f32> = (0..n).map(|_| 0.5 + 0.49 * rng.f()).collect();
+        let k = rng.vec(n);
+        let v = rng.vec(n);
+        let nkk = rng.vec(n);
+        let kka: Vec<f32> = rng.vec(n).iter().map(|a| a * 0.2).collect();
+        let mut y = vec![0.0; n];
+        (ks.wkv7)(&mut s, n, &r, &w, &k, &v, &nkk, &kka, &mut y);
+        ys.extend(y);
+    }
+    (s, ys)
+}
+
+#[test]
+fn wkv7_simd_matches_scalar() {
+    for set in simd_sets() {
+        for n in [1, 3, 4, 5, 8, 13, 16, 24, 33, 64] {
+            let (s0, y0) = wkv7_run("scalar", n, 6, n as u64 + 1);
+            let (s1, y1) = wkv7_run(set, n, 6, n as u64 + 1);
+            let scale = s0.iter().chain(&y0).fold(1.0f32, |m, v| m.max(v.abs()));
+            for (a, b) in s0.iter().zip(&s1).chain(y0.iter().zip(&y1)) {
+                assert!(
+                    (a - b).abs() <= 1e-5 * scale,
+                    "{set} wkv7 n={n}: {a} vs {b}"
+                );
+            }
+        }
+    }
+}
+
+/// The chunk driver (heads in parallel) against the reference step applied
+/// head by head, token by token.
+#[test]
+fn wkv7_chunk_matches_reference_steps() {
+    let (h, n, t) = (5, 16, 7);
+    let c = h * n;
+    let mut rng = Rng(99);
+    let inputs: Vec<Vec<f32>> = (0..6).map(|_| rng.vec(t * c)).collect();
+    let w: Vec<f32> = inputs[1].iter().map(|v| 0.5 + 0.49 * v).collect();
+    let state0 = rng.vec(h * n * n);
+    let mut s_ref = state0.clone();
+    let mut y_ref = vec![0.0; t * c];
+    for ti in 0..t {
+        for hi in 0..h {
+            let sl = ti * c + hi * n..ti * c + (hi + 1) * n;
+            kernels::wkv7_step(
+                &mut s_ref[hi * n * n..(hi + 1) * n * n],
+                n,
+                &inputs[0][sl.clone()],
+                &w[sl.clone()],
+                &inputs[2][sl.clone()],
+                &inputs[3][sl.clone()],
+                &inputs[4][sl.clone()],
+                &inputs[5][sl.clone()],
+                &mut y_ref[sl],
+            );
+        }
+    }
+    for set in kernels::available() {
+        let mut s = state0.clone();
+        let mut y = vec![0.0; t * c];
+        kernels::with_kernels(set.name, || {
+            kernels::wkv7_chunk(
+                &mut s, h, n, t, &inputs[0], &w, &inputs[2], &inputs[3], &inputs[4], &inputs[5],
+                &mut y,
+            )
+        })
+        .unwrap();
+        let scale = s_ref
+            .iter()
+            .chain(&y_ref)
+            .fold(1.0f32, |m, v| m.max(v.abs()));
+        for (a, b) in s.iter().zip(&s_ref).chain(y.iter().zip(&y_ref)) {
+            assert!(
+                (a - b).abs() <= 1e-5 * scale,
+                "{}: wkv7_chunk {a} vs {b}",
+                set.name
+            );
+        }
+    }
+}
+
+#[test]
+fn unknown_or_foreign_sets_are_refused() {
+    assert!(kernels::by_name("nonsense").is_none());
+    assert!(kernels::with_kernels("nonsense", || ()).is_err());
+    #[cfg(target_arch = "x86_64")]
+    assert!(kernels::by_name("neon").is_none());
+    #[cfg(target_arch = "aarch64")]
+    assert!(kernels::by_name("avx2").is_none());
+}
+
+/// int8 quantisation: per-block scales reproduce each weight within half a
+/// step of its block.
+#[test]
+fn int8_quantisation_error_is_half_a_step() {
+    let mut rng = Rng(5);
+    let (rows, cols) = (7, 3 * I8_BLOCK + 5);
+    let wf = rng.vec(rows * cols);
+    let w = Matrix::from_f32(rows, cols, wf.clone()).convert(WeightDtype::Int8);
+    let mut row = vec![0.0; cols];
+    for r in 0..rows {
+        w.row_f32(r, &mut row);
+        for (b, (blk, got)) in wf[r * cols..(r + 1) * cols]
+            .chunks(I8_BLOCK)
+            .zip(row.chunks(I8_BLOCK))
+            .enumerate()
+        {
+            let step = blk.iter().fold(0.0f32, |m, v| m.max(v.abs())) / 127.0;
+            for (a, g) in blk.iter().zip(got) {
+                assert!(
+                    (a - g).abs() <= 0.5 * step * 1.0001,
+                    "row {r} block {b}: {a} → {g}"
+                );
+            }
+        }
+    }
+}
+
+/// int16 activation quantisation (int8 decode): every value within half a
+/// step of its block's scale, the block maximum exact, zeros kept zero.
+#[test]
+fn x16_quantisation_error_is_half_a_step() {
+    let mut rng = Rng(77);
+    let mut x: Vec<f32> = (0..3 * I8_BLOCK + 9).map(|_| rng.f() * 50.0).collect();
+    x[5] = 0.0;
+    x[I8_BLOCK..2 * I8_BLOCK].fill(0.0);
+    let (mut q, mut s) = (Vec::new(), Vec::new());
+    kernels::quantize_x16(&x, &mut q, &mut s);
+    assert_eq!((q.len(), s.len()), (x.len(), x.len().div_ceil(I8_BLOCK)));
+    for (b, blk) in x.chunks(I8_BLOCK).enumerate() {
+        let amax = blk.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        assert_eq!(s[b], amax / 32767.0);
+        for (i, &v) in blk.iter().enumerate() {
+            let got = q[b * I8_BLOCK + i] as f32 * s[b];
+            assert!(
+                (got - v).abs() <= 0.5 * s[b] * 1.0001,
+                "block {b} [{i}]: {v} → {got}"
+            );
+            if v.abs() == amax && amax > 0.0 {
+                assert_eq!(q[b * I8_BLOCK + i].unsigned_abs(), 32767);
+            }
+        }
+    }
+    assert_eq!(q[5], 0);
+}
