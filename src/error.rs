@@ -82,7 +82,7 @@ impl QuillError {
 }
 
 /// What to do about a file that cannot be read, when the OS error says.
-fn read_hint(e: &std::io::Error) -> &'static str {
+pub(crate) fn read_hint(e: &std::io::Error) -> &'static str {
     match e.kind() {
         std::io::ErrorKind::NotFound => "; check the path",
         std::io::ErrorKind::PermissionDenied => "; check the file's permissions",

@@ -84,7 +84,7 @@ pub enum ChatError {
     #[error("no folder for sessions: set QUILL_DATA_DIR or XDG_DATA_HOME")]
     NoDataDir,
     /// A file or folder that could not be read or written.
-    #[error("{path}: {error}")]
+    #[error("{path}: {error}{hint}", hint = crate::error::read_hint(.error))]
     Io {
         /// The file or folder.
         path: PathBuf,
