@@ -209,12 +209,23 @@ pub fn with_kernels<R>(name: &str, f: impl FnOnce() -> R) -> Result<R> {
 /// about what 256 KiB take to stream.
 const PAR_MIN_BYTES: usize = 256 << 10;
 
-/// Rows handled per parallel task in a matrix–vector product: a multiple
-/// of 4 (the SIMD kernels do 4 rows at a time) reading ≥ ~64 KiB, so the
-/// hand-off cost stays negligible while leaving tasks to balance threads.
-fn rows_per_task(cols: usize, elem: usize) -> usize {
-    (65536 / (cols * elem).max(1))
-        .clamp(1, 4096)
+/// Bytes of weights a parallel task of a matrix–vector product reads.
+///
+/// Why this large: each task starts its row streams cold, and a hand-off
+/// costs a few microseconds; with 64 KiB tasks a 0.4B decode streamed
+/// ~15% below the rate of 512 KiB–1 MiB tasks (A/B runs of the kernels
+/// over the 0.4B shapes, interleaved with the bandwidth probe, since this
+/// machine's bandwidth drifts). Still small enough that a matrix
+/// of 2 MiB (1024² bf16) gives each of 2–4 threads work.
+const TASK_BYTES: usize = 512 << 10;
+
+/// Rows handled per parallel task of a `rows × cols` product: a multiple of
+/// 4 (the SIMD kernels do 4 rows at a time) reading about [`TASK_BYTES`],
+/// but no more than an equal share per thread, so every thread gets work.
+fn rows_per_task(rows: usize, cols: usize, elem: usize, threads: usize) -> usize {
+    (TASK_BYTES / (cols * elem).max(1))
+        .min(rows.div_ceil(threads.max(1)))
+        .clamp(1, 1 << 16)
         .next_multiple_of(4)
 }
 
@@ -229,25 +240,53 @@ pub fn matvec(w: &Matrix, x: &[f32], y: &mut [f32]) {
 /// also reads each weight once per call, widened to f32 once and applied to
 /// all `t` inputs while it sits in cache.
 pub fn matmul(w: &Matrix, x: &[f32], t: usize, y: &mut [f32]) {
-    assert_eq!(x.len(), t * w.cols, "matmul input shape");
-    assert_eq!(y.len(), t * w.rows, "matmul output shape");
-    if t == 0 || w.rows == 0 {
-        return;
-    }
-    if w.cols == 0 {
-        y.fill(0.0);
-        return;
+    matmul_many(t, &mut [Product { w, x, y }]);
+}
+
+/// One product `y = X·Wᵀ` of a [`matmul_many`] batch.
+pub struct Product<'a> {
+    /// The weights (rows × cols).
+    pub w: &'a Matrix,
+    /// t × cols inputs.
+    pub x: &'a [f32],
+    /// t × rows outputs.
+    pub y: &'a mut [f32],
+}
+
+/// Several independent products over the same `t` tokens, as one parallel
+/// pass. For decode (`t = 1`) every product's rows are cut into tasks and
+/// all tasks go to the pool together: one fork/join instead of one per
+/// product, and the small LoRA products, each too small to split, run side
+/// by side instead of one after another on one thread. For `t > 1` each
+/// product is a blocked GEMM, parallel inside.
+pub fn matmul_many(t: usize, products: &mut [Product<'_>]) {
+    for p in products.iter() {
+        assert_eq!(p.x.len(), t * p.w.cols, "matmul input shape");
+        assert_eq!(p.y.len(), t * p.w.rows, "matmul output shape");
     }
     let ks = active();
-    if t == 1 {
-        matvec_with(ks, w, x, y);
-    } else {
-        gemm::gemm(ks, w, x, t, y);
+    let mut todo = Vec::with_capacity(products.len());
+    for p in products.iter_mut() {
+        if t == 0 || p.w.rows == 0 {
+            continue;
+        }
+        if p.w.cols == 0 {
+            p.y.fill(0.0);
+        } else if t == 1 {
+            todo.push(p);
+        } else {
+            gemm::gemm(ks, p.w, p.x, t, p.y);
+        }
+    }
+    if !todo.is_empty() {
+        matvecs(ks, &mut todo);
     }
 }
 
 /// `y = W[r0..r0+y.len()]·x` with the set's row kernel for W's dtype;
-/// `xq` is x quantised by [`quantize_x16`] (int8 weights only).
+/// `xq` is x quantised by [`quantize_x16`] (int8 weights only). The kernel
+/// is given the rest of the matrix too, which it only prefetches, so the
+/// rows after this task's are warm for whoever takes them.
 fn rows_dispatch(
     ks: &KernelSet,
     w: &Matrix,
@@ -256,40 +295,55 @@ fn rows_dispatch(
     xq: &(Vec<i16>, Vec<f32>),
     out: &mut [f32],
 ) {
-    let (c, n) = (w.cols, out.len());
+    let c = w.cols;
     match &w.data {
-        MatData::F32(s) => (ks.rows_f32)(&s.as_slice()[r0 * c..(r0 + n) * c], x, out),
-        MatData::BF16(s) => (ks.rows_bf16)(&s.as_slice()[r0 * c..(r0 + n) * c], x, out),
-        MatData::F16(s) => (ks.rows_f16)(&s.as_slice()[r0 * c..(r0 + n) * c], x, out),
+        MatData::F32(s) => (ks.rows_f32)(&s.as_slice()[r0 * c..], x, out),
+        MatData::BF16(s) => (ks.rows_bf16)(&s.as_slice()[r0 * c..], x, out),
+        MatData::F16(s) => (ks.rows_f16)(&s.as_slice()[r0 * c..], x, out),
         MatData::I8 { q, scales } => {
             let nb = w.i8_blocks_per_row();
-            (ks.rows_i8)(
-                &q[r0 * c..(r0 + n) * c],
-                &scales[r0 * nb..(r0 + n) * nb],
-                &xq.0,
-                &xq.1,
-                out,
-            )
+            (ks.rows_i8)(&q[r0 * c..], &scales[r0 * nb..], &xq.0, &xq.1, out)
         }
     }
 }
 
-fn matvec_with(ks: &'static KernelSet, w: &Matrix, x: &[f32], y: &mut [f32]) {
-    // x is quantised once per product, shared by every row and thread.
-    let mut xq = (Vec::new(), Vec::new());
-    if matches!(w.data, MatData::I8 { .. }) {
-        quantize_x16(x, &mut xq.0, &mut xq.1);
-    }
-    if w.byte_len() < PAR_MIN_BYTES || threads() == 1 {
-        rows_dispatch(ks, w, 0, x, &xq, y);
+/// Matrix–vector products, all rows of all of them in one parallel pass
+/// (or on the calling thread when there is too little to share).
+fn matvecs(ks: &'static KernelSet, products: &mut [&mut Product<'_>]) {
+    // x is quantised once per int8 product, shared by every row and thread.
+    let xqs: Vec<(Vec<i16>, Vec<f32>)> = products
+        .iter()
+        .map(|p| {
+            let mut xq = (Vec::new(), Vec::new());
+            if matches!(p.w.data, MatData::I8 { .. }) {
+                quantize_x16(p.x, &mut xq.0, &mut xq.1);
+            }
+            xq
+        })
+        .collect();
+    let bytes: usize = products.iter().map(|p| p.w.byte_len()).sum();
+    let threads = threads();
+    if bytes < PAR_MIN_BYTES || threads == 1 {
+        for (p, xq) in products.iter_mut().zip(&xqs) {
+            rows_dispatch(ks, p.w, 0, p.x, xq, p.y);
+        }
         return;
     }
-    let chunk = rows_per_task(w.cols, w.dtype_size());
+    let inputs: Vec<(&Matrix, &[f32])> = products.iter().map(|p| (p.w, p.x)).collect();
+    // (product, first row, output rows) per task.
+    let mut tasks = Vec::new();
+    for (i, p) in products.iter_mut().enumerate() {
+        let chunk = rows_per_task(p.w.rows, p.w.cols, p.w.dtype_size(), threads);
+        for (j, out) in p.y.chunks_mut(chunk).enumerate() {
+            tasks.push((i, j * chunk, out));
+        }
+    }
     install(|| {
         use rayon::prelude::*;
-        y.par_chunks_mut(chunk)
-            .enumerate()
-            .for_each(|(i, out)| rows_dispatch(ks, w, i * chunk, x, &xq, out));
+        tasks.into_par_iter().for_each(|(i, r0, out)| {
+            let (w, x) = inputs[i];
+            rows_dispatch(ks, w, r0, x, &xqs[i], out)
+        });
     });
 }
 

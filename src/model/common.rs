@@ -279,6 +279,11 @@ impl Lora {
         self.down.rows * self.down.cols + self.up.rows * self.up.cols
     }
 
+    /// A zeroed buffer for the down-projection of `t` rows (t × D).
+    pub fn mid(&self, t: usize) -> Vec<f32> {
+        vec![0.0; t * self.down.rows]
+    }
+
     /// `up(act(down(x)))` for `t` rows.
     pub fn apply(&self, x: &[f32], t: usize, act: impl Fn(f32) -> f32 + Send + Sync) -> Vec<f32> {
         let mut mid = vec![0.0; t * self.down.rows];

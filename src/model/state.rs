@@ -30,6 +30,21 @@ pub struct State {
 pub const V4_FRESH_PP: f32 = -1e30;
 
 impl State {
+    /// Lengths of one layer's `att_x`, `wkv` and `ffn_x` for a model's
+    /// dims: what [`State::new`] allocates, known without allocating.
+    pub fn layer_shape(
+        version: RwkvVersion,
+        n_embd: usize,
+        n_head: usize,
+        head_size: usize,
+    ) -> [usize; 3] {
+        let wkv = match version {
+            RwkvVersion::V4 => 3 * n_embd,
+            _ => n_head * head_size * head_size,
+        };
+        [n_embd, wkv, n_embd]
+    }
+
     /// A fresh (empty-context) state.
     pub fn new(
         version: RwkvVersion,
@@ -38,21 +53,15 @@ impl State {
         n_head: usize,
         head_size: usize,
     ) -> Self {
-        let layer = match version {
-            RwkvVersion::V4 => {
-                let mut wkv = vec![0.0; 3 * n_embd];
-                wkv[2 * n_embd..].fill(V4_FRESH_PP);
-                LayerState {
-                    att_x: vec![0.0; n_embd],
-                    wkv,
-                    ffn_x: vec![0.0; n_embd],
-                }
-            }
-            _ => LayerState {
-                att_x: vec![0.0; n_embd],
-                wkv: vec![0.0; n_head * head_size * head_size],
-                ffn_x: vec![0.0; n_embd],
-            },
+        let [att, wkv_len, ffn] = State::layer_shape(version, n_embd, n_head, head_size);
+        let mut wkv = vec![0.0; wkv_len];
+        if version == RwkvVersion::V4 {
+            wkv[2 * n_embd..].fill(V4_FRESH_PP);
+        }
+        let layer = LayerState {
+            att_x: vec![0.0; att],
+            wkv,
+            ffn_x: vec![0.0; ffn],
         };
         State {
             version,

@@ -5,7 +5,7 @@
 use super::common::{lerp_rows, project, shift_delta, sigmoid, Layer, Loader, Lora, Norm};
 use super::Dims;
 use crate::error::Result;
-use crate::kernels::{for_rows, for_rows2, wkv7_chunk, Matrix};
+use crate::kernels::{for_rows, for_rows2, matmul_many, wkv7_chunk, Matrix, Product};
 
 /// One RWKV-7 layer's weights.
 pub struct Block {
@@ -179,32 +179,115 @@ impl Block {
         let xv = lerp_rows(xx, &sx, &self.x_v);
         let xa = lerp_rows(xx, &sx, &self.x_a);
         let xg = lerp_rows(xx, &sx, &self.x_g);
-        // 2. projections.
-        let r = project(&self.receptance, &xr, t);
-        let mut k = project(&self.key, &xk, t);
-        let mut v = project(&self.value, &xv, t);
+        // 2. projections, with the first halves of the LoRAs of steps 3–6
+        // (all independent: one parallel pass, see `matmul_many`).
+        let mut r = vec![0.0; t * c];
+        let mut k = vec![0.0; t * c];
+        let mut v = vec![0.0; t * c];
+        let mut w_mid = self.w_lora.mid(t);
+        let mut a_mid = self.a_lora.mid(t);
+        let mut g_mid = self.g_lora.mid(t);
+        let mut v_mid = self.v_gate.as_ref().map_or(Vec::new(), |(_, l)| l.mid(t));
+        {
+            let mut products = vec![
+                Product {
+                    w: &self.receptance,
+                    x: &xr,
+                    y: &mut r,
+                },
+                Product {
+                    w: &self.key,
+                    x: &xk,
+                    y: &mut k,
+                },
+                Product {
+                    w: &self.value,
+                    x: &xv,
+                    y: &mut v,
+                },
+                Product {
+                    w: &self.w_lora.down,
+                    x: &xw,
+                    y: &mut w_mid,
+                },
+                Product {
+                    w: &self.a_lora.down,
+                    x: &xa,
+                    y: &mut a_mid,
+                },
+                Product {
+                    w: &self.g_lora.down,
+                    x: &xg,
+                    y: &mut g_mid,
+                },
+            ];
+            if let Some((_, l)) = &self.v_gate {
+                products.push(Product {
+                    w: &l.down,
+                    x: &xv,
+                    y: &mut v_mid,
+                });
+            }
+            matmul_many(t, &mut products);
+        }
+        // The LoRAs' activations (3: tanh, 5: σ; 4 and 6 have none), then
+        // their second halves, again as one pass.
+        for_rows(&mut w_mid, self.w_lora.down.rows, |_, row| {
+            row.iter_mut().for_each(|x| *x = x.tanh())
+        });
+        for_rows(&mut g_mid, self.g_lora.down.rows, |_, row| {
+            row.iter_mut().for_each(|x| *x = sigmoid(*x))
+        });
+        let mut w = vec![0.0; t * c];
+        let mut a = vec![0.0; t * c];
+        let mut g = vec![0.0; t * c];
+        let mut gate = vec![0.0; if self.v_gate.is_some() { t * c } else { 0 }];
+        {
+            let mut products = vec![
+                Product {
+                    w: &self.w_lora.up,
+                    x: &w_mid,
+                    y: &mut w,
+                },
+                Product {
+                    w: &self.a_lora.up,
+                    x: &a_mid,
+                    y: &mut a,
+                },
+                Product {
+                    w: &self.g_lora.up,
+                    x: &g_mid,
+                    y: &mut g,
+                },
+            ];
+            if let Some((_, l)) = &self.v_gate {
+                products.push(Product {
+                    w: &l.up,
+                    x: &v_mid,
+                    y: &mut gate,
+                });
+            }
+            matmul_many(t, &mut products);
+        }
         // 3. decay w = exp(−0.606531·σ(w0 + tanh(xw·w1)·w2)), in f32.
         // (Element-wise passes run on row-parallel `for_rows`.)
-        let mut w = self.w_lora.apply(&xw, t, f32::tanh);
         for_rows(&mut w, c, |_, row| {
             for (wi, &w0) in row.iter_mut().zip(&self.w0) {
                 *wi = (-0.606531 * sigmoid(w0 + *wi)).exp();
             }
         });
         // 4. in-context learning rate a = σ(a0 + (xa·a1)·a2).
-        let mut a = self.a_lora.apply(&xa, t, |x| x);
         for_rows(&mut a, c, |_, row| {
             for (ai, &a0) in row.iter_mut().zip(&self.a0) {
                 *ai = sigmoid(a0 + *ai);
             }
         });
-        // 5. gate g = σ(xg·g1)·g2.
-        let g = self.g_lora.apply(&xg, t, sigmoid);
-        // 6. value residual: layer 0 defines v_first, later layers lerp to it.
+        // 5. gate g = σ(xg·g1)·g2: done above.
+        // 6. value residual: layer 0 defines v_first, later layers lerp to
+        //    it by σ(v0 + (xv·v1)·v2).
         match &self.v_gate {
             None => *v_first = v.clone(),
-            Some((v0, lora)) => {
-                let gate = lora.apply(&xv, t, |x| x);
+            Some((v0, _)) => {
                 let vf: &[f32] = v_first;
                 for_rows(&mut v, c, |ti, row| {
                     let o = ti * c;
