@@ -94,6 +94,8 @@ pub struct BenchOptions {
     pub prompt_tokens: usize,
     /// Tokens generated (greedily) for the decode measurement.
     pub gen_tokens: usize,
+    /// Rounds of (prefill, decode, probes); figures are the medians.
+    pub rounds: usize,
 }
 
 impl Default for BenchOptions {
@@ -105,6 +107,7 @@ impl Default for BenchOptions {
             threads: 0,
             prompt_tokens: 512,
             gen_tokens: 128,
+            rounds: 1,
         }
     }
 }
@@ -162,6 +165,16 @@ pub struct BenchReport {
     pub decode_cpu_share: f64,
     /// `peak_rss_bytes / file_bytes`.
     pub rss_ratio: f64,
+    /// Rounds measured (`--rounds`). Each round runs the prefill, the
+    /// decode and then both probes, so every ratio compares the engine with
+    /// the machine as it was at that moment (on a shared machine the
+    /// bandwidth drifts by ±30% within minutes); the figures above are the
+    /// medians over rounds.
+    pub rounds: usize,
+    /// `bandwidth_ratio` of each round, in order.
+    pub bandwidth_ratio_rounds: Vec<f64>,
+    /// `peak_ratio` of each round, in order.
+    pub peak_ratio_rounds: Vec<f64>,
 }
 
 /// Peak resident set size of this process in bytes (Linux `VmHWM`).
@@ -208,12 +221,13 @@ pub fn run(opts: &BenchOptions, progress: impl FnMut(&str)) -> Result<BenchRepor
     })
 }
 
-/// [`run`] with the probes supplied (`(read GB/s, peak GFLOP/s)`), so tests
-/// can check the report's arithmetic without a 1 GiB buffer.
+/// [`run`] with the probes supplied (`(read GB/s, peak GFLOP/s)`, called
+/// once per round), so tests can check the report's arithmetic without a
+/// 1 GiB buffer.
 fn run_with_probes(
     opts: &BenchOptions,
     mut progress: impl FnMut(&str),
-    probes: impl FnOnce() -> (f64, f64),
+    mut probes: impl FnMut() -> (f64, f64),
 ) -> Result<BenchReport> {
     if opts.prompt_tokens == 0 || opts.gen_tokens == 0 {
         return Err(QuillError::Invalid(
@@ -265,22 +279,45 @@ fn run_with_probes(
     let mut state = model.new_state();
     model.forward(&prompt[..prompt.len().min(8)], &mut state, Logits::Last)?;
 
-    progress(&format!("prefill of {} tokens", prompt.len()));
-    let mut state = model.new_state();
-    let (t0, c0) = (Instant::now(), process_cpu_seconds());
-    let mut logits = model.forward(&prompt, &mut state, Logits::Last)?;
-    let prefill_s = t0.elapsed().as_secs_f64();
-    let prefill_share = cpu_share(c0, prefill_s, threads);
+    let rounds = opts.rounds.max(1);
+    let mut runs = Vec::with_capacity(rounds);
+    let mut peak_rss = 0;
+    for round in 0..rounds {
+        let of = if rounds > 1 {
+            format!(" (round {} of {rounds})", round + 1)
+        } else {
+            String::new()
+        };
+        progress(&format!("prefill of {} tokens{of}", prompt.len()));
+        let mut state = model.new_state();
+        let (t0, c0) = (Instant::now(), process_cpu_seconds());
+        let mut logits = model.forward(&prompt, &mut state, Logits::Last)?;
+        let prefill_s = t0.elapsed().as_secs_f64();
+        let prefill_share = cpu_share(c0, prefill_s, threads);
 
-    progress(&format!("decode of {} tokens", opts.gen_tokens));
-    let (t0, c0) = (Instant::now(), process_cpu_seconds());
-    for _ in 0..opts.gen_tokens {
-        let next = argmax(&logits);
-        logits = model.forward(&[next], &mut state, Logits::Last)?;
+        progress(&format!("decode of {} tokens{of}", opts.gen_tokens));
+        let (t0, c0) = (Instant::now(), process_cpu_seconds());
+        for _ in 0..opts.gen_tokens {
+            let next = argmax(&logits);
+            logits = model.forward(&[next], &mut state, Logits::Last)?;
+        }
+        let decode_s = t0.elapsed().as_secs_f64();
+        let decode_share = cpu_share(c0, decode_s, threads);
+        if round == 0 {
+            // Before the first probe allocates its buffer.
+            peak_rss = peak_rss_bytes().unwrap_or(0);
+        }
+        progress(&format!("read-bandwidth and FMA-peak probes{of}"));
+        let (bw, peak) = probes();
+        runs.push(Round {
+            prefill_s,
+            decode_s,
+            prefill_share,
+            decode_share,
+            bw,
+            peak,
+        });
     }
-    let decode_s = t0.elapsed().as_secs_f64();
-    let decode_share = cpu_share(c0, decode_s, threads);
-    let peak_rss = peak_rss_bytes().unwrap_or(0);
 
     let bytes_per_token = model.bytes_per_token() as u64;
     let prefill_flops = 2.0 * model.block_macs_per_token() as f64 * prompt.len() as f64
@@ -289,12 +326,12 @@ fn run_with_probes(
     let kernel_name = kernels::active().name.to_string();
     drop(model);
 
-    progress("read-bandwidth and FMA-peak probes");
-    let (probe_bw, probe_peak) = probes();
-
-    let decode_tps = opts.gen_tokens as f64 / decode_s;
-    let bandwidth = bytes_per_token as f64 * decode_tps / 1e9;
-    let prefill_gflops = prefill_flops / prefill_s / 1e9;
+    let decode_tps = |r: &Round| opts.gen_tokens as f64 / r.decode_s;
+    let bandwidth = |r: &Round| bytes_per_token as f64 * decode_tps(r) / 1e9;
+    let gflops = |r: &Round| prefill_flops / r.prefill_s / 1e9;
+    let med = |f: &dyn Fn(&Round) -> f64| median(runs.iter().map(f).collect());
+    let bandwidth_ratio_rounds: Vec<f64> = runs.iter().map(|r| bandwidth(r) / r.bw).collect();
+    let peak_ratio_rounds: Vec<f64> = runs.iter().map(|r| gflops(r) / r.peak).collect();
     Ok(BenchReport {
         model: name,
         kernels: kernel_name,
@@ -303,22 +340,51 @@ fn run_with_probes(
         prompt_tokens: prompt.len(),
         gen_tokens: opts.gen_tokens,
         load_seconds,
-        prefill_tokens_per_s: prompt.len() as f64 / prefill_s,
-        decode_tokens_per_s: decode_tps,
+        prefill_tokens_per_s: med(&|r| prompt.len() as f64 / r.prefill_s),
+        decode_tokens_per_s: med(&decode_tps),
         bytes_per_token,
-        bandwidth_gbs: bandwidth,
-        probe_bandwidth_gbs: probe_bw,
-        bandwidth_ratio: bandwidth / probe_bw,
+        bandwidth_gbs: med(&bandwidth),
+        probe_bandwidth_gbs: med(&|r| r.bw),
+        bandwidth_ratio: median(bandwidth_ratio_rounds.clone()),
         prefill_flops,
-        prefill_gflops,
-        probe_peak_gflops: probe_peak,
-        peak_ratio: prefill_gflops / probe_peak,
+        prefill_gflops: med(&gflops),
+        probe_peak_gflops: med(&|r| r.peak),
+        peak_ratio: median(peak_ratio_rounds.clone()),
         peak_rss_bytes: peak_rss,
         file_bytes,
         rss_ratio: peak_rss as f64 / file_bytes as f64,
-        prefill_cpu_share: prefill_share,
-        decode_cpu_share: decode_share,
+        prefill_cpu_share: med(&|r| r.prefill_share),
+        decode_cpu_share: med(&|r| r.decode_share),
+        rounds,
+        bandwidth_ratio_rounds,
+        peak_ratio_rounds,
     })
+}
+
+/// One round's raw measurements.
+struct Round {
+    prefill_s: f64,
+    decode_s: f64,
+    prefill_share: f64,
+    decode_share: f64,
+    /// Probe read bandwidth, GB/s.
+    bw: f64,
+    /// Probe FMA peak, GFLOP/s.
+    peak: f64,
+}
+
+/// The median (the mean of the middle two for an even count); 0 if empty.
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 /// CPU seconds since `start` ÷ (wall seconds × threads); 0 if unknown.
@@ -662,5 +728,51 @@ mod tests {
         ] {
             assert!(json.get(key).is_some(), "missing {key}");
         }
+    }
+
+    #[test]
+    fn rounds_pair_each_measurement_with_its_own_probes() {
+        let file = synthetic_model_with(2, 64, 256, DType::F32, 3, "r").unwrap();
+        let dir = std::env::temp_dir().join(format!("quill-bench-r-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("m.safetensors");
+        std::fs::write(&path, file.bytes()).unwrap();
+        let opts = BenchOptions {
+            model: Some(path),
+            prompt_tokens: 10,
+            gen_tokens: 2,
+            rounds: 3,
+            ..BenchOptions::default()
+        };
+        // Probe figures that differ per round: 1, 2, 3 GB/s and 10, 20, 30 GFLOP/s.
+        let mut calls = 0.0;
+        let r = run_with_probes(
+            &opts,
+            |_| {},
+            || {
+                calls += 1.0;
+                (calls, 10.0 * calls)
+            },
+        )
+        .unwrap();
+        std::fs::remove_dir_all(&dir).ok();
+        assert_eq!(calls, 3.0, "one probe per round");
+        assert_eq!(r.rounds, 3);
+        assert_eq!(r.probe_bandwidth_gbs, 2.0);
+        assert_eq!(r.probe_peak_gflops, 20.0);
+        assert_eq!(r.bandwidth_ratio_rounds.len(), 3);
+        assert_eq!(r.peak_ratio_rounds.len(), 3);
+        // Each round's ratio is against that round's probe, and the
+        // reported ratio is their median (not median ÷ median).
+        assert_eq!(r.bandwidth_ratio, median(r.bandwidth_ratio_rounds.clone()));
+        assert_eq!(r.peak_ratio, median(r.peak_ratio_rounds.clone()));
+        assert!(r.bandwidth_ratio_rounds.iter().all(|&x| x > 0.0));
+    }
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(vec![]), 0.0);
     }
 }

@@ -28,6 +28,12 @@ pub struct Args {
     /// Generated tokens for the decode measurement.
     #[arg(long, default_value_t = 128)]
     gen: usize,
+    /// Measure N rounds (prefill, decode, then the probes, each round) and
+    /// report medians: on a shared machine bandwidth drifts within minutes,
+    /// and each round's ratios compare the engine with the machine as it
+    /// was then.
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=100))]
+    rounds: u16,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -45,6 +51,7 @@ pub fn run(a: Args) -> Result<()> {
         threads: a.threads,
         prompt_tokens: a.prompt,
         gen_tokens: a.gen,
+        rounds: a.rounds as usize,
     };
     let r = bench::run(&opts, |phase| eprintln!("bench: {phase}"))?;
     if a.json {
@@ -79,6 +86,20 @@ pub fn run(a: Args) -> Result<()> {
         r.probe_peak_gflops,
         100.0 * r.peak_ratio
     );
+    if r.rounds > 1 {
+        let pct = |v: &[f64]| {
+            v.iter()
+                .map(|x| format!("{:.0}%", 100.0 * x))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        println!(
+            "rounds             {} (medians above); bandwidth ratios {}; peak ratios {}",
+            r.rounds,
+            pct(&r.bandwidth_ratio_rounds),
+            pct(&r.peak_ratio_rounds)
+        );
+    }
     println!(
         "peak memory        {:.1} MB resident ({:.2}× the weights' {:.1} MB)",
         r.peak_rss_bytes as f64 / 1e6,
