@@ -372,6 +372,13 @@ unsafe fn rows_i8_raw(
     while r + 4 <= m {
         let mut acc = [_mm256_setzero_ps(); 4];
         let mut tails = [0.0f32; 4];
+        // The scales are a stream of their own (nb floats per row): fetch
+        // those of the rows the weight prefetch below runs ahead to.
+        if (r + 12) * n <= avail {
+            for qq in 8..12 {
+                _mm_prefetch::<_MM_HINT_T1>(scales.wrapping_add((r + qq) * nb) as *const i8);
+            }
+        }
         for b in 0..nb {
             let i0 = b * I8_BLOCK;
             let len = I8_BLOCK.min(n - i0);
