@@ -113,6 +113,18 @@ unsafe fn prefetch_group<T>(p: &[*const T; 4], off: usize) {
     }
 }
 
+/// Pointers to rows `r..r + 4` of a row-major matrix of `n` columns at `w`
+/// (the row groups the rows kernels work on).
+#[inline]
+unsafe fn four_rows<T>(w: *const T, r: usize, n: usize) -> [*const T; 4] {
+    [
+        w.add(r * n),
+        w.add((r + 1) * n),
+        w.add((r + 2) * n),
+        w.add((r + 3) * n),
+    ]
+}
+
 /// Generates a 1-row dot product with 4 accumulators for one weight type.
 macro_rules! dot_kernel {
     ($dot:ident, $t:ty, $ld:ident, $sc:expr) => {
@@ -156,12 +168,7 @@ macro_rules! row_kernels {
             let m = y.len();
             let mut r = 0;
             while r + 4 <= m {
-                let p = [
-                    w.add(r * n),
-                    w.add((r + 1) * n),
-                    w.add((r + 2) * n),
-                    w.add((r + 3) * n),
-                ];
+                let p = four_rows(w, r, n);
                 // Prefetch the next group of 4 rows while this one is summed
                 // (see `prefetch_group`); none past the last group.
                 let ahead = if (r + 8) * n <= avail { 4 * n } else { 0 };
@@ -284,12 +291,7 @@ unsafe fn rows_bf16_eo_raw(
     let high = _mm256_set1_epi32(0xffff_0000_u32 as i32);
     let mut r = 0;
     while r + 4 <= m {
-        let p = [
-            w.add(r * n),
-            w.add((r + 1) * n),
-            w.add((r + 2) * n),
-            w.add((r + 3) * n),
-        ];
+        let p = four_rows(w, r, n);
         // Prefetch the next group of 4 rows while this one is summed
         // (see `prefetch_group`); none past the last group.
         let ahead = if (r + 8) * n <= avail { 4 * n } else { 0 };
@@ -389,12 +391,7 @@ unsafe fn rows_i8_raw(
                 // C = 1024), and one group ahead left int8 decode ~6% slower
                 // (latency not hidden).
                 if (r + 12) * n <= avail {
-                    let p = [
-                        q.add(r * n + i0),
-                        q.add((r + 1) * n + i0),
-                        q.add((r + 2) * n + i0),
-                        q.add((r + 3) * n + i0),
-                    ];
+                    let p = four_rows(q.add(i0), r, n);
                     prefetch_group(&p, 8 * n);
                 }
                 let mut a = [_mm256_setzero_si256(); 4];
