@@ -460,35 +460,28 @@ fn rows_i8(q: &[i8], scales: &[f32], xq: &[i16], xs: &[f32], y: &mut [f32]) {
 
 // ------------------------------------------------------------------ widening
 
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn widen_bf16_raw(w: *const u16, out: &mut [f32]) {
-    let n = out.len();
-    let o = out.as_mut_ptr();
-    let mut i = 0;
-    while i + 8 <= n {
-        _mm256_storeu_ps(o.add(i), ld_bf16(w.add(i)));
-        i += 8;
-    }
-    while i < n {
-        *o.add(i) = bf16_to_f32(*w.add(i));
-        i += 1;
-    }
+/// Generates a widening loop (8 at a time, scalar tail) for one 16-bit type.
+macro_rules! widen_kernel {
+    ($name:ident, $ld:ident, $sc:expr) => {
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn $name(w: *const u16, out: &mut [f32]) {
+            let n = out.len();
+            let o = out.as_mut_ptr();
+            let mut i = 0;
+            while i + 8 <= n {
+                _mm256_storeu_ps(o.add(i), $ld(w.add(i)));
+                i += 8;
+            }
+            while i < n {
+                *o.add(i) = $sc(*w.add(i));
+                i += 1;
+            }
+        }
+    };
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn widen_f16_raw(w: *const u16, out: &mut [f32]) {
-    let n = out.len();
-    let o = out.as_mut_ptr();
-    let mut i = 0;
-    while i + 8 <= n {
-        _mm256_storeu_ps(o.add(i), ld_f16(w.add(i)));
-        i += 8;
-    }
-    while i < n {
-        *o.add(i) = f16_to_f32(*w.add(i));
-        i += 1;
-    }
-}
+widen_kernel!(widen_bf16_raw, ld_bf16, bf16_to_f32);
+widen_kernel!(widen_f16_raw, ld_f16, f16_to_f32);
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn widen_i8_raw(q: *const i8, scales: *const f32, out: &mut [f32]) {

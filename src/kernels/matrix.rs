@@ -203,29 +203,19 @@ impl Matrix {
     }
 
     /// Reads tensor `name` stored as (in, out) — the LoRA layout `x @ W` —
-    /// and transposes it into an owned f32 `out × in` matrix. LoRA factors
-    /// are small (C × 32..128), so the copy costs little memory.
+    /// and transposes it into an owned f32 `out × in` matrix (widening is
+    /// exact, so this is [`Matrix::from_file_transposed_stored`] in f32).
+    /// LoRA factors are small (C × 32..128), so the copy costs little memory.
     pub fn from_file_transposed(
         file: &Arc<WeightFile>,
         name: &str,
         inner: usize,
         outer: usize,
     ) -> Result<Self> {
-        let info = file.info(name)?;
-        if info.shape.len() != 2 || info.shape[0] != inner || info.shape[1] != outer {
-            return Err(QuillError::tensor(
-                name,
-                format!("has shape {:?}, expected [{inner}, {outer}]", info.shape),
-            ));
-        }
-        let src = bytes_to_f32(info.dtype, file.raw(info));
-        let mut t = vec![0.0f32; inner * outer];
-        for i in 0..inner {
-            for o in 0..outer {
-                t[o * inner + i] = src[i * outer + o];
-            }
-        }
-        Ok(Matrix::from_f32(outer, inner, t))
+        Ok(
+            Matrix::from_file_transposed_stored(file, name, inner, outer)?
+                .convert(WeightDtype::F32),
+        )
     }
 
     /// An owned f32 matrix.
@@ -450,7 +440,8 @@ pub fn quantize_x16(x: &[f32], xq: &mut Vec<i16>, xs: &mut Vec<f32>) {
     }
 }
 
-fn transpose<T: Copy + Default>(src: &[T], inner: usize, outer: usize) -> Vec<T> {
+/// `src` is `inner × outer` row-major; returns it `outer × inner`.
+pub fn transpose<T: Copy + Default>(src: &[T], inner: usize, outer: usize) -> Vec<T> {
     let mut t = vec![T::default(); inner * outer];
     for i in 0..inner {
         for o in 0..outer {

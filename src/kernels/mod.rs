@@ -33,7 +33,9 @@ use std::cell::Cell;
 use std::sync::OnceLock;
 
 use crate::error::{QuillError, Result};
-pub use matrix::{quantize_row, quantize_x16, MatData, Matrix, Store, WeightDtype, I8_BLOCK};
+pub use matrix::{
+    quantize_row, quantize_x16, transpose, MatData, Matrix, Store, WeightDtype, I8_BLOCK,
+};
 pub use threads::{install, physical_cores, set_threads, threads};
 pub use wkv::{wkv4_step, wkv5_step, wkv7_step};
 

@@ -14,7 +14,7 @@ use super::common::{
 };
 use super::Dims;
 use crate::error::{QuillError, Result};
-use crate::kernels::{matmul, Matrix};
+use crate::kernels::{matmul, transpose, Matrix};
 
 /// The five mixes of the data-dependent token shift, in `model.py` order.
 const MIXES: usize = 5;
@@ -66,16 +66,8 @@ pub fn load_block(l: &Loader, i: usize, d: &Dims) -> Result<Block> {
     let w2 = l.array(&att("time_maa_w2"), &[MIXES, dm, c])?;
     let maa_up = w2
         .chunks_exact(dm * c)
-        .map(|m| {
-            // (D, C) stored as x @ m: transpose to (C × D) for y = W·x.
-            let mut tr = vec![0.0; dm * c];
-            for a in 0..dm {
-                for o in 0..c {
-                    tr[o * dm + a] = m[a * c + o];
-                }
-            }
-            Matrix::from_f32(c, dm, tr)
-        })
+        // (D, C) stored as x @ m: transposed to (C × D) for y = W·x.
+        .map(|m| Matrix::from_f32(c, dm, transpose(m, dm, c)))
         .collect();
     Ok(Block {
         ln1: l.norm(&p("ln1"), c)?,
