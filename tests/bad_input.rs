@@ -899,7 +899,7 @@ fn write_into_a_full_folder_keeps_earlier_chapters() {
         let block = vec![0u8; 512];
         while f.write_all(&block).and_then(|_| f.sync_all()).is_ok() {}
     }
-    let o = run(&[
+    let extend = [
         "write",
         s(&prompt),
         "-m",
@@ -908,7 +908,8 @@ fn write_into_a_full_folder_keeps_earlier_chapters() {
         s(&mnt),
         "--extend",
         "1",
-    ]);
+    ];
+    let o = run(&extend);
     let err = stderr(&o);
     assert!(!o.status.success(), "wrote into a full disk: {err}");
     assert!(!err.contains("panicked"), "{err}");
@@ -925,16 +926,7 @@ fn write_into_a_full_folder_keeps_earlier_chapters() {
     assert_eq!(files(&story), before, "the finished chapters changed");
     // Space again: the extension goes through.
     std::fs::remove_file(&filler).unwrap();
-    let o = run(&[
-        "write",
-        s(&prompt),
-        "-m",
-        s(&m),
-        "--out",
-        s(&mnt),
-        "--extend",
-        "1",
-    ]);
+    let o = run(&extend);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(story.join("chapter-03.md").exists());
     for (name, bytes) in &before {
