@@ -417,15 +417,11 @@ pub fn bandwidth_probe(bytes: usize, runs: usize) -> f64 {
     let part = n.div_ceil(threads);
     // Filled in parallel so each part's pages are first touched by (and,
     // on NUMA machines, placed near) the thread that will read them.
-    let mut buf: Vec<f32> = Vec::with_capacity(n);
-    kernels::install(|| {
-        buf.spare_capacity_mut().par_chunks_mut(part).for_each(|c| {
-            c.iter_mut()
-                .for_each(|v| *v = std::mem::MaybeUninit::new(1.0))
-        })
-    });
-    // SAFETY: every element was initialised above.
-    unsafe { buf.set_len(n) };
+    // On huge pages when the OS grants them, as the weights are
+    // (`kernels::huge_page_vec`): the probe measures the best this machine
+    // reads, not a handicapped baseline.
+    let mut buf: Vec<f32> = kernels::huge_page_vec(n);
+    kernels::install(|| buf.par_chunks_mut(part).for_each(|c| c.fill(1.0)));
     let mut best = 0.0f64;
     for _ in 0..runs.max(1) {
         let t0 = Instant::now();
@@ -613,8 +609,11 @@ pub fn synthetic_model_with(
         json.push(' ');
     }
     let data_start = 8 + json.len();
-    // Zero-initialised allocation: pages become resident only as written.
-    let mut bytes = vec![0u8; data_start + offset];
+    // An anonymous map (zero-filled, pages resident only as written) rather
+    // than a Vec, so the loader can hand each large tensor's pages back once
+    // it has copied it into panels or int8 (`WeightFile::release`).
+    let mut bytes = memmap2::MmapMut::map_anon(data_start + offset)
+        .map_err(|e| QuillError::Invalid(format!("synthetic model: cannot map memory: {e}")))?;
     bytes[..8].copy_from_slice(&(json.len() as u64).to_le_bytes());
     bytes[8..data_start].copy_from_slice(json.as_bytes());
     let mut rest = &mut bytes[data_start..];
@@ -647,10 +646,10 @@ pub fn synthetic_model_with(
             }
         })
     });
-    WeightFile::from_backing(
-        Backing::Owned(bytes),
-        format!("synthetic {label} ({dtype})"),
-    )
+    let bytes = bytes
+        .make_read_only()
+        .map_err(|e| QuillError::Invalid(format!("synthetic model: {e}")))?;
+    WeightFile::from_backing(Backing::Anon(bytes), format!("synthetic {label} ({dtype})"))
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@
 //! Each weight is read once per chunk of tokens, and the inner loop is
 //! FMA-bound, not memory-bound.
 
-use super::{install, threads, KernelSet, MatData, Matrix, I8_BLOCK, MR, NR};
+use super::{install, threads, KernelSet, MatData, Matrix, I8_BLOCK, MR, NR, PANEL_ROWS};
 
 /// Columns per k-block: a token tile of packed X (KC × NR f32 = 16 KiB)
 /// and the widened rows of a micro-tile (MR × KC f32 = 6 KiB) fit a 32 KiB
@@ -103,18 +103,31 @@ fn pack_x(x: &[f32], t: usize, cols: usize, par: bool) -> Vec<f32> {
     xp
 }
 
-/// Widens `out.len()` weights of row `r` from column `k0` to f32.
+/// Widens `out.len()` weights of row `r` from column `k0` to f32, one
+/// contiguous run at a time: the whole span when row-major, each panel
+/// piece when in panels (`k0` and the span are whole pieces: KC is a
+/// multiple of both piece sizes and panel matrices have whole pieces).
 fn widen_row(ks: &KernelSet, w: &Matrix, r: usize, k0: usize, out: &mut [f32]) {
-    let s = r * w.cols + k0;
-    let kc = out.len();
-    match &w.data {
-        MatData::F32(st) => out.copy_from_slice(&st.as_slice()[s..s + kc]),
-        MatData::BF16(st) => (ks.widen_bf16)(&st.as_slice()[s..s + kc], out),
-        MatData::F16(st) => (ks.widen_f16)(&st.as_slice()[s..s + kc], out),
-        MatData::I8 { q, scales } => {
-            let nb = w.i8_blocks_per_row();
-            let b0 = r * nb + k0 / I8_BLOCK;
-            (ks.widen_i8)(&q[s..s + kc], &scales[b0..(r + 1) * nb], out)
+    let piece = if r < w.panel_rows() {
+        w.panel_piece()
+    } else {
+        out.len()
+    };
+    for (j, o) in out.chunks_mut(piece.max(1)).enumerate() {
+        let c = k0 + j * piece;
+        let s = w.offset(r, c);
+        let len = o.len();
+        match &w.data {
+            MatData::F32(st) => o.copy_from_slice(&st.as_slice()[s..s + len]),
+            MatData::BF16(st) => (ks.widen_bf16)(&st.as_slice()[s..s + len], o),
+            MatData::F16(st) => (ks.widen_f16)(&st.as_slice()[s..s + len], o),
+            MatData::I8 { q, scales } => {
+                let b0 = w.scale_offset(r, c / I8_BLOCK);
+                // Row-major, the row's next scales follow; in panels a
+                // piece is one block with one scale.
+                let nbs = len.div_ceil(I8_BLOCK);
+                (ks.widen_i8)(&q[s..s + len], &scales[b0..b0 + nbs], o)
+            }
         }
     }
 }
@@ -134,10 +147,22 @@ fn prefetch_rows(w: &Matrix, r0: usize, nr: usize, k0: usize, kc: usize) {
             MatData::BF16(s) | MatData::F16(s) => (s.as_slice().as_ptr().cast(), 2),
             MatData::I8 { q, .. } => (q.as_ptr().cast(), 1),
         };
-        for r in r0..r0 + nr {
-            let start = (r * w.cols + k0) * elem;
+        let full = w.panel_rows();
+        // In panels a group's columns k0..k0+kc are one run of 4·kc
+        // elements starting where its first row's piece k0 is.
+        let runs = (r0..r0 + nr).filter_map(|r| {
+            if r >= full {
+                Some((w.offset(r, k0), kc))
+            } else if r % PANEL_ROWS == 0 || r == r0 {
+                Some((w.offset(r - r % PANEL_ROWS, k0), PANEL_ROWS * kc))
+            } else {
+                None
+            }
+        });
+        for (first, len) in runs {
+            let start = first * elem;
             let mut off = 0;
-            while off < kc * elem {
+            while off < len * elem {
                 // SAFETY: the address lies inside W's elements (r < rows,
                 // k0 + kc ≤ cols); a prefetch never faults or changes memory,
                 // and SSE is part of the x86-64 baseline.

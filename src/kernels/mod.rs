@@ -34,7 +34,8 @@ use std::sync::OnceLock;
 
 use crate::error::{QuillError, Result};
 pub use matrix::{
-    quantize_row, quantize_x16, transpose, MatData, Matrix, Store, WeightDtype, I8_BLOCK,
+    huge_page_vec, quantize_row, quantize_x16, transpose, Layout, MatData, Matrix, Store,
+    WeightDtype, I8_BLOCK, PANEL_ROWS,
 };
 pub use threads::{install, physical_cores, set_threads, threads};
 pub use wkv::{wkv4_step, wkv5_step, wkv7_step};
@@ -81,6 +82,17 @@ pub struct KernelSet {
     /// integer arithmetic (`pmaddwd`), half the vector work of widening the
     /// weights to f32, so decode stays bound by memory, not arithmetic.
     pub rows_i8: RowsI8Fn,
+    /// As `rows_bf16` for `y.len()` (a multiple of [`PANEL_ROWS`]) rows in
+    /// [`Layout::Panels`] starting at `w`'s first element (the start of a
+    /// group), `x.len()` a multiple of 16. `w` may hold more (unused).
+    pub rows_bf16_panels: fn(&[u16], &[f32], &mut [f32]),
+    /// As `rows_i8` for rows in [`Layout::Panels`] (weights and scales),
+    /// `xq.len()` a multiple of [`I8_BLOCK`], `y.len()` of [`PANEL_ROWS`].
+    pub rows_i8_panels: RowsI8Fn,
+    /// Whether models loaded while this set is active get their bf16 and
+    /// int8 matrices in [`Layout::Panels`] (this set's panel kernels are
+    /// its fast path). Every set computes both layouts correctly.
+    pub panels: bool,
     /// bf16 → f32 over a run (`out.len()` elements).
     pub widen_bf16: fn(&[u16], &mut [f32]),
     /// f16 → f32 over a run.
@@ -298,13 +310,31 @@ fn rows_dispatch(
     out: &mut [f32],
 ) {
     let c = w.cols;
+    // Rows r0.. in panels (r0 starts a group: tasks are multiples of 4
+    // rows), then any row-major rest; both start at row·c (see `Layout`).
+    let np = w.panel_rows().saturating_sub(r0).min(out.len());
+    let (pan, rest) = out.split_at_mut(np);
+    let r1 = r0 + np;
+    let nb = w.i8_blocks_per_row();
+    if np > 0 {
+        debug_assert_eq!(r0 % PANEL_ROWS, 0);
+        match &w.data {
+            MatData::BF16(s) => (ks.rows_bf16_panels)(&s.as_slice()[r0 * c..], x, pan),
+            MatData::I8 { q, scales } => {
+                (ks.rows_i8_panels)(&q[r0 * c..], &scales[r0 * nb..], &xq.0, &xq.1, pan)
+            }
+            _ => unreachable!("only bf16 and int8 matrices are laid out in panels"),
+        }
+    }
+    if rest.is_empty() {
+        return;
+    }
     match &w.data {
-        MatData::F32(s) => (ks.rows_f32)(&s.as_slice()[r0 * c..], x, out),
-        MatData::BF16(s) => (ks.rows_bf16)(&s.as_slice()[r0 * c..], x, out),
-        MatData::F16(s) => (ks.rows_f16)(&s.as_slice()[r0 * c..], x, out),
+        MatData::F32(s) => (ks.rows_f32)(&s.as_slice()[r1 * c..], x, rest),
+        MatData::BF16(s) => (ks.rows_bf16)(&s.as_slice()[r1 * c..], x, rest),
+        MatData::F16(s) => (ks.rows_f16)(&s.as_slice()[r1 * c..], x, rest),
         MatData::I8 { q, scales } => {
-            let nb = w.i8_blocks_per_row();
-            (ks.rows_i8)(&q[r0 * c..], &scales[r0 * nb..], &xq.0, &xq.1, out)
+            (ks.rows_i8)(&q[r1 * c..], &scales[r1 * nb..], &xq.0, &xq.1, rest)
         }
     }
 }

@@ -26,6 +26,11 @@ static NEON: KernelSet = KernelSet {
     rows_bf16,
     rows_f16,
     rows_i8,
+    // No NEON panel kernels yet: models are not laid out in panels on
+    // this set (`panels: false`); these serve matrices that already are.
+    rows_bf16_panels: super::scalar::rows_bf16_panels,
+    rows_i8_panels: super::scalar::rows_i8_panels,
+    panels: false,
     widen_bf16,
     widen_f16,
     widen_i8,

@@ -2,7 +2,7 @@
 //! compiler room to vectorise and fix the summation order, so results do not
 //! depend on the optimiser. Every SIMD set is tested against these.
 
-use super::{KernelSet, I8_BLOCK, NR};
+use super::{KernelSet, I8_BLOCK, NR, PANEL_ROWS};
 
 /// The scalar kernel set: the reference every SIMD path is tested against.
 pub static SCALAR: KernelSet = KernelSet {
@@ -14,6 +14,9 @@ pub static SCALAR: KernelSet = KernelSet {
     rows_bf16,
     rows_f16,
     rows_i8,
+    rows_bf16_panels,
+    rows_i8_panels,
+    panels: false,
     widen_bf16,
     widen_f16,
     widen_i8,
@@ -110,6 +113,45 @@ pub fn rows_i8(q: &[i8], scales: &[f32], xq: &[i16], xs: &[f32], y: &mut [f32]) 
             s += scales[r * nb + b] * xs[b] * isum as f32;
         }
         *o = s;
+    }
+}
+
+/// Row `q` of the panel group at the start of `g` (`n` wide, pieces of
+/// `piece`), gathered into `out` in row order.
+fn gather_row<T: Copy>(g: &[T], q: usize, n: usize, piece: usize, out: &mut Vec<T>) {
+    out.clear();
+    for p in 0..n / piece {
+        let s = (p * PANEL_ROWS + q) * piece;
+        out.extend_from_slice(&g[s..s + piece]);
+    }
+}
+
+/// [`rows_bf16`] over rows in panels ([`super::Layout::Panels`]): each row
+/// is gathered and summed exactly as `rows_bf16` would, so the two layouts
+/// give bit-identical results here.
+pub fn rows_bf16_panels(w: &[u16], x: &[f32], y: &mut [f32]) {
+    let n = x.len();
+    let mut row = Vec::with_capacity(n);
+    for (g, yg) in y.chunks_mut(PANEL_ROWS).enumerate() {
+        for (q, o) in yg.iter_mut().enumerate() {
+            gather_row(&w[g * PANEL_ROWS * n..], q, n, 16, &mut row);
+            *o = dot_bf16(&row, x);
+        }
+    }
+}
+
+/// [`rows_i8`] over rows in panels (weights and scales), bit-identical to
+/// it on the gathered rows.
+pub fn rows_i8_panels(q: &[i8], scales: &[f32], xq: &[i16], xs: &[f32], y: &mut [f32]) {
+    let n = xq.len();
+    let nb = n.div_ceil(I8_BLOCK);
+    let (mut row, mut sc) = (Vec::with_capacity(n), Vec::with_capacity(nb));
+    for (g, yg) in y.chunks_mut(PANEL_ROWS).enumerate() {
+        for (r, o) in yg.iter_mut().enumerate() {
+            gather_row(&q[g * PANEL_ROWS * n..], r, n, I8_BLOCK, &mut row);
+            gather_row(&scales[g * PANEL_ROWS * nb..], r, nb, 1, &mut sc);
+            rows_i8(&row, &sc, xq, xs, std::slice::from_mut(o));
+        }
     }
 }
 

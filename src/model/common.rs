@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::weights::WeightFile;
 use crate::error::{QuillError, Result};
-use crate::kernels::{for_rows, matmul, wkv5_step, Matrix, WeightDtype};
+use crate::kernels::{self, for_rows, matmul, wkv5_step, Matrix, WeightDtype};
 
 /// LayerNorm epsilon of every RWKV generation (torch default).
 pub const LN_EPS: f32 = 1e-5;
@@ -21,12 +21,20 @@ pub struct Loader<'a> {
     /// dtype the large matrices ([`Loader::matrix`]) are converted to at
     /// load; `None` keeps them as stored, read in place.
     pub dtype: Option<WeightDtype>,
+    /// Whether tensors copied out may have their pages released
+    /// ([`WeightFile::release`]). Off for an in-memory model someone else
+    /// still holds: releasing its bytes would zero them for that holder.
+    pub release: bool,
 }
 
 impl<'a> Loader<'a> {
     /// A loader keeping every matrix as stored.
     pub fn new(file: &'a Arc<WeightFile>) -> Self {
-        Loader { file, dtype: None }
+        Loader {
+            file,
+            dtype: None,
+            release: false,
+        }
     }
 
     /// Errors unless `name` has exactly `shape`.
@@ -65,12 +73,33 @@ impl<'a> Loader<'a> {
     /// A large (rows, cols) weight matrix (projections, channel mix, head):
     /// read in place, or converted to the loader's dtype if one was asked
     /// for (`--dtype`, e.g. int8).
+    ///
+    /// Where the active kernel set reads panels faster, bf16 and int8
+    /// matrices are laid out in [`kernels::Layout::Panels`]; whenever the result is
+    /// a copy, the file's pages of the tensor are released, so resident
+    /// memory holds the weights once.
     pub fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
         let m = self.matrix_as_stored(name, rows, cols)?;
-        Ok(match self.dtype {
+        let m = match self.dtype {
             Some(d) => m.convert(d),
             None => m,
-        })
+        };
+        let m = if kernels::active().panels {
+            // Row runs of a mapped source are released as soon as copied.
+            let row_bytes = cols * m.dtype_size();
+            let mapped = m.is_mapped() && self.release;
+            m.into_panels_releasing(|r0, r1| {
+                if mapped {
+                    self.file.release_part(name, r0 * row_bytes, r1 * row_bytes);
+                }
+            })
+        } else {
+            m
+        };
+        if !m.is_mapped() && self.release {
+            self.file.release(name);
+        }
+        Ok(m)
     }
 
     /// A (rows, cols) matrix always kept as stored, read in place: for the

@@ -221,9 +221,17 @@ impl Model {
     fn build(file: Arc<WeightFile>, opts: &LoadOptions) -> Result<Model> {
         let version = detect_version(&file)?;
         check_finite(&file)?;
+        // Before the loader releases copied tensors' pages (their bytes are
+        // sampled) and while every tensor can still be looked up.
+        let fingerprint = fingerprint(&file);
+        let stored_dtype = file.tensors.get("blocks.0.att.key.weight").map(|t| t.dtype);
+        // A file map can always give pages back (they reload from the
+        // file); an in-memory model only when this load holds it alone.
+        let release = Arc::strong_count(&file) == 1 || file.is_file_map();
         let l = Loader {
             file: &file,
             dtype: opts.dtype,
+            release,
         };
         let emb_info = file.info("emb.weight")?;
         if emb_info.shape.len() != 2 || emb_info.shape[0] == 0 || emb_info.shape[1] == 0 {
@@ -283,14 +291,17 @@ impl Model {
         let state_bytes = State::new(version, n_layer, c, n_head, head_size).byte_len();
         let info = ModelInfo {
             version,
-            dtype: file.info("blocks.0.att.key.weight")?.dtype,
+            // Present: the blocks loaded above read it.
+            dtype: stored_dtype.ok_or_else(|| {
+                QuillError::tensor("blocks.0.att.key.weight", "missing from the checkpoint")
+            })?,
             weight_dtype: head.weight_dtype(),
             n_params: file.tensors.values().map(|t| t.numel()).sum(),
             state_bytes,
             origin: file.origin.clone(),
             tokenizer_hint: file.metadata.get("tokenizer").cloned(),
             metadata: file.metadata.clone(),
-            fingerprint: fingerprint(&file),
+            fingerprint,
             dims,
         };
         Ok(Model {

@@ -89,6 +89,10 @@ pub enum Backing {
     Static(&'static [u8]),
     /// Bytes held in memory (tests, generated models).
     Owned(Vec<u8>),
+    /// Bytes generated into an anonymous memory map (synthetic benchmark
+    /// models): unlike `Owned`, a tensor's pages can be handed back to the
+    /// OS once it was copied out ([`WeightFile::release`]).
+    Anon(memmap2::Mmap),
 }
 
 impl Backing {
@@ -97,6 +101,7 @@ impl Backing {
             Backing::Mmap(m) => m,
             Backing::Static(s) => s,
             Backing::Owned(v) => v,
+            Backing::Anon(m) => m,
         }
     }
 }
@@ -110,6 +115,8 @@ pub struct WeightFile {
     pub metadata: BTreeMap<String, String>,
     /// Where it came from, for messages.
     pub origin: String,
+    /// Tensors whose bytes were discarded by [`WeightFile::release`].
+    released: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl fmt::Debug for WeightFile {
@@ -162,6 +169,7 @@ impl WeightFile {
                 tensors,
                 metadata,
                 origin,
+                released: Default::default(),
             }));
         }
         let (tensors, metadata) = parse_safetensors(bytes, &origin)?;
@@ -170,7 +178,13 @@ impl WeightFile {
             tensors,
             metadata,
             origin,
+            released: Default::default(),
         }))
+    }
+
+    /// Whether the bytes are a memory map of a file on disk.
+    pub fn is_file_map(&self) -> bool {
+        matches!(self.backing, Backing::Mmap(_))
     }
 
     /// All bytes of the file.
@@ -178,11 +192,65 @@ impl WeightFile {
         self.backing.bytes()
     }
 
-    /// Looks a tensor up, with an error naming it when absent.
+    /// Looks a tensor up, with an error naming it when absent (or when
+    /// its bytes were discarded by [`WeightFile::release`]).
     pub fn info(&self, name: &str) -> Result<&TensorInfo> {
-        self.tensors
+        let info = self
+            .tensors
             .get(name)
-            .ok_or_else(|| QuillError::tensor(name, "missing from the checkpoint"))
+            .ok_or_else(|| QuillError::tensor(name, "missing from the checkpoint"))?;
+        if self.released.lock().is_ok_and(|r| r.contains(name)) {
+            return Err(QuillError::tensor(
+                name,
+                "was already copied out of this in-memory model and its bytes released",
+            ));
+        }
+        Ok(info)
+    }
+
+    /// Hands tensor `name`'s pages back to the OS after the loader copied
+    /// it out (into panels, or converted), so the model does not hold both
+    /// copies: the file's resident pages count as this process's memory.
+    /// Only whole pages inside the tensor are released, never a neighbour's.
+    /// A file map stays readable (pages come back from the page cache); an
+    /// [`Backing::Anon`] map reads zeros afterwards, so the tensor is
+    /// marked and [`WeightFile::info`] refuses it from then on. Embedded
+    /// and `Owned` bytes are kept.
+    pub fn release(&self, name: &str) {
+        self.release_part(name, 0, usize::MAX);
+    }
+
+    /// [`WeightFile::release`] for bytes `from..to` of the tensor (clamped
+    /// to it): a loader copying a large tensor releases it run by run.
+    /// Marks the whole tensor released.
+    pub fn release_part(&self, name: &str, from: usize, to: usize) {
+        let (Some(info), Backing::Mmap(m) | Backing::Anon(m)) =
+            (self.tensors.get(name), &self.backing)
+        else {
+            return;
+        };
+        let (from, to) = (from.min(info.byte_len()), to.min(info.byte_len()));
+        if matches!(self.backing, Backing::Anon(_)) {
+            if let Ok(mut r) = self.released.lock() {
+                r.insert(name.to_string());
+            }
+        }
+        #[cfg(target_os = "linux")]
+        {
+            const PAGE: usize = 4096;
+            let base = m.as_ptr() as usize;
+            let a = (base + info.start + from).next_multiple_of(PAGE);
+            let b = (base + info.start + to) / PAGE * PAGE;
+            if b > a {
+                // SAFETY: [a, b) is whole pages of this tensor alone, inside
+                // the map; nothing reads them again (the loader's copy
+                // replaced the only reader, and `info` now refuses an
+                // anonymous map's tensor). Failure only keeps the pages.
+                unsafe { libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_DONTNEED) };
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = (info, m, from, to);
     }
 
     /// The raw little-endian bytes of a tensor.
