@@ -320,6 +320,12 @@ impl Model {
         &self.info
     }
 
+    /// How the head (and with it every large matrix of its dtype) is laid
+    /// out in memory: panels when the kernel set active at load asked for them.
+    pub fn head_layout(&self) -> crate::kernels::Layout {
+        self.head.layout
+    }
+
     /// The underlying weight file.
     pub fn weight_file(&self) -> &Arc<WeightFile> {
         &self.file

@@ -1,0 +1,253 @@
+//! The panel layout ([`Layout::Panels`]) holds the same matrix as row-major:
+//! every element reads back the same, the matrix–matrix product (which
+//! widens the same values in the same order) is bit-identical, the scalar
+//! matrix–vector kernels are bit-identical, and every SIMD set's panel
+//! kernels agree with the scalar row-major reference to summation order —
+//! on shapes with a ragged last group of rows and tasks split across
+//! threads. Also: models load their matrices in panels where the active
+//! set asks for them, and their logits match the row-major load.
+
+use std::sync::Arc;
+
+use quill::bench::synthetic_model_with;
+use quill::kernels::{self, matmul, Layout, Matrix, WeightDtype, I8_BLOCK};
+use quill::model::weights::DType;
+use quill::model::{LoadOptions, Logits, Model};
+
+/// xorshift64*: deterministic inputs without a dev-dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn vec(&mut self, n: usize) -> Vec<f32> {
+        (0..n)
+            .map(|_| (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0)
+            .collect()
+    }
+}
+
+fn product(set: &str, w: &Matrix, x: &[f32], t: usize) -> Vec<f32> {
+    let mut y = vec![f32::NAN; t * w.rows];
+    kernels::with_kernels(set, || matmul(w, x, t, &mut y)).unwrap();
+    y
+}
+
+/// (rows, cols) for a dtype: ragged row groups (rows mod 4 ≠ 0), whole
+/// pieces per row (16 for bf16, one int8 block), and one shape large
+/// enough to be cut into several tasks on several threads.
+fn shapes(dtype: WeightDtype) -> Vec<(usize, usize)> {
+    let p = if dtype == WeightDtype::Int8 {
+        I8_BLOCK
+    } else {
+        16
+    };
+    vec![
+        (4, p),
+        (5, p),
+        (7, 2 * p),
+        (9, 3 * p),
+        (64, 4 * p),
+        (1027, 1024),
+    ]
+}
+
+fn pair(rng: &mut Rng, dtype: WeightDtype, rows: usize, cols: usize) -> (Matrix, Matrix) {
+    let wf = rng.vec(rows * cols);
+    let rm = Matrix::from_f32(rows, cols, wf.clone()).convert(dtype);
+    let pm = Matrix::from_f32(rows, cols, wf)
+        .convert(dtype)
+        .into_panels();
+    assert_eq!(rm.layout, Layout::Rows);
+    assert_eq!(
+        pm.layout,
+        Layout::Panels,
+        "{dtype} {rows}×{cols} not put in panels"
+    );
+    (rm, pm)
+}
+
+#[test]
+fn panels_read_back_the_same_elements() {
+    let mut rng = Rng(7);
+    for dtype in [WeightDtype::BF16, WeightDtype::Int8] {
+        for (rows, cols) in shapes(dtype) {
+            let (rm, pm) = pair(&mut rng, dtype, rows, cols);
+            let (mut a, mut b) = (vec![0.0; cols], vec![1.0; cols]);
+            for r in 0..rows {
+                rm.row_f32(r, &mut a);
+                pm.row_f32(r, &mut b);
+                assert_eq!(a, b, "{dtype} {rows}×{cols}: row {r} differs");
+            }
+            // Converting out of panels gives the row-major matrix back.
+            let back = pm.convert(WeightDtype::F32);
+            let direct = rm.convert(WeightDtype::F32);
+            for r in 0..rows {
+                back.row_f32(r, &mut a);
+                direct.row_f32(r, &mut b);
+                assert_eq!(a, b, "{dtype} {rows}×{cols}: converted row {r} differs");
+            }
+        }
+    }
+}
+
+#[test]
+fn only_whole_pieces_of_bf16_and_int8_go_into_panels() {
+    let m = |rows, cols, d| Matrix::from_f32(rows, cols, vec![0.5; rows * cols]).convert(d);
+    for (rows, cols, dtype) in [
+        (8, 17, WeightDtype::BF16),
+        (8, 48, WeightDtype::Int8),
+        (3, 64, WeightDtype::BF16),
+        (8, 64, WeightDtype::F32),
+        (8, 64, WeightDtype::F16),
+    ] {
+        let p = m(rows, cols, dtype).into_panels();
+        assert_eq!(
+            p.layout,
+            Layout::Rows,
+            "{dtype} {rows}×{cols} must stay row-major"
+        );
+    }
+}
+
+#[test]
+fn gemm_and_scalar_rows_are_bit_identical_on_panels() {
+    let mut rng = Rng(11);
+    for dtype in [WeightDtype::BF16, WeightDtype::Int8] {
+        for (rows, cols) in shapes(dtype) {
+            let (rm, pm) = pair(&mut rng, dtype, rows, cols);
+            for t in [1, 7, 20] {
+                let x = rng.vec(t * cols);
+                // t > 1: the GEMM (every set); t = 1: the scalar row kernels.
+                let sets: Vec<&str> = if t > 1 {
+                    kernels::available().iter().map(|k| k.name).collect()
+                } else {
+                    vec!["scalar"]
+                };
+                for set in sets {
+                    let (a, b) = (product(set, &rm, &x, t), product(set, &pm, &x, t));
+                    assert!(
+                        a.iter().zip(&b).all(|(u, v)| u.to_bits() == v.to_bits()),
+                        "{set} {dtype} {rows}×{cols} t={t}: panels differ from row-major"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The SIMD panel kernels against the scalar row-major reference: the
+/// same weights, only the summation order differs, so 1e-5 of Σ|w·x|
+/// (int8: both sides quantise x the same way, so the same bound holds).
+#[test]
+fn simd_panel_kernels_match_scalar_rows() {
+    let mut rng = Rng(13);
+    let sets: Vec<&str> = kernels::available()
+        .iter()
+        .map(|k| k.name)
+        .filter(|&n| n != "scalar")
+        .collect();
+    if sets.is_empty() {
+        eprintln!("!!! no SIMD kernel set on this CPU: panel kernels compared on scalar only !!!");
+    }
+    for set in sets {
+        for dtype in [WeightDtype::BF16, WeightDtype::Int8] {
+            for (rows, cols) in shapes(dtype) {
+                let (rm, pm) = pair(&mut rng, dtype, rows, cols);
+                let x = rng.vec(cols);
+                let want = product("scalar", &rm, &x, 1);
+                let got = product(set, &pm, &x, 1);
+                let mut w = vec![0.0; cols];
+                for r in 0..rows {
+                    rm.row_f32(r, &mut w);
+                    let mag: f32 = w.iter().zip(&x).map(|(a, b)| (a * b).abs()).sum();
+                    // int8: Σ|ŵ·x| bounds the integer path's scale too.
+                    let tol = 1e-5 * mag + 1e-6;
+                    assert!(
+                        (want[r] - got[r]).abs() <= tol,
+                        "{set} {dtype} {rows}×{cols}: y[{r}] = {} vs scalar {} (tol {tol:e})",
+                        got[r],
+                        want[r]
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// A model loaded while a set that wants panels is active gives the same
+/// logits as one loaded row-major under the scalar set (within the SIMD
+/// summation-order tolerance), and loading releases nothing a second
+/// holder of an in-memory model still needs: the same file loads twice.
+#[test]
+fn models_load_in_panels_and_agree_with_row_major() {
+    let file = synthetic_model_with(2, 128, 300, DType::BF16, 5, "panels").unwrap();
+    let tokens: Vec<u32> = (0..12u32).map(|i| (i * 31 + 3) % 300).collect();
+    for dtype in [None, Some(WeightDtype::Int8)] {
+        let opts = LoadOptions { dtype };
+        let run = |set: &str| {
+            kernels::with_kernels(set, || {
+                let model = Model::from_file_with(Arc::clone(&file), &opts).unwrap();
+                let want = if kernels::active().panels {
+                    Layout::Panels
+                } else {
+                    Layout::Rows
+                };
+                assert_eq!(model.head_layout(), want, "{set} {dtype:?}");
+                let mut st = model.new_state();
+                model.forward(&tokens, &mut st, Logits::Last).unwrap()
+            })
+            .unwrap()
+        };
+        let reference = run("scalar");
+        if !kernels::available().iter().any(|k| k.panels) {
+            eprintln!("!!! no kernel set here lays models out in panels: row-major only !!!");
+        }
+        for ks in kernels::available() {
+            let got = run(ks.name);
+            let worst = reference
+                .iter()
+                .zip(&got)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            // int8 decode quantises x per block on every set alike; the
+            // sequence path here is the GEMM, so only summation order differs.
+            assert!(worst < 1e-3, "{} {dtype:?}: max |Δlogit| {worst}", ks.name);
+        }
+    }
+}
+
+/// An in-memory model loaded by its only holder hands copied tensors'
+/// pages back, and the file then refuses to serve those tensors again
+/// rather than handing out released (zeroed) bytes.
+#[test]
+fn a_sole_in_memory_model_releases_copied_tensors() {
+    let file = synthetic_model_with(1, 64, 100, DType::BF16, 9, "release").unwrap();
+    let weak = Arc::downgrade(&file);
+    let model = kernels::with_kernels(kernels::best().name, || {
+        Model::from_file_with(
+            file,
+            &LoadOptions {
+                dtype: Some(WeightDtype::Int8),
+            },
+        )
+    })
+    .unwrap()
+    .unwrap();
+    let file = weak.upgrade().expect("the model keeps its file");
+    let err = file
+        .info("blocks.0.att.key.weight")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("released"), "{err}");
+    // The embedding is read in place and stays available.
+    assert!(file.info("emb.weight").is_ok());
+    let mut st = model.new_state();
+    let logits = model.forward(&[1, 2, 3], &mut st, Logits::Last).unwrap();
+    assert!(logits.iter().all(|v| v.is_finite()));
+}
