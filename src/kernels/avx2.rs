@@ -361,7 +361,12 @@ unsafe fn rows_bf16_panels_raw(w: *const u16, xp: *const f32, n: usize, y: &mut 
         let mut p = w.add(g * PANEL_ROWS * n);
         let mut a = [[_mm256_setzero_ps(); 2]; 4];
         let mut i = 0;
+        let pf = PF_I8.load(std::sync::atomic::Ordering::Relaxed) / 2;
         while i < n {
+            if pf > 0 {
+                _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(pf) as *const i8);
+                _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(pf + 32) as *const i8);
+            }
             let xe = ld_f32(xp.add(i));
             let xo = ld_f32(xp.add(i + 8));
             for (q, aq) in a.iter_mut().enumerate() {
@@ -379,6 +384,9 @@ unsafe fn rows_bf16_panels_raw(w: *const u16, xp: *const f32, n: usize, y: &mut 
         }
     }
 }
+
+/// EXPERIMENT
+pub static PF_I8: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 fn rows_i8_panels(q: &[i8], scales: &[f32], xq: &[i16], xs: &[f32], y: &mut [f32]) {
     let n = xq.len();
@@ -416,7 +424,13 @@ unsafe fn rows_i8_panels_raw(
         let mut acc = [_mm256_setzero_ps(); 4];
         let mut p = q.add(g * PANEL_ROWS * n);
         let mut sc = scales.add(g * PANEL_ROWS * nb);
+        let pf = PF_I8.load(std::sync::atomic::Ordering::Relaxed);
         for b in 0..nb {
+            if pf > 0 {
+                for l in 0..4 {
+                    _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(pf + 64 * l));
+                }
+            }
             let xsb = *xs.add(b);
             let xb = xq.add(b * I8_BLOCK);
             let mut a = [_mm256_setzero_si256(); 4];
