@@ -20,7 +20,7 @@
 //! the stored dtype.
 
 #[cfg(target_arch = "x86_64")]
-pub mod avx2;
+mod avx2;
 mod gemm;
 mod matrix;
 #[cfg(target_arch = "aarch64")]
