@@ -31,6 +31,7 @@ static AVX2: KernelSet = KernelSet {
     rows_i8_panels,
     panels: true,
     widen_bf16,
+    widen_bf16_panel,
     widen_f16,
     widen_i8,
     gemm_tile,
@@ -630,6 +631,28 @@ unsafe fn widen_i8_raw(q: *const i8, scales: *const f32, out: &mut [f32]) {
             i += 1;
         }
         b0 += len;
+    }
+}
+
+fn widen_bf16_panel(w: &[u16], out: &mut [f32]) {
+    let pieces = out.len() / 16;
+    if pieces > 0 {
+        assert!(
+            w.len() >= (pieces - 1) * PANEL_ROWS * 16 + 16,
+            "widen_bf16_panel: short"
+        );
+    }
+    // SAFETY: piece j reads w[64j..64j+16] (checked above) and writes
+    // out[16j..16j+16]; features checked by `kernel_set`.
+    unsafe { widen_bf16_panel_raw(w.as_ptr(), out.as_mut_ptr(), pieces) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn widen_bf16_panel_raw(w: *const u16, out: *mut f32, pieces: usize) {
+    for j in 0..pieces {
+        let (s, o) = (w.add(j * PANEL_ROWS * 16), out.add(j * 16));
+        _mm256_storeu_ps(o, ld_bf16(s));
+        _mm256_storeu_ps(o.add(8), ld_bf16(s.add(8)));
     }
 }
 

@@ -20,7 +20,7 @@
 //! Each weight is read once per chunk of tokens, and the inner loop is
 //! FMA-bound, not memory-bound.
 
-use super::{install, threads, KernelSet, MatData, Matrix, I8_BLOCK, MR, NR, PANEL_ROWS};
+use super::{install, threads, KernelSet, MatData, Matrix, I8_BLOCK, MR, NR};
 
 /// Columns per k-block: a token tile of packed X (KC × NR f32 = 16 KiB)
 /// and the widened rows of a micro-tile (MR × KC f32 = 6 KiB) fit a 32 KiB
@@ -108,6 +108,11 @@ fn pack_x(x: &[f32], t: usize, cols: usize, par: bool) -> Vec<f32> {
 /// piece when in panels (`k0` and the span are whole pieces: KC is a
 /// multiple of both piece sizes and panel matrices have whole pieces).
 fn widen_row(ks: &KernelSet, w: &Matrix, r: usize, k0: usize, out: &mut [f32]) {
+    if let (true, MatData::BF16(st)) = (r < w.panel_rows(), &w.data) {
+        // bf16 pieces are short (16): one call for the whole span.
+        let s = w.offset(r, k0);
+        return (ks.widen_bf16_panel)(&st.as_slice()[s..], out);
+    }
     let piece = if r < w.panel_rows() {
         w.panel_piece()
     } else {
@@ -153,8 +158,9 @@ fn prefetch_rows(w: &Matrix, r0: usize, nr: usize, k0: usize, kc: usize) {
         let runs = (r0..r0 + nr).filter_map(|r| {
             if r >= full {
                 Some((w.offset(r, k0), kc))
-            } else if r % PANEL_ROWS == 0 || r == r0 {
-                Some((w.offset(r - r % PANEL_ROWS, k0), PANEL_ROWS * kc))
+            } else if r % super::PANEL_ROWS == 0 || r == r0 {
+                let q = r % super::PANEL_ROWS;
+                Some((w.offset(r - q, k0), super::PANEL_ROWS * kc))
             } else {
                 None
             }

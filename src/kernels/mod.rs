@@ -95,6 +95,10 @@ pub struct KernelSet {
     pub panels: bool,
     /// bf16 → f32 over a run (`out.len()` elements).
     pub widen_bf16: fn(&[u16], &mut [f32]),
+    /// bf16 → f32 for one row of a panel group ([`Layout::Panels`]):
+    /// `out[16j..16j+16]` from `w[64j..64j+16]` (the row's pieces, one per
+    /// [`PANEL_ROWS`]·16 elements), for every whole piece of `out`.
+    pub widen_bf16_panel: fn(&[u16], &mut [f32]),
     /// f16 → f32 over a run.
     pub widen_f16: fn(&[u16], &mut [f32]),
     /// int8 → f32 over a run starting at a block boundary: `(q, scales, out)`,

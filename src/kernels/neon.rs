@@ -32,6 +32,7 @@ static NEON: KernelSet = KernelSet {
     rows_i8_panels: super::scalar::rows_i8_panels,
     panels: false,
     widen_bf16,
+    widen_bf16_panel: super::scalar::widen_bf16_panel,
     widen_f16,
     widen_i8,
     gemm_tile,

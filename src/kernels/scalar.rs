@@ -18,6 +18,7 @@ pub static SCALAR: KernelSet = KernelSet {
     rows_i8_panels,
     panels: false,
     widen_bf16,
+    widen_bf16_panel,
     widen_f16,
     widen_i8,
     gemm_tile,
@@ -159,6 +160,13 @@ pub fn rows_i8_panels(q: &[i8], scales: &[f32], xq: &[i16], xs: &[f32], y: &mut 
 pub fn widen_bf16(w: &[u16], out: &mut [f32]) {
     for (o, &b) in out.iter_mut().zip(w) {
         *o = bf16_to_f32(b);
+    }
+}
+
+/// bf16 → f32 for one row of a panel group (see `KernelSet::widen_bf16_panel`).
+pub fn widen_bf16_panel(w: &[u16], out: &mut [f32]) {
+    for (j, o) in out.chunks_exact_mut(16).enumerate() {
+        widen_bf16(&w[j * PANEL_ROWS * 16..], o);
     }
 }
 

@@ -157,9 +157,19 @@ impl<'a> Loader<'a> {
                 "expected a 2-D (C, D) LoRA matrix",
             ));
         }
+        // In panels like the large matrices where the kernel set reads those
+        // faster: for an int8 0.4B model the LoRAs are ~7% of the bytes read
+        // per token and took 7.3% of decode time row-major (profile).
+        let place = |m: Matrix| {
+            if kernels::active().panels {
+                m.into_panels()
+            } else {
+                m
+            }
+        };
         Ok(Lora {
-            down: Matrix::from_file_transposed_stored(self.file, down, c, d)?,
-            up: Matrix::from_file_transposed_stored(self.file, up, d, c)?,
+            down: place(Matrix::from_file_transposed_stored(self.file, down, c, d)?),
+            up: place(Matrix::from_file_transposed_stored(self.file, up, d, c)?),
         })
     }
 }
