@@ -503,34 +503,19 @@ impl Matrix {
     /// asks for huge pages), or unchanged when [`Matrix::can_use_panels`]
     /// says no.
     pub fn into_panels(self) -> Matrix {
-        self.into_panels_releasing(|_, _| {})
-    }
-
-    /// [`Matrix::into_panels`], calling `copied(r0, r1)` as soon as rows
-    /// `r0..r1` of the source have been copied (in order, in runs of
-    /// ~8 MiB), so a caller can hand their pages back while the rest is
-    /// still being copied: the copy of a 128 MB head then never holds both
-    /// versions whole.
-    pub fn into_panels_releasing(self, copied: impl Fn(usize, usize)) -> Matrix {
         if !self.can_use_panels() {
             return self;
         }
         let (rows, cols) = (self.rows, self.cols);
         let full = rows / PANEL_ROWS * PANEL_ROWS;
         let data = match &self.data {
-            MatData::BF16(st) => MatData::BF16(Store::Huge(to_panels(
-                st.as_slice(),
-                rows,
-                cols,
-                full,
-                16,
-                &copied,
-            ))),
+            MatData::BF16(st) => {
+                MatData::BF16(Store::Huge(to_panels(st.as_slice(), rows, cols, full, 16)))
+            }
             MatData::I8 { q, scales } => {
                 let nb = self.i8_blocks_per_row();
-                let q = to_panels(q, rows, cols, full, I8_BLOCK, &|_, _| {});
-                let scales = to_panels(scales, rows, nb, full, 1, &|_, _| {});
-                copied(0, rows);
+                let q = to_panels(q, rows, cols, full, I8_BLOCK);
+                let scales = to_panels(scales, rows, nb, full, 1);
                 MatData::I8 {
                     q: Store::Huge(q),
                     scales: Store::Huge(scales),
@@ -558,16 +543,13 @@ fn panel_index(r: usize, c: usize, cols: usize, full: usize, piece: usize) -> us
 }
 
 /// Row-major `src` (rows × cols) reordered into panels over its first
-/// `full` rows, in a fresh [`huge_page_vec`]: runs of groups of ~8 MiB
-/// one after another (each run's groups in parallel), `copied(r0, r1)`
-/// after each run.
+/// `full` rows, in a fresh [`HugeBuf`]; groups run in parallel.
 fn to_panels<T: Copy + Default + Send + Sync>(
     src: &[T],
     rows: usize,
     cols: usize,
     full: usize,
     piece: usize,
-    copied: &dyn Fn(usize, usize),
 ) -> HugeBuf<T> {
     use rayon::prelude::*;
     use std::mem::MaybeUninit;
@@ -576,16 +558,13 @@ fn to_panels<T: Copy + Default + Send + Sync>(
             d.write(v);
         }
     }
-    // Written without zeroing first: each page becomes resident only when
-    // its run is copied, after the previous runs' source pages went back.
     let mut out = HugeBuf::<T>::uninit(rows * cols);
     let group = PANEL_ROWS * cols;
-    let groups_per_run = ((8 << 20) / (group * std::mem::size_of::<T>()).max(1)).max(1);
     let (panels, tail) = out.uninit_mut().split_at_mut(full * cols);
-    for (run, dst) in panels.chunks_mut(groups_per_run * group).enumerate() {
-        let g0 = run * groups_per_run;
-        dst.par_chunks_mut(group).enumerate().for_each(|(i, dst)| {
-            let g = g0 + i;
+    panels
+        .par_chunks_mut(group)
+        .enumerate()
+        .for_each(|(g, dst)| {
             // Piece p of row q of the group goes to slot (p, q).
             for (slot, d) in dst.chunks_exact_mut(piece).enumerate() {
                 let (p, q) = (slot / PANEL_ROWS, slot % PANEL_ROWS);
@@ -593,13 +572,7 @@ fn to_panels<T: Copy + Default + Send + Sync>(
                 fill(d, &src[s..s + piece]);
             }
         });
-        copied(
-            g0 * PANEL_ROWS,
-            (g0 * PANEL_ROWS + dst.len() / cols).min(full),
-        );
-    }
     fill(tail, &src[full * cols..rows * cols]);
-    copied(full, rows);
     // SAFETY: the loops above wrote all rows·cols elements (every group's
     // slots and the row-major tail).
     unsafe { out.assume_init() }

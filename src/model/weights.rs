@@ -217,19 +217,11 @@ impl WeightFile {
     /// marked and [`WeightFile::info`] refuses it from then on. Embedded
     /// and `Owned` bytes are kept.
     pub fn release(&self, name: &str) {
-        self.release_part(name, 0, usize::MAX);
-    }
-
-    /// [`WeightFile::release`] for bytes `from..to` of the tensor (clamped
-    /// to it): a loader copying a large tensor releases it run by run.
-    /// Marks the whole tensor released.
-    pub fn release_part(&self, name: &str, from: usize, to: usize) {
         let (Some(info), Backing::Mmap(m) | Backing::Anon(m)) =
             (self.tensors.get(name), &self.backing)
         else {
             return;
         };
-        let (from, to) = (from.min(info.byte_len()), to.min(info.byte_len()));
         if matches!(self.backing, Backing::Anon(_)) {
             if let Ok(mut r) = self.released.lock() {
                 r.insert(name.to_string());
@@ -239,8 +231,8 @@ impl WeightFile {
         {
             const PAGE: usize = 4096;
             let base = m.as_ptr() as usize;
-            let a = (base + info.start + from).next_multiple_of(PAGE);
-            let b = (base + info.start + to) / PAGE * PAGE;
+            let a = (base + info.start).next_multiple_of(PAGE);
+            let b = (base + info.start + info.byte_len()) / PAGE * PAGE;
             if b > a {
                 // SAFETY: [a, b) is whole pages of this tensor alone, inside
                 // the map; nothing reads them again (the loader's copy
@@ -250,7 +242,7 @@ impl WeightFile {
             }
         }
         #[cfg(not(target_os = "linux"))]
-        let _ = (info, m, from, to);
+        let _ = (info, m);
     }
 
     /// The raw little-endian bytes of a tensor.
