@@ -418,7 +418,8 @@ unsafe fn rows_i8_panels_raw(
 ) {
     let nb = n / I8_BLOCK;
     for (g, yg) in y.chunks_exact_mut(PANEL_ROWS).enumerate() {
-        let mut acc = [_mm256_setzero_ps(); 4];
+        // Lane j < 4: row j (low lanes of each block); j ≥ 4: row j − 4.
+        let mut acc = _mm256_setzero_ps();
         let mut p = q.add(g * PANEL_ROWS * n);
         let mut sc = scales.add(g * PANEL_ROWS * nb);
         for b in 0..nb {
@@ -443,16 +444,26 @@ unsafe fn rows_i8_panels_raw(
                 }
                 i += 16;
             }
-            for (r, ar) in a.iter().enumerate() {
-                let s = _mm256_set1_ps(*sc.add(r) * xsb);
-                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(*ar), s, acc[r]);
-            }
+            // The 4 rows' block sums, reduced across lanes in integers
+            // (exact) into one vector — lanes 0–3 rows 0–3 over the low
+            // half of the block's lanes, 4–7 over the high half — then one
+            // convert and one FMA by the 4 combined scales for all rows.
+            // Per block that is ~9 instructions instead of ~20 (4 converts,
+            // 4 FMAs, 4 scalar scale products and their broadcasts), of ~70
+            // per block in all, and the lanes are summed exactly. Measured
+            // (noisy, shared core): from L2 on one thread 38.3 and 31.2 GB/s
+            // against 33.9 and 29.7 before; in 4 paired decode runs a mean
+            // of 52.8 tokens/s against 50.7.
+            let t01 = _mm256_hadd_epi32(a[0], a[1]);
+            let t23 = _mm256_hadd_epi32(a[2], a[3]);
+            let t = _mm256_cvtepi32_ps(_mm256_hadd_epi32(t01, t23));
+            let s4 = _mm_mul_ps(_mm_loadu_ps(sc), _mm_set1_ps(xsb));
+            acc = _mm256_fmadd_ps(t, _mm256_set_m128(s4, s4), acc);
             p = p.add(PANEL_ROWS * I8_BLOCK);
             sc = sc.add(PANEL_ROWS);
         }
-        for (o, ar) in yg.iter_mut().zip(&acc) {
-            *o = hsum(*ar);
-        }
+        let v = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps::<1>(acc));
+        _mm_storeu_ps(yg.as_mut_ptr(), v);
     }
 }
 
