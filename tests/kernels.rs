@@ -5,40 +5,9 @@
 
 use quill::kernels::{self, matmul, matmul_many, Matrix, Product, WeightDtype, I8_BLOCK};
 
-/// xorshift64*: deterministic inputs without a dev-dependency.
-struct Rng(u64);
+mod common;
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// Uniform in [-1, 1).
-    fn f(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-
-    fn vec(&mut self, n: usize) -> Vec<f32> {
-        (0..n).map(|_| self.f()).collect()
-    }
-}
-
-/// The SIMD sets this CPU runs (none on a machine without AVX2/NEON, in
-/// which case the comparisons are vacuous and say so).
-fn simd_sets() -> Vec<&'static str> {
-    let sets: Vec<&str> = kernels::available()
-        .iter()
-        .map(|k| k.name)
-        .filter(|&n| n != "scalar")
-        .collect();
-    if sets.is_empty() {
-        eprintln!("!!! no SIMD kernel set on this CPU: only the scalar path is tested !!!");
-    }
-    sets
-}
+use common::{simd_sets, Rng};
 
 /// `Σ|w||x|` per output: the scale a rounding difference is relative to.
 fn magnitudes(w: &[f32], x: &[f32], rows: usize, cols: usize, t: usize) -> Vec<f32> {

@@ -14,23 +14,9 @@ use quill::kernels::{self, matmul, Layout, Matrix, WeightDtype, I8_BLOCK};
 use quill::model::weights::DType;
 use quill::model::{LoadOptions, Logits, Model};
 
-/// xorshift64*: deterministic inputs without a dev-dependency.
-struct Rng(u64);
+mod common;
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn vec(&mut self, n: usize) -> Vec<f32> {
-        (0..n)
-            .map(|_| (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0)
-            .collect()
-    }
-}
+use common::{simd_sets, Rng};
 
 fn product(set: &str, w: &Matrix, x: &[f32], t: usize) -> Vec<f32> {
     let mut y = vec![f32::NAN; t * w.rows];
@@ -147,15 +133,7 @@ fn gemm_and_scalar_rows_are_bit_identical_on_panels() {
 #[test]
 fn simd_panel_kernels_match_scalar_rows() {
     let mut rng = Rng(13);
-    let sets: Vec<&str> = kernels::available()
-        .iter()
-        .map(|k| k.name)
-        .filter(|&n| n != "scalar")
-        .collect();
-    if sets.is_empty() {
-        eprintln!("!!! no SIMD kernel set on this CPU: panel kernels compared on scalar only !!!");
-    }
-    for set in sets {
+    for set in simd_sets() {
         for dtype in [WeightDtype::BF16, WeightDtype::Int8] {
             for (rows, cols) in shapes(dtype) {
                 let (rm, pm) = pair(&mut rng, dtype, rows, cols);

@@ -244,3 +244,39 @@ fn state_diff(a: &[f32], b: &[f32]) -> f32 {
 pub fn fresh(model: &Model) -> State {
     model.new_state()
 }
+
+/// xorshift64*: deterministic test inputs without a dev-dependency.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Uniform in [-1, 1).
+    pub fn f(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+
+    /// `n` values uniform in [-1, 1).
+    pub fn vec(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.f()).collect()
+    }
+}
+
+/// The SIMD kernel sets this CPU runs (none on a machine without AVX2 or
+/// NEON, in which case comparisons against scalar are vacuous and say so).
+pub fn simd_sets() -> Vec<&'static str> {
+    let sets: Vec<&str> = quill::kernels::available()
+        .iter()
+        .map(|k| k.name)
+        .filter(|&n| n != "scalar")
+        .collect();
+    if sets.is_empty() {
+        eprintln!("!!! no SIMD kernel set on this CPU: only the scalar path is tested !!!");
+    }
+    sets
+}
