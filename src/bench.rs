@@ -415,11 +415,10 @@ pub fn bandwidth_probe(bytes: usize, runs: usize) -> f64 {
     let n = bytes / 4;
     let threads = kernels::threads().max(1);
     let part = n.div_ceil(threads);
-    // Filled in parallel so each part's pages are first touched by (and,
-    // on NUMA machines, placed near) the thread that will read them.
-    // On huge pages when the OS grants them, as the weights are
+    // On huge pages when the OS grants them, as int8 weights are
     // (`kernels::huge_page_vec`): the probe measures the best this machine
-    // reads, not a handicapped baseline.
+    // reads, not a handicapped baseline. (Zeroed on this thread first, so
+    // on a NUMA machine the pages sit near it; these VMs have one node.)
     let mut buf: Vec<f32> = kernels::huge_page_vec(n);
     kernels::install(|| buf.par_chunks_mut(part).for_each(|c| c.fill(1.0)));
     let mut best = 0.0f64;

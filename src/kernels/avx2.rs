@@ -406,7 +406,8 @@ fn rows_i8_panels(q: &[i8], scales: &[f32], xq: &[i16], xs: &[f32], y: &mut [f32
 }
 
 /// int8 rows in panels: per block, the group's 4 rows × 64 weights are 256
-/// contiguous bytes and its 4 scales 16; arithmetic as [`rows_i8_raw`].
+/// contiguous bytes and its 4 scales 16; block sums in integers as in
+/// [`rows_i8_raw`], then all 4 rows scaled and accumulated in one vector.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn rows_i8_panels_raw(
     q: *const i8,
