@@ -461,10 +461,9 @@ impl Matrix {
     /// Columns per panel piece ([`Layout::Panels`]) for this dtype; the
     /// whole row when row-major.
     pub fn panel_piece(&self) -> usize {
-        match (self.layout, &self.data) {
-            (Layout::Rows, _) => self.cols.max(1),
-            (Layout::Panels, MatData::I8 { .. }) => I8_BLOCK,
-            (Layout::Panels, _) => 16,
+        match (self.layout, panel_piece_of(&self.data)) {
+            (Layout::Panels, Some(piece)) => piece,
+            _ => self.cols.max(1),
         }
     }
 
@@ -491,10 +490,8 @@ impl Matrix {
     /// bf16 or int8, at least one full group of rows, and whole pieces per
     /// row (the kernels have no ragged-piece path).
     pub fn can_use_panels(&self) -> bool {
-        let piece = match &self.data {
-            MatData::BF16(_) => 16,
-            MatData::I8 { .. } => I8_BLOCK,
-            _ => return false,
+        let Some(piece) = panel_piece_of(&self.data) else {
+            return false;
         };
         self.layout == Layout::Rows && self.rows >= PANEL_ROWS && self.cols % piece == 0
     }
@@ -508,13 +505,18 @@ impl Matrix {
         }
         let (rows, cols) = (self.rows, self.cols);
         let full = rows / PANEL_ROWS * PANEL_ROWS;
+        let piece = panel_piece_of(&self.data).unwrap_or(cols);
         let data = match &self.data {
-            MatData::BF16(st) => {
-                MatData::BF16(Store::Huge(to_panels(st.as_slice(), rows, cols, full, 16)))
-            }
+            MatData::BF16(st) => MatData::BF16(Store::Huge(to_panels(
+                st.as_slice(),
+                rows,
+                cols,
+                full,
+                piece,
+            ))),
             MatData::I8 { q, scales } => {
                 let nb = self.i8_blocks_per_row();
-                let q = to_panels(q, rows, cols, full, I8_BLOCK);
+                let q = to_panels(q, rows, cols, full, piece);
                 let scales = to_panels(scales, rows, nb, full, 1);
                 MatData::I8 {
                     q: Store::Huge(q),
@@ -529,6 +531,16 @@ impl Matrix {
             data,
             layout: Layout::Panels,
         }
+    }
+}
+
+/// Columns per panel piece for a dtype that can be laid out in panels:
+/// 16 bf16 weights (one 256-bit load per row), one int8 block.
+fn panel_piece_of(data: &MatData) -> Option<usize> {
+    match data {
+        MatData::BF16(_) => Some(16),
+        MatData::I8 { .. } => Some(I8_BLOCK),
+        _ => None,
     }
 }
 
