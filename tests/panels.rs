@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use quill::bench::synthetic_model_with;
-use quill::kernels::{self, matmul, Layout, Matrix, WeightDtype, I8_BLOCK};
+use quill::kernels::{self, matmul, slab_width, Layout, Matrix, WeightDtype, I8_BLOCK, PANEL_ROWS};
 use quill::model::weights::DType;
 use quill::model::{LoadOptions, Logits, Model};
 
@@ -40,13 +40,51 @@ fn shapes(dtype: WeightDtype) -> Vec<(usize, usize)> {
         (9, 3 * p),
         (64, 4 * p),
         (1027, 1024),
+        // Wider than a slab: 2 slabs of 1024, 4 of 1024 (ragged rows),
+        // 5 of 512.
+        (8, 2048),
+        (13, 4096),
+        (9, 2560),
     ]
 }
 
 fn pair(rng: &mut Rng, dtype: WeightDtype, rows: usize, cols: usize) -> (Matrix, Matrix) {
-    let wf = rng.vec(rows * cols);
-    let rm = Matrix::from_f32(rows, cols, wf.clone()).convert(dtype);
-    let pm = Matrix::from_f32(rows, cols, wf)
+    pair_of(&rng.vec(rows * cols), dtype, rows, cols)
+}
+
+/// The scalar row-major product the way the panel path sums a matrix wider
+/// than a slab: each slab of columns on its own, partial sums added in slab
+/// order (one slab: the plain product) — for the rows in panels; the rows
+/// past the last full group are row-major and summed in one run.
+fn slab_by_slab(wf: &[f32], dtype: WeightDtype, rows: usize, cols: usize, x: &[f32]) -> Vec<f32> {
+    let s = slab_width(cols);
+    let full = rows / PANEL_ROWS * PANEL_ROWS;
+    let whole = product(
+        "scalar",
+        &Matrix::from_f32(rows, cols, wf.to_vec()).convert(dtype),
+        x,
+        1,
+    );
+    let mut y = vec![0.0f32; rows];
+    for k in 0..cols / s {
+        let part: Vec<f32> = (0..rows)
+            .flat_map(|r| wf[r * cols + k * s..r * cols + (k + 1) * s].to_vec())
+            .collect();
+        let m = Matrix::from_f32(rows, s, part).convert(dtype);
+        let p = product("scalar", &m, &x[k * s..(k + 1) * s], 1);
+        if k == 0 {
+            y = p;
+        } else {
+            y.iter_mut().zip(&p).for_each(|(a, b)| *a += b);
+        }
+    }
+    y[full..].copy_from_slice(&whole[full..]);
+    y
+}
+
+fn pair_of(wf: &[f32], dtype: WeightDtype, rows: usize, cols: usize) -> (Matrix, Matrix) {
+    let rm = Matrix::from_f32(rows, cols, wf.to_vec()).convert(dtype);
+    let pm = Matrix::from_f32(rows, cols, wf.to_vec())
         .convert(dtype)
         .into_panels();
     assert_eq!(rm.layout, Layout::Rows);
@@ -103,10 +141,15 @@ fn only_whole_pieces_of_bf16_and_int8_go_into_panels() {
 
 #[test]
 fn gemm_and_scalar_rows_are_bit_identical_on_panels() {
+    assert_eq!(
+        [1024, 2048, 4096, 2560, 1000, 3000].map(slab_width),
+        [1024, 1024, 1024, 512, 1000, 3000]
+    );
     let mut rng = Rng(11);
     for dtype in [WeightDtype::BF16, WeightDtype::Int8] {
         for (rows, cols) in shapes(dtype) {
-            let (rm, pm) = pair(&mut rng, dtype, rows, cols);
+            let wf = rng.vec(rows * cols);
+            let (rm, pm) = pair_of(&wf, dtype, rows, cols);
             for t in [1, 7, 20] {
                 let x = rng.vec(t * cols);
                 // t > 1: the GEMM (every set); t = 1: the scalar row kernels.
@@ -116,7 +159,12 @@ fn gemm_and_scalar_rows_are_bit_identical_on_panels() {
                     vec!["scalar"]
                 };
                 for set in sets {
-                    let (a, b) = (product(set, &rm, &x, t), product(set, &pm, &x, t));
+                    let a = if t == 1 {
+                        slab_by_slab(&wf, dtype, rows, cols, &x)
+                    } else {
+                        product(set, &rm, &x, t)
+                    };
+                    let b = product(set, &pm, &x, t);
                     assert!(
                         a.iter().zip(&b).all(|(u, v)| u.to_bits() == v.to_bits()),
                         "{set} {dtype} {rows}×{cols} t={t}: panels differ from row-major"
@@ -160,9 +208,9 @@ fn simd_panel_kernels_match_scalar_rows() {
 
 /// A model loaded while a set that wants panels is active gives the same
 /// logits as one loaded row-major under the scalar set (within the SIMD
-/// summation-order tolerance), its converted matrices are in panels and
-/// those read in place are not, and loading releases nothing a second
-/// holder of an in-memory model still needs: the same file loads again.
+/// summation-order tolerance), its large matrices are in panels (bf16 as
+/// stored and int8 alike), and loading releases nothing a second holder
+/// of an in-memory model still needs: the same file loads again.
 #[test]
 fn models_load_in_panels_and_agree_with_row_major() {
     let file = synthetic_model_with(2, 128, 300, DType::BF16, 5, "panels").unwrap();
@@ -172,9 +220,8 @@ fn models_load_in_panels_and_agree_with_row_major() {
         let run = |set: &str| {
             kernels::with_kernels(set, || {
                 let model = Model::from_file_with(Arc::clone(&file), &opts).unwrap();
-                // Converted (int8) matrices go into panels where the set
-                // asks for them; bf16 read in place stays row-major.
-                let want = if kernels::active().panels && dtype.is_some() {
+                // Large matrices go into panels where the set asks for them.
+                let want = if kernels::active().panels {
                     Layout::Panels
                 } else {
                     Layout::Rows
@@ -231,4 +278,36 @@ fn a_sole_in_memory_model_releases_copied_tensors() {
     let mut st = model.new_state();
     let logits = model.forward(&[1, 2, 3], &mut st, Logits::Last).unwrap();
     assert!(logits.iter().all(|v| v.is_finite()));
+}
+
+/// A bf16 model loaded by its only holder copies its matrices into panels
+/// while handing the source pages back band by band: its logits equal
+/// those of the same weights loaded while a second holder keeps the file
+/// whole (nothing was released before it was copied).
+#[test]
+fn releasing_while_copying_into_panels_keeps_every_weight() {
+    let set = kernels::best().name;
+    let build = || synthetic_model_with(2, 256, 300, DType::BF16, 21, "bands").unwrap();
+    let tokens: Vec<u32> = (0..9u32).map(|i| (i * 37 + 1) % 300).collect();
+    let logits = |file: Arc<quill::model::weights::WeightFile>| {
+        kernels::with_kernels(set, || {
+            let model = Model::from_file_with(file, &LoadOptions::default()).unwrap();
+            let mut st = model.new_state();
+            model.forward(&tokens, &mut st, Logits::Last).unwrap()
+        })
+        .unwrap()
+    };
+    let kept = build();
+    let want = logits(Arc::clone(&kept));
+    let sole = build();
+    let got = logits(sole);
+    let differ = want
+        .iter()
+        .zip(&got)
+        .filter(|(a, b)| a.to_bits() != b.to_bits())
+        .count();
+    assert_eq!(
+        differ, 0,
+        "{set}: {differ} logits of a released load differ"
+    );
 }

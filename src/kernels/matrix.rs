@@ -6,6 +6,7 @@
 use std::marker::PhantomData;
 use std::sync::Arc;
 
+use super::huge::HugeBuf;
 use crate::error::{QuillError, Result};
 use crate::model::weights::{bytes_to_f32, DType, WeightFile};
 
@@ -176,6 +177,30 @@ impl std::str::FromStr for WeightDtype {
 /// Rows per panel of [`Layout::Panels`].
 pub const PANEL_ROWS: usize = 4;
 
+/// Widest slab of a matrix in panels ([`Layout::Panels`]): 1024 columns
+/// keep a slab of x (4 KiB in f32) and a group's slab (8 KiB in bf16)
+/// together well inside a 32 KiB L1.
+pub const SLAB_MAX: usize = 1024;
+
+/// Slab widths are multiples of this, so a slab is whole panel pieces,
+/// whole int8 blocks and whole k-blocks of the matrix–matrix product.
+const SLAB_UNIT: usize = 256;
+
+/// Columns per slab of a `cols`-wide matrix in panels: all of them up to
+/// [`SLAB_MAX`], else the widest multiple of [`SLAB_UNIT`] up to
+/// [`SLAB_MAX`] that divides `cols` (every released model's widths are
+/// multiples of 256), else all of them (one slab).
+pub fn slab_width(cols: usize) -> usize {
+    if cols <= SLAB_MAX {
+        return cols;
+    }
+    (1..=SLAB_MAX / SLAB_UNIT)
+        .rev()
+        .map(|k| k * SLAB_UNIT)
+        .find(|s| cols % s == 0)
+        .unwrap_or(cols)
+}
+
 /// How a matrix's elements (and int8 scales) are ordered in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layout {
@@ -188,6 +213,16 @@ pub enum Layout {
     /// with `P` = [`Matrix::panel_piece`] (16 for bf16: one 256-bit load
     /// per row; [`I8_BLOCK`] for int8, whose scales are laid out the same
     /// way with pieces of 1). Rows past the last full group stay row-major.
+    ///
+    /// A wide matrix (more than [`SLAB_MAX`] columns) is cut into column
+    /// slabs of [`Matrix::slab_cols`] columns, stored one after the other,
+    /// each in panels as above: the panels of columns `0..S` of all full
+    /// groups, then of columns `S..2S`, and so on. Why: a group sums against
+    /// all of x, and a 4096-wide bf16 group (32 KiB) streamed through L1
+    /// pushes x's 16 KiB out of it before the next group uses x again, so
+    /// every load of x missed L1 as well. Measured (one 4096-column
+    /// pass, 1 thread): 19.5 GB/s against 27.5 with x's footprint cut to
+    /// 4 KiB; 2048 columns lost 3–12%.
     ///
     /// Why: a row kernel sums 4 rows at once to share each load of x, which
     /// row-major makes 4 interleaved streams of one row each (2 KiB for a
@@ -476,14 +511,25 @@ impl Matrix {
         }
     }
 
+    /// Columns per slab ([`Layout::Panels`], [`slab_width`]); all of them
+    /// when row-major.
+    pub fn slab_cols(&self) -> usize {
+        match self.layout {
+            Layout::Rows => self.cols,
+            Layout::Panels => slab_width(self.cols),
+        }
+    }
+
     /// Index of element (r, c) in the stored elements.
     pub fn offset(&self, r: usize, c: usize) -> usize {
-        panel_index(r, c, self.cols, self.panel_rows(), self.panel_piece())
+        let full = self.panel_rows();
+        panel_index(r, c, self.cols, full, self.panel_piece(), self.slab_cols())
     }
 
     /// Index of the scale of int8 block `b` of row `r`.
     pub fn scale_offset(&self, r: usize, b: usize) -> usize {
-        panel_index(r, b, self.i8_blocks_per_row(), self.panel_rows(), 1)
+        let slab = self.slab_cols() / I8_BLOCK;
+        panel_index(r, b, self.i8_blocks_per_row(), self.panel_rows(), 1, slab)
     }
 
     /// Whether [`Matrix::into_panels`] would lay this matrix out in panels:
@@ -500,12 +546,20 @@ impl Matrix {
     /// asks for huge pages), or unchanged when [`Matrix::can_use_panels`]
     /// says no.
     pub fn into_panels(self) -> Matrix {
+        self.into_panels_then(|_| {})
+    }
+
+    /// [`Matrix::into_panels`], calling `done(rows)` as each band of source
+    /// rows has been copied (every row once, in order), so the caller can
+    /// hand the source's memory back while the copy goes on.
+    pub fn into_panels_then(self, done: impl Fn(std::ops::Range<usize>) + Sync) -> Matrix {
         if !self.can_use_panels() {
             return self;
         }
         let (rows, cols) = (self.rows, self.cols);
         let full = rows / PANEL_ROWS * PANEL_ROWS;
         let piece = panel_piece_of(&self.data).unwrap_or(cols);
+        let slab = slab_width(cols);
         let data = match &self.data {
             MatData::BF16(st) => MatData::BF16(Store::Huge(to_panels(
                 st.as_slice(),
@@ -513,11 +567,13 @@ impl Matrix {
                 cols,
                 full,
                 piece,
+                slab,
+                &done,
             ))),
             MatData::I8 { q, scales } => {
                 let nb = self.i8_blocks_per_row();
-                let q = to_panels(q, rows, cols, full, piece);
-                let scales = to_panels(scales, rows, nb, full, 1);
+                let q = to_panels(q, rows, cols, full, piece, slab, &done);
+                let scales = to_panels(scales, rows, nb, full, 1, slab / I8_BLOCK, &|_| {});
                 MatData::I8 {
                     q: Store::Huge(q),
                     scales: Store::Huge(scales),
@@ -545,23 +601,36 @@ fn panel_piece_of(data: &MatData) -> Option<usize> {
 }
 
 /// Index of element (r, c) of a `cols`-wide matrix whose first `full` rows
-/// are in panels of `piece`-column pieces ([`Layout::Panels`]).
-fn panel_index(r: usize, c: usize, cols: usize, full: usize, piece: usize) -> usize {
+/// are in panels of `piece`-column pieces, in slabs of `slab` columns
+/// ([`Layout::Panels`]).
+fn panel_index(r: usize, c: usize, cols: usize, full: usize, piece: usize, slab: usize) -> usize {
     if r >= full {
         return r * cols + c;
     }
+    let (s, c) = (c / slab, c % slab);
     let (g, q) = (r / PANEL_ROWS, r % PANEL_ROWS);
-    g * PANEL_ROWS * cols + (c / piece) * PANEL_ROWS * piece + q * piece + c % piece
+    s * full * slab
+        + g * PANEL_ROWS * slab
+        + (c / piece) * PANEL_ROWS * piece
+        + q * piece
+        + c % piece
 }
 
+/// Source bytes per band of [`to_panels`].
+const BAND_BYTES: usize = 8 << 20;
+
 /// Row-major `src` (rows × cols) reordered into panels over its first
-/// `full` rows, in a fresh [`HugeBuf`]; groups run in parallel.
+/// `full` rows, in slabs of `slab` columns, in a fresh [`HugeBuf`]; groups
+/// run in parallel, in bands of ~[`BAND_BYTES`] of `src`, and `done` is
+/// told each band's source rows once they are copied.
 fn to_panels<T: Copy + Default + Send + Sync>(
     src: &[T],
     rows: usize,
     cols: usize,
     full: usize,
     piece: usize,
+    slab: usize,
+    done: &(dyn Fn(std::ops::Range<usize>) + Sync),
 ) -> HugeBuf<T> {
     use rayon::prelude::*;
     use std::mem::MaybeUninit;
@@ -571,131 +640,33 @@ fn to_panels<T: Copy + Default + Send + Sync>(
         }
     }
     let mut out = HugeBuf::<T>::uninit(rows * cols);
-    let group = PANEL_ROWS * cols;
+    let groups = full / PANEL_ROWS;
     let (panels, tail) = out.uninit_mut().split_at_mut(full * cols);
-    panels
-        .par_chunks_mut(group)
-        .enumerate()
-        .for_each(|(g, dst)| {
-            // Piece p of row q of the group goes to slot (p, q).
-            for (slot, d) in dst.chunks_exact_mut(piece).enumerate() {
-                let (p, q) = (slot / PANEL_ROWS, slot % PANEL_ROWS);
-                let s = (g * PANEL_ROWS + q) * cols + p * piece;
-                fill(d, &src[s..s + piece]);
-            }
-        });
+    // Chunk k: group g of slab sl, in slab-major order.
+    let mut chunks: Vec<_> = panels.chunks_mut(PANEL_ROWS * slab).enumerate().collect();
+    let group_bytes = PANEL_ROWS * cols * std::mem::size_of::<T>();
+    let band = (BAND_BYTES / group_bytes.max(1)).max(1);
+    for g0 in (0..groups).step_by(band) {
+        let g1 = (g0 + band).min(groups);
+        chunks
+            .par_iter_mut()
+            .filter(|(k, _)| (g0..g1).contains(&(k % groups)))
+            .for_each(|(k, dst)| {
+                let (sl, g) = (*k / groups, *k % groups);
+                // Piece p of row q of the group goes to slot (p, q).
+                for (slot, d) in dst.chunks_exact_mut(piece).enumerate() {
+                    let (p, q) = (slot / PANEL_ROWS, slot % PANEL_ROWS);
+                    let s = (g * PANEL_ROWS + q) * cols + sl * slab + p * piece;
+                    fill(d, &src[s..s + piece]);
+                }
+            });
+        done(g0 * PANEL_ROWS..g1 * PANEL_ROWS);
+    }
     fill(tail, &src[full * cols..rows * cols]);
+    done(full..rows);
     // SAFETY: the loops above wrote all rows·cols elements (every group's
     // slots and the row-major tail).
     unsafe { out.assume_init() }
-}
-
-/// Asks the kernel to back `[start, start + bytes)` with transparent huge
-/// pages (`MADV_HUGEPAGE`), before it is first touched.
-///
-/// Why: streaming weights, each 4 KiB page is a TLB miss and a point where
-/// the hardware prefetcher stops. On this machine kind (THP in `madvise`
-/// mode) a plain sum read 30.4 GB/s from 4 KiB pages and 34.9 from huge
-/// pages, the panel kernel 27.9 and 31.8 (interleaved passes, 2 threads).
-/// The read-bandwidth probe asks for huge pages too, so the bench's ratios
-/// compare like with like. Elsewhere the hint is skipped.
-fn advise_huge_pages(start: usize, bytes: usize) {
-    #[cfg(target_os = "linux")]
-    {
-        const PAGE: usize = 4096;
-        let (a, b) = (start.next_multiple_of(PAGE), (start + bytes) / PAGE * PAGE);
-        if b > a {
-            // SAFETY: callers pass memory they own; [a, b) is page-aligned
-            // inside it, and MADV_HUGEPAGE only changes how the kernel backs
-            // the pages, never their contents. Failure (THP disabled) is
-            // harmless, so its result is ignored.
-            unsafe { libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_HUGEPAGE) };
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = (start, bytes);
-}
-
-/// A zeroed vector of `len` elements on huge pages where the OS grants
-/// them (the read-bandwidth probe's buffer; see [`HugeBuf`] for weights).
-pub fn huge_page_vec<T: Copy + Default>(len: usize) -> Vec<T> {
-    let mut v: Vec<T> = Vec::with_capacity(len);
-    advise_huge_pages(v.as_ptr() as usize, len * std::mem::size_of::<T>());
-    v.resize(len, T::default());
-    v
-}
-
-/// Alignment of a [`HugeBuf`]: one huge page.
-const HUGE_PAGE: usize = 2 << 20;
-
-/// Owned elements starting on a 2 MiB boundary, advised for huge pages.
-///
-/// Why aligned: the kernel backs only whole, aligned 2 MiB ranges with a
-/// huge page, so a 2 MiB matrix from the ordinary allocator (page-aligned
-/// at best) never gets one. Measured: the same 128 MiB of bf16 panels read
-/// as one product at 92–102% of the read probe, as 64 products of 2 MiB in
-/// one pass at 77–85%.
-pub struct HugeBuf<T: Copy> {
-    ptr: std::ptr::NonNull<T>,
-    len: usize,
-}
-
-// SAFETY: a HugeBuf owns its elements like a Vec does.
-unsafe impl<T: Copy + Send> Send for HugeBuf<T> {}
-// SAFETY: as above; shared access only reads.
-unsafe impl<T: Copy + Sync> Sync for HugeBuf<T> {}
-
-impl<T: Copy> HugeBuf<T> {
-    fn layout(len: usize) -> std::alloc::Layout {
-        let bytes = (len * std::mem::size_of::<T>()).max(1);
-        std::alloc::Layout::from_size_align(bytes, HUGE_PAGE.max(std::mem::align_of::<T>()))
-            .expect("weight buffer size overflows")
-    }
-
-    /// Room for `len` elements, not initialised (nor touched).
-    fn uninit(len: usize) -> HugeBuf<std::mem::MaybeUninit<T>> {
-        let layout = Self::layout(len);
-        // SAFETY: the layout has a non-zero size.
-        let raw = unsafe { std::alloc::alloc(layout) };
-        let Some(ptr) = std::ptr::NonNull::new(raw as *mut std::mem::MaybeUninit<T>) else {
-            std::alloc::handle_alloc_error(layout)
-        };
-        advise_huge_pages(raw as usize, layout.size());
-        HugeBuf { ptr, len }
-    }
-}
-
-impl<T: Copy> HugeBuf<std::mem::MaybeUninit<T>> {
-    fn uninit_mut(&mut self) -> &mut [std::mem::MaybeUninit<T>] {
-        // SAFETY: ptr holds len elements (MaybeUninit needs no init).
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
-    }
-
-    /// # Safety
-    /// Every element must have been written.
-    unsafe fn assume_init(self) -> HugeBuf<T> {
-        let me = std::mem::ManuallyDrop::new(self);
-        HugeBuf {
-            ptr: me.ptr.cast(),
-            len: me.len,
-        }
-    }
-}
-
-impl<T: Copy> std::ops::Deref for HugeBuf<T> {
-    type Target = [T];
-    fn deref(&self) -> &[T] {
-        // SAFETY: ptr holds len initialised elements (see `assume_init`).
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
-    }
-}
-
-impl<T: Copy> Drop for HugeBuf<T> {
-    fn drop(&mut self) {
-        // SAFETY: allocated in `uninit` with this layout; the element types
-        // stored here (numbers) need no drop.
-        unsafe { std::alloc::dealloc(self.ptr.as_ptr() as *mut u8, Self::layout(self.len)) }
-    }
 }
 
 /// Symmetric int8 quantisation of one row, block by block: scale =

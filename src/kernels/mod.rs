@@ -22,6 +22,7 @@
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 mod gemm;
+mod huge;
 mod matrix;
 #[cfg(target_arch = "aarch64")]
 mod neon;
@@ -33,9 +34,10 @@ use std::cell::Cell;
 use std::sync::OnceLock;
 
 use crate::error::{QuillError, Result};
+pub use huge::huge_page_vec;
 pub use matrix::{
-    huge_page_vec, quantize_row, quantize_x16, transpose, Layout, MatData, Matrix, Store,
-    WeightDtype, I8_BLOCK, PANEL_ROWS,
+    quantize_row, quantize_x16, slab_width, transpose, Layout, MatData, Matrix, Store, WeightDtype,
+    I8_BLOCK, PANEL_ROWS,
 };
 pub use threads::{install, physical_cores, set_threads, threads};
 pub use wkv::{wkv4_step, wkv5_step, wkv7_step};
@@ -323,12 +325,37 @@ fn rows_dispatch(
     let nb = w.i8_blocks_per_row();
     if np > 0 {
         debug_assert_eq!(r0 % PANEL_ROWS, 0);
-        match &w.data {
-            MatData::BF16(s) => (ks.rows_bf16_panels)(&s.as_slice()[r0 * c..], x, pan),
-            MatData::I8 { q, scales } => {
-                (ks.rows_i8_panels)(&q[r0 * c..], &scales[r0 * nb..], &xq.0, &xq.1, pan)
+        // Slab by slab (see `Layout::Panels`): slab k's panels start at
+        // k·full·S, its rows at row·S within them; its partial sums are
+        // added up in slab order.
+        let (full, sc) = (w.panel_rows(), w.slab_cols());
+        let sb = sc / I8_BLOCK;
+        let mut part = Vec::new();
+        for k in 0..c / sc {
+            let dst: &mut [f32] = if k == 0 {
+                &mut *pan
+            } else {
+                part.resize(np, 0.0);
+                &mut part
+            };
+            match &w.data {
+                MatData::BF16(s) => (ks.rows_bf16_panels)(
+                    &s.as_slice()[k * full * sc + r0 * sc..],
+                    &x[k * sc..(k + 1) * sc],
+                    dst,
+                ),
+                MatData::I8 { q, scales } => (ks.rows_i8_panels)(
+                    &q[k * full * sc + r0 * sc..],
+                    &scales[k * full * sb + r0 * sb..],
+                    &xq.0[k * sc..(k + 1) * sc],
+                    &xq.1[k * sb..(k + 1) * sb],
+                    dst,
+                ),
+                _ => unreachable!("only bf16 and int8 matrices are laid out in panels"),
             }
-            _ => unreachable!("only bf16 and int8 matrices are laid out in panels"),
+            if k > 0 {
+                pan.iter_mut().zip(&part).for_each(|(y, p)| *y += p);
+            }
         }
     }
     if rest.is_empty() {

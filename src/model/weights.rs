@@ -217,6 +217,16 @@ impl WeightFile {
     /// marked and [`WeightFile::info`] refuses it from then on. Embedded
     /// and `Owned` bytes are kept.
     pub fn release(&self, name: &str) {
+        if let Some(info) = self.tensors.get(name) {
+            self.release_bytes(name, 0, info.byte_len());
+        }
+    }
+
+    /// [`WeightFile::release`] for bytes `start..start + len` of tensor
+    /// `name` only (whole pages inside that range), so a large tensor can
+    /// be handed back piece by piece as it is copied out: resident memory
+    /// then never holds both copies of more than one piece.
+    pub fn release_bytes(&self, name: &str, start: usize, len: usize) {
         let (Some(info), Backing::Mmap(m) | Backing::Anon(m)) =
             (self.tensors.get(name), &self.backing)
         else {
@@ -227,22 +237,23 @@ impl WeightFile {
                 r.insert(name.to_string());
             }
         }
+        let end = (start + len).min(info.byte_len());
         #[cfg(target_os = "linux")]
         {
             const PAGE: usize = 4096;
-            let base = m.as_ptr() as usize;
-            let a = (base + info.start).next_multiple_of(PAGE);
-            let b = (base + info.start + info.byte_len()) / PAGE * PAGE;
+            let base = m.as_ptr() as usize + info.start;
+            let a = (base + start.min(end)).next_multiple_of(PAGE);
+            let b = (base + end) / PAGE * PAGE;
             if b > a {
-                // SAFETY: [a, b) is whole pages of this tensor alone, inside
-                // the map; nothing reads them again (the loader's copy
+                // SAFETY: [a, b) is whole pages of this tensor's range alone,
+                // inside the map; nothing reads them again (the loader's copy
                 // replaced the only reader, and `info` now refuses an
                 // anonymous map's tensor). Failure only keeps the pages.
                 unsafe { libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_DONTNEED) };
             }
         }
         #[cfg(not(target_os = "linux"))]
-        let _ = (info, m);
+        let _ = (m, end);
     }
 
     /// The raw little-endian bytes of a tensor.
