@@ -32,6 +32,7 @@ static AVX2: KernelSet = KernelSet {
     panels: true,
     widen_bf16,
     widen_bf16_panel,
+    widen_bf16_group,
     widen_f16,
     widen_i8,
     gemm_tile,
@@ -665,6 +666,35 @@ unsafe fn widen_bf16_panel_raw(w: *const u16, out: *mut f32, pieces: usize) {
         let (s, o) = (w.add(j * PANEL_ROWS * 16), out.add(j * 16));
         _mm256_storeu_ps(o, ld_bf16(s));
         _mm256_storeu_ps(o.add(8), ld_bf16(s.add(8)));
+    }
+}
+
+fn widen_bf16_group(w: &[u16], kc: usize, out: &mut [f32], ld: usize) {
+    let pieces = kc / 16;
+    if pieces == 0 {
+        return;
+    }
+    assert!(
+        w.len() >= pieces * PANEL_ROWS * 16,
+        "widen_bf16_group: short"
+    );
+    assert!(
+        ld >= pieces * 16 && out.len() >= (PANEL_ROWS - 1) * ld + pieces * 16,
+        "widen_bf16_group: out too short"
+    );
+    // SAFETY: piece j reads w[64j..64j+64] and writes out[q·ld + 16j..+16]
+    // for q < 4 (both checked above); features checked by `kernel_set`.
+    unsafe { widen_bf16_group_raw(w.as_ptr(), pieces, out.as_mut_ptr(), ld) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn widen_bf16_group_raw(w: *const u16, pieces: usize, out: *mut f32, ld: usize) {
+    for j in 0..pieces {
+        for q in 0..PANEL_ROWS {
+            let (s, o) = (w.add((j * PANEL_ROWS + q) * 16), out.add(q * ld + j * 16));
+            _mm256_storeu_ps(o, ld_bf16(s));
+            _mm256_storeu_ps(o.add(8), ld_bf16(s.add(8)));
+        }
     }
 }
 

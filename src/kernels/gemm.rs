@@ -20,7 +20,7 @@
 //! Each weight is read once per chunk of tokens, and the inner loop is
 //! FMA-bound, not memory-bound.
 
-use super::{install, threads, KernelSet, MatData, Matrix, I8_BLOCK, MR, NR};
+use super::{install, threads, KernelSet, MatData, Matrix, I8_BLOCK, MR, NR, PANEL_ROWS};
 
 /// Columns per k-block: a token tile of packed X (KC × NR f32 = 16 KiB)
 /// and the widened rows of a micro-tile (MR × KC f32 = 6 KiB) fit a 32 KiB
@@ -103,6 +103,29 @@ fn pack_x(x: &[f32], t: usize, cols: usize, par: bool) -> Vec<f32> {
     xp
 }
 
+/// Widens columns `k0..k0 + kc` of row `r` — or of the 4 rows `r..r + 4`
+/// when they are a whole bf16 panel group, all `left` to do — into rows of
+/// `out` [`KC`] apart; returns how many rows it widened.
+fn widen_rows(
+    ks: &KernelSet,
+    w: &Matrix,
+    r: usize,
+    left: usize,
+    k0: usize,
+    kc: usize,
+    out: &mut [f32],
+) -> usize {
+    let group = r % PANEL_ROWS == 0 && r + PANEL_ROWS <= w.panel_rows() && left >= PANEL_ROWS;
+    if let (true, MatData::BF16(st)) = (group, &w.data) {
+        // The group's columns k0..k0+kc are one run (see `prefetch_rows`).
+        let s = w.offset(r, k0);
+        (ks.widen_bf16_group)(&st.as_slice()[s..s + PANEL_ROWS * kc], kc, out, KC);
+        return PANEL_ROWS;
+    }
+    widen_row(ks, w, r, k0, &mut out[..kc]);
+    1
+}
+
 /// Widens `out.len()` weights of row `r` from column `k0` to f32, one
 /// contiguous run at a time: the whole span when row-major, each panel
 /// piece when in panels (`k0` and the span are whole pieces: KC is a
@@ -158,9 +181,9 @@ fn prefetch_rows(w: &Matrix, r0: usize, nr: usize, k0: usize, kc: usize) {
         let runs = (r0..r0 + nr).filter_map(|r| {
             if r >= full {
                 Some((w.offset(r, k0), kc))
-            } else if r % super::PANEL_ROWS == 0 || r == r0 {
-                let q = r % super::PANEL_ROWS;
-                Some((w.offset(r - q, k0), super::PANEL_ROWS * kc))
+            } else if r % PANEL_ROWS == 0 || r == r0 {
+                let q = r % PANEL_ROWS;
+                Some((w.offset(r - q, k0), PANEL_ROWS * kc))
             } else {
                 None
             }
@@ -217,8 +240,9 @@ fn run_task(
         let (wsrc, ldw): (&[f32], usize) = match in_place {
             Some(s) => (&s[r0 * cols + k0..(r0 + nr - 1) * cols + k0 + kc], cols),
             None => {
-                for i in 0..nr {
-                    widen_row(ks, w, r0 + i, k0, &mut wb[i * KC..i * KC + kc]);
+                let mut i = 0;
+                while i < nr {
+                    i += widen_rows(ks, w, r0 + i, nr - i, k0, kc, &mut wb[i * KC..]);
                 }
                 (&wb[..(nr - 1) * KC + kc], KC)
             }

@@ -102,6 +102,12 @@ pub struct KernelSet {
     /// `out[16j..16j+16]` from `w[64j..64j+16]` (the row's pieces, one per
     /// [`PANEL_ROWS`]·16 elements), for every whole piece of `out`.
     pub widen_bf16_panel: fn(&[u16], &mut [f32]),
+    /// bf16 → f32 for a whole panel group: `(w, kc, out, ld)` widens the
+    /// group's `kc` columns from one contiguous run `w` (4·kc elements,
+    /// piece by piece) into rows `out[q·ld..q·ld + kc]`, q = 0..4 — the
+    /// same values as [`KernelSet::widen_bf16_panel`] row by row, read in
+    /// order instead of in 32-byte pieces 128 bytes apart.
+    pub widen_bf16_group: fn(&[u16], usize, &mut [f32], usize),
     /// f16 → f32 over a run.
     pub widen_f16: fn(&[u16], &mut [f32]),
     /// int8 → f32 over a run starting at a block boundary: `(q, scales, out)`,

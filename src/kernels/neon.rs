@@ -33,6 +33,7 @@ static NEON: KernelSet = KernelSet {
     panels: false,
     widen_bf16,
     widen_bf16_panel: super::scalar::widen_bf16_panel,
+    widen_bf16_group: super::scalar::widen_bf16_group,
     widen_f16,
     widen_i8,
     gemm_tile,

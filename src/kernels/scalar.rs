@@ -19,6 +19,7 @@ pub static SCALAR: KernelSet = KernelSet {
     panels: false,
     widen_bf16,
     widen_bf16_panel,
+    widen_bf16_group,
     widen_f16,
     widen_i8,
     gemm_tile,
@@ -167,6 +168,19 @@ pub fn widen_bf16(w: &[u16], out: &mut [f32]) {
 pub fn widen_bf16_panel(w: &[u16], out: &mut [f32]) {
     for (j, o) in out.chunks_exact_mut(16).enumerate() {
         widen_bf16(&w[j * PANEL_ROWS * 16..], o);
+    }
+}
+
+/// bf16 → f32 for a whole panel group (see `KernelSet::widen_bf16_group`).
+pub fn widen_bf16_group(w: &[u16], kc: usize, out: &mut [f32], ld: usize) {
+    for j in 0..kc / 16 {
+        for q in 0..PANEL_ROWS {
+            let s = (j * PANEL_ROWS + q) * 16;
+            widen_bf16(
+                &w[s..s + 16],
+                &mut out[q * ld + j * 16..q * ld + j * 16 + 16],
+            );
+        }
     }
 }
 
