@@ -91,10 +91,10 @@ pub struct KernelSet {
     /// As `rows_i8` for rows in [`Layout::Panels`] (weights and scales),
     /// `xq.len()` a multiple of [`I8_BLOCK`], `y.len()` of [`PANEL_ROWS`].
     pub rows_i8_panels: RowsI8Fn,
-    /// Whether models loaded while this set is active get the matrices
-    /// they copy (converted to int8 or bf16, LoRA factors) in
-    /// [`Layout::Panels`] (this set's panel kernels are its fast path).
-    /// Every set computes both layouts correctly.
+    /// Whether models loaded while this set is active get their large
+    /// bf16 and int8 matrices (as stored or converted) and LoRA factors
+    /// copied into [`Layout::Panels`] (this set's panel kernels are its
+    /// fast path). Every set computes both layouts correctly.
     pub panels: bool,
     /// bf16 → f32 over a run (`out.len()` elements).
     pub widen_bf16: fn(&[u16], &mut [f32]),

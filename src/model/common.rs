@@ -19,7 +19,7 @@ pub struct Loader<'a> {
     /// The checkpoint.
     pub file: &'a Arc<WeightFile>,
     /// dtype the large matrices ([`Loader::matrix`]) are converted to at
-    /// load; `None` keeps them as stored, read in place.
+    /// load; `None` keeps them as stored.
     pub dtype: Option<WeightDtype>,
     /// Whether tensors copied out may have their pages released
     /// ([`WeightFile::release`]). Off for an in-memory model someone else

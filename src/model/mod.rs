@@ -186,8 +186,9 @@ pub enum Logits {
 pub struct LoadOptions {
     /// Convert the large matrices (time-mix receptance/key/value/output,
     /// channel-mix key/value, head) to this dtype at load; `None` keeps them
-    /// as stored, read in place from the mapped file. The embedding, LoRA
-    /// factors and vectors always stay as stored.
+    /// as stored (read in place from the mapped file, or copied into panels
+    /// where the kernel set wants them: see [`common::Loader::matrix`]).
+    /// The embedding, LoRA factors and vectors always stay as stored.
     pub dtype: Option<WeightDtype>,
 }
 
