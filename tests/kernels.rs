@@ -128,11 +128,12 @@ fn matmul_matches_matvec_per_token() {
     }
 }
 
-/// A batch of decode products (`matmul_many`, one parallel pass over the
-/// rows of all of them) gives each product exactly what it gives alone, and
-/// the same bits with one kernel thread and with several: a row's sum does
-/// not depend on which task or thread computed it, so snapshots and seeded
-/// runs reproduce whatever `--threads` says.
+/// A batch of products (`matmul_many`: for decode one parallel pass over
+/// the rows of all of them, for t > 1 one GEMM after another) gives each
+/// product exactly what it gives alone, and the same bits with one kernel
+/// thread and with several: a row's sum does not depend on which task or
+/// thread computed it, so snapshots and seeded runs reproduce whatever
+/// `--threads` says.
 #[test]
 fn matmul_many_equals_each_product_alone_on_any_thread_count() {
     let mut rng = Rng(7);
@@ -144,25 +145,28 @@ fn matmul_many_equals_each_product_alone_on_any_thread_count() {
                 .iter()
                 .map(|&(r, c)| Matrix::from_f32(r, c, rng.vec(r * c)).convert(dtype))
                 .collect();
-            let xs: Vec<Vec<f32>> = shapes.iter().map(|&(_, c)| rng.vec(c)).collect();
-            let alone: Vec<Vec<f32>> = ws
-                .iter()
-                .zip(&xs)
-                .map(|(w, x)| product(set, w, x, 1))
-                .collect();
-            for threads in [1, 2, 3] {
-                kernels::set_threads(threads);
-                let mut ys: Vec<Vec<f32>> = ws.iter().map(|w| vec![f32::NAN; w.rows]).collect();
-                let mut batch: Vec<Product> = ws
+            for t in [1, 20] {
+                let xs: Vec<Vec<f32>> = shapes.iter().map(|&(_, c)| rng.vec(t * c)).collect();
+                let alone: Vec<Vec<f32>> = ws
                     .iter()
                     .zip(&xs)
-                    .zip(ys.iter_mut())
-                    .map(|((w, x), y)| Product { w, x, y })
+                    .map(|(w, x)| product(set, w, x, t))
                     .collect();
-                kernels::with_kernels(set, || matmul_many(1, &mut batch)).unwrap();
-                for (i, (y, want)) in ys.iter().zip(&alone).enumerate() {
-                    let same = y.iter().zip(want).all(|(a, b)| a.to_bits() == b.to_bits());
-                    assert!(same, "{set} {dtype} threads {threads}: product {i} differs");
+                for threads in [1, 2, 3] {
+                    kernels::set_threads(threads);
+                    let mut ys: Vec<Vec<f32>> =
+                        ws.iter().map(|w| vec![f32::NAN; t * w.rows]).collect();
+                    let mut batch: Vec<Product> = ws
+                        .iter()
+                        .zip(&xs)
+                        .zip(ys.iter_mut())
+                        .map(|((w, x), y)| Product { w, x, y })
+                        .collect();
+                    kernels::with_kernels(set, || matmul_many(t, &mut batch)).unwrap();
+                    for (i, (y, want)) in ys.iter().zip(&alone).enumerate() {
+                        let same = y.iter().zip(want).all(|(a, b)| a.to_bits() == b.to_bits());
+                        assert!(same, "{set} {dtype} t={t} threads {threads}: product {i} differs");
+                    }
                 }
             }
         }
