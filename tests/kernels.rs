@@ -165,7 +165,10 @@ fn matmul_many_equals_each_product_alone_on_any_thread_count() {
                     kernels::with_kernels(set, || matmul_many(t, &mut batch)).unwrap();
                     for (i, (y, want)) in ys.iter().zip(&alone).enumerate() {
                         let same = y.iter().zip(want).all(|(a, b)| a.to_bits() == b.to_bits());
-                        assert!(same, "{set} {dtype} t={t} threads {threads}: product {i} differs");
+                        assert!(
+                            same,
+                            "{set} {dtype} t={t} threads {threads}: product {i} differs"
+                        );
                     }
                 }
             }
