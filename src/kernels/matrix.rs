@@ -207,12 +207,13 @@ pub enum Layout {
     /// Row-major: element (r, c) at `r·cols + c`.
     Rows,
     /// Panels of [`PANEL_ROWS`] rows for the matrix–vector kernels: each
-    /// full group of 4 rows keeps its own 4·cols elements (so a group is
-    /// where it would be row-major), ordered piece by piece — columns
-    /// `p·P..(p+1)·P` of row 0, then of rows 1, 2, 3, then the next piece —
-    /// with `P` = [`Matrix::panel_piece`] (16 for bf16: one 256-bit load
-    /// per row; [`I8_BLOCK`] for int8, whose scales are laid out the same
-    /// way with pieces of 1). Rows past the last full group stay row-major.
+    /// full group of 4 rows keeps its own 4·cols elements (up to
+    /// [`SLAB_MAX`] columns, where it would be row-major), ordered piece by
+    /// piece — columns `p·P..(p+1)·P` of row 0, then of rows 1, 2, 3, then
+    /// the next piece — with `P` = [`Matrix::panel_piece`] (16 for bf16:
+    /// one 256-bit load per row; [`I8_BLOCK`] for int8, whose scales are
+    /// laid out the same way with pieces of 1). Rows past the last full
+    /// group stay row-major.
     ///
     /// A wide matrix (more than [`SLAB_MAX`] columns) is cut into column
     /// slabs of [`Matrix::slab_cols`] columns, stored one after the other,

@@ -79,9 +79,10 @@ impl<'a> Loader<'a> {
     /// as stored too — and the file's pages of the tensor are released, so
     /// resident memory holds the weights once; otherwise a matrix in the
     /// stored dtype is read in place, row-major. Why copy bf16: with huge
-    /// pages granted to every copy and wide matrices in slabs, a 0.4B decode
-    /// read 5–9% faster than in place (paired bench runs), for ~0.1 s more
-    /// load time from a warm page cache (0.27 → 0.35 s).
+    /// pages granted to every copy and wide matrices in slabs, 0.4B decode
+    /// ran +7, +12, 0, −1 and +6% against in place (five alternating bench
+    /// pairs), prefill unchanged, for ~0.1 s more load time from a warm page
+    /// cache (0.27 → 0.35 s).
     pub fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
         let m = self.matrix_as_stored(name, rows, cols)?;
         let m = match self.dtype {

@@ -237,7 +237,7 @@ impl WeightFile {
                 r.insert(name.to_string());
             }
         }
-        let end = (start + len).min(info.byte_len());
+        let end = start.saturating_add(len).min(info.byte_len());
         #[cfg(target_os = "linux")]
         {
             const PAGE: usize = 4096;
