@@ -173,14 +173,8 @@ pub fn widen_bf16_panel(w: &[u16], out: &mut [f32]) {
 
 /// bf16 → f32 for a whole panel group (see `KernelSet::widen_bf16_group`).
 pub fn widen_bf16_group(w: &[u16], kc: usize, out: &mut [f32], ld: usize) {
-    for j in 0..kc / 16 {
-        for q in 0..PANEL_ROWS {
-            let s = (j * PANEL_ROWS + q) * 16;
-            widen_bf16(
-                &w[s..s + 16],
-                &mut out[q * ld + j * 16..q * ld + j * 16 + 16],
-            );
-        }
+    for q in 0..PANEL_ROWS {
+        widen_bf16_panel(&w[q * 16..], &mut out[q * ld..q * ld + kc / 16 * 16]);
     }
 }
 

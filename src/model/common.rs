@@ -93,17 +93,20 @@ impl<'a> Loader<'a> {
         if m.is_mapped() && !panels {
             return Ok(m);
         }
-        let m = if panels && m.is_mapped() && self.release {
-            // Hand the file's pages back band by band as they are copied,
-            // so memory never holds a whole tensor twice (the head is 128
-            // MiB of a 0.4B model: 14% of it).
-            let row_bytes = m.cols * m.dtype_size();
+        // A mapped source hands the file's pages back band by band as they
+        // are copied, so memory never holds a whole tensor twice (the head
+        // is 128 MiB of a 0.4B model: 14% of it).
+        let banded = m.is_mapped() && self.release;
+        let row_bytes = m.cols * m.dtype_size();
+        let m = if panels {
             m.into_panels_then(|r| {
-                self.file
-                    .release_bytes(name, r.start * row_bytes, r.len() * row_bytes)
+                if banded {
+                    let (start, len) = (r.start * row_bytes, r.len() * row_bytes);
+                    self.file.release_bytes(name, start, len);
+                }
             })
         } else {
-            place(m)
+            m
         };
         // After the copy: a mapped tensor is read by it.
         if self.release {
