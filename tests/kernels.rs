@@ -234,6 +234,34 @@ fn helpers_simd_match_scalar() {
     }
 }
 
+/// Packing a token tile is a transposition: every set produces exactly the
+/// scalar layout, for whole and ragged tiles (n < 16, n < 8) and widths that
+/// are not multiples of the vector width, read from a wider row stride.
+#[test]
+fn pack_tile_simd_matches_scalar() {
+    let mut rng = Rng(17);
+    let scalar = kernels::by_name("scalar").unwrap();
+    for set in simd_sets() {
+        let ks = kernels::by_name(set).unwrap();
+        for width in [1, 7, 8, 9, 64, 100, 1024] {
+            for n in [1, 5, 8, 9, 15, 16] {
+                let ld = width + 3;
+                let x = rng.vec((n - 1) * ld + width);
+                let (mut a, mut b) = (vec![0.0; width * 16], vec![0.0; width * 16]);
+                (ks.pack_tile)(&x, ld, n, &mut a);
+                (scalar.pack_tile)(&x, ld, n, &mut b);
+                assert_eq!(a, b, "{set} pack_tile width={width} n={n}");
+                for p in 0..width {
+                    for j in 0..16 {
+                        let want = if j < n { x[j * ld + p] } else { 0.0 };
+                        assert_eq!(b[p * 16 + j], want, "scalar pack_tile ({p}, {j})");
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Runs `steps` wkv7 steps with `set` from the same state and inputs.
 fn wkv7_run(set: &str, n: usize, steps: usize, seed: u64) -> (Vec<f32>, Vec<f32>) {
     let mut rng = Rng(seed);

@@ -36,6 +36,7 @@ static AVX2: KernelSet = KernelSet {
     widen_f16,
     widen_i8,
     gemm_tile,
+    pack_tile,
     wkv7,
     sum_f32,
     fma_probe,
@@ -796,6 +797,78 @@ fn gemm_tile(w: &[f32], ldw: usize, m: usize, xp: &[f32], k: usize, n: usize, ac
             go!(2)
         } else {
             go!(1)
+        }
+    }
+}
+
+/// 8 rows of 8 (`x[j·ld..j·ld + 8]`, j < 8) transposed into
+/// `dst[i·NR..i·NR + 8]`, i < 8: the unpack / shuffle / lane-swap
+/// sequence of an 8×8 f32 transpose.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn transpose8(x: *const f32, ld: usize, dst: *mut f32) {
+    let r: [__m256; 8] = std::array::from_fn(|j| _mm256_loadu_ps(x.add(j * ld)));
+    let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+    let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+    let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+    let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+    let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+    let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+    let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+    let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+    let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+    let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+    let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+    let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+    let cols = [
+        _mm256_permute2f128_ps::<0x20>(u0, u4),
+        _mm256_permute2f128_ps::<0x20>(u1, u5),
+        _mm256_permute2f128_ps::<0x20>(u2, u6),
+        _mm256_permute2f128_ps::<0x20>(u3, u7),
+        _mm256_permute2f128_ps::<0x31>(u0, u4),
+        _mm256_permute2f128_ps::<0x31>(u1, u5),
+        _mm256_permute2f128_ps::<0x31>(u2, u6),
+        _mm256_permute2f128_ps::<0x31>(u3, u7),
+    ];
+    for (i, c) in cols.iter().enumerate() {
+        _mm256_storeu_ps(dst.add(i * NR), *c);
+    }
+}
+
+/// The token tile's packing ([`super::scalar::pack_tile`]) in 8×8
+/// transposes for each whole group of 8 tokens and 8 inputs; the rest
+/// (a ragged last tile, a width not a multiple of 8) element by element.
+fn pack_tile(x: &[f32], ld: usize, n: usize, dst: &mut [f32]) {
+    let width = dst.len() / NR;
+    assert!(n <= NR, "pack_tile: more than NR tokens");
+    assert!(
+        n == 0 || x.len() >= (n - 1) * ld + width,
+        "pack_tile: x too short"
+    );
+    let w8 = width / 8 * 8;
+    let groups = n / 8;
+    for g in 0..groups {
+        for p in (0..w8).step_by(8) {
+            // SAFETY: rows 8g..8g+8 < n, columns p..p+8 ≤ width (asserted
+            // above); dst rows p..p+8, lanes 8g..8g+8 < NR; features by
+            // `kernel_set`.
+            unsafe {
+                transpose8(
+                    x.as_ptr().add(8 * g * ld + p),
+                    ld,
+                    dst.as_mut_ptr().add(p * NR + 8 * g),
+                )
+            }
+        }
+    }
+    for j in 0..n {
+        let p0 = if j < groups * 8 { w8 } else { 0 };
+        for p in p0..width {
+            dst[p * NR + j] = x[j * ld + p];
         }
     }
 }

@@ -47,7 +47,7 @@ pub(super) fn gemm(ks: &'static KernelSet, w: &Matrix, x: &[f32], t: usize, y: &
     let (rows, cols) = (w.rows, w.cols);
     let nthreads = threads();
     let par = rows * cols * t >= PAR_MIN_MACS && nthreads > 1;
-    let xp = pack_x(x, t, cols, par);
+    let xp = pack_x(ks, x, t, cols, par);
     let tiles = rows.div_ceil(MR);
     // Big groups when there is plenty of work to share, single micro-tiles
     // when groups would leave threads idle.
@@ -76,24 +76,12 @@ pub(super) fn gemm(ks: &'static KernelSet, w: &Matrix, x: &[f32], t: usize, y: &
 }
 
 /// X (t × cols) → `xp[tile][p][j] = x[(tile·NR + j)·cols + p]`, zero past `t`.
-fn pack_x(x: &[f32], t: usize, cols: usize, par: bool) -> Vec<f32> {
+fn pack_x(ks: &KernelSet, x: &[f32], t: usize, cols: usize, par: bool) -> Vec<f32> {
     let tiles = t.div_ceil(NR);
     let mut xp = vec![0.0f32; tiles * cols * NR];
-    // Blocks of PB inputs: the block's NR·PB destination (4 KiB) stays in
-    // L1 while the tile's rows are scattered into it, instead of each row
-    // striding across the whole tile (NR·cols floats, 64 KiB at C = 1024).
-    const PB: usize = 64;
     let pack = |tile: usize, dst: &mut [f32]| {
         let j0 = tile * NR;
-        for p0 in (0..cols).step_by(PB) {
-            let p1 = (p0 + PB).min(cols);
-            for j in 0..NR.min(t - j0) {
-                let src = &x[(j0 + j) * cols + p0..(j0 + j) * cols + p1];
-                for (p, &v) in src.iter().enumerate() {
-                    dst[(p0 + p) * NR + j] = v;
-                }
-            }
-        }
+        (ks.pack_tile)(&x[j0 * cols..], cols, NR.min(t - j0), dst)
     };
     if par && tiles > 1 {
         install(|| {

@@ -119,6 +119,11 @@ pub struct KernelSet {
     /// be computed too: `xp` is zero-padded). `w` holds m rows of f32
     /// weights, `xp` a token tile of X packed transposed.
     pub gemm_tile: GemmTileFn,
+    /// Packs one token tile for [`KernelSet::gemm_tile`]: `(x, ld, n, dst)`
+    /// sets `dst[p·NR + j] = x[j·ld + p]` for tokens `j < n ≤ NR` and the
+    /// tile's `dst.len() / NR` inputs `p`, leaving lanes `j ≥ n` as they
+    /// are (zero, as allocated).
+    pub pack_tile: fn(&[f32], usize, usize, &mut [f32]),
     /// One RWKV-7 wkv step for one head ([`wkv7_step`] is the reference).
     pub wkv7: Wkv7Fn,
     /// Σ x, for the read-bandwidth probe.

@@ -37,6 +37,7 @@ static NEON: KernelSet = KernelSet {
     widen_f16,
     widen_i8,
     gemm_tile,
+    pack_tile: super::scalar::pack_tile,
     wkv7,
     sum_f32,
     fma_probe,

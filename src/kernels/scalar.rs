@@ -23,6 +23,7 @@ pub static SCALAR: KernelSet = KernelSet {
     widen_f16,
     widen_i8,
     gemm_tile,
+    pack_tile,
     wkv7: super::wkv::wkv7_step,
     sum_f32,
     fma_probe,
@@ -206,6 +207,29 @@ pub fn gemm_tile(w: &[f32], ldw: usize, m: usize, xp: &[f32], k: usize, n: usize
         for (p, &wv) in wr.iter().enumerate() {
             for (aj, &xv) in a.iter_mut().zip(&xp[p * NR..p * NR + n]) {
                 *aj += wv * xv;
+            }
+        }
+    }
+}
+
+/// Packs a token tile: `dst[p·NR + j] = x[j·ld + p]` for `j < n`, every
+/// `p < dst.len() / NR` (see [`super::KernelSet::pack_tile`]).
+pub fn pack_tile(x: &[f32], ld: usize, n: usize, dst: &mut [f32]) {
+    let width = dst.len() / NR;
+    assert!(n <= NR, "pack_tile: more than NR tokens");
+    assert!(
+        n == 0 || x.len() >= (n - 1) * ld + width,
+        "pack_tile: x too short"
+    );
+    // Blocks of PB inputs: the block's NR·PB destination (4 KiB) stays in
+    // L1 while the tile's rows are scattered into it, instead of each row
+    // striding across the whole tile (NR·width floats).
+    const PB: usize = 64;
+    for p0 in (0..width).step_by(PB) {
+        let p1 = (p0 + PB).min(width);
+        for j in 0..n {
+            for (p, &v) in x[j * ld + p0..j * ld + p1].iter().enumerate() {
+                dst[(p0 + p) * NR + j] = v;
             }
         }
     }
