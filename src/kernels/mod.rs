@@ -315,14 +315,19 @@ pub fn matmul_many(t: usize, products: &mut [Product<'_>]) {
     }
 }
 
-/// `y = W[r0..r0+y.len()]·x` with the set's row kernel for W's dtype;
-/// `xq` is x quantised by [`quantize_x16`] (int8 weights only). The kernel
-/// is given the rest of the matrix too, which it only prefetches, so the
-/// rows after this task's are warm for whoever takes them.
+/// Slab `k`'s share of `y = W[r0..r0+y.len()]·x` with the set's row kernel
+/// for W's dtype: the rows in panels over slab k's columns (see
+/// [`Layout::Panels`]; a matrix without slabs has one, k = 0), plus, for
+/// k = 0, whole rows of any row-major rest. The caller adds the slabs'
+/// results up in slab order. `xq` is x quantised by [`quantize_x16`] (int8
+/// weights only). The kernel is given the rest of the slab too, which it
+/// only prefetches, so the rows after this task's are warm for whoever
+/// takes them.
 fn rows_dispatch(
     ks: &KernelSet,
     w: &Matrix,
     r0: usize,
+    k: usize,
     x: &[f32],
     xq: &(Vec<i16>, Vec<f32>),
     out: &mut [f32],
@@ -336,40 +341,26 @@ fn rows_dispatch(
     let nb = w.i8_blocks_per_row();
     if np > 0 {
         debug_assert_eq!(r0 % PANEL_ROWS, 0);
-        // Slab by slab (see `Layout::Panels`): slab k's panels start at
-        // k·full·S, its rows at row·S within them; its partial sums are
-        // added up in slab order.
+        // Slab k's panels start at k·full·S, its rows at row·S within them.
         let (full, sc) = (w.panel_rows(), w.slab_cols());
         let sb = sc / I8_BLOCK;
-        let mut part = Vec::new();
-        for k in 0..c / sc {
-            let dst: &mut [f32] = if k == 0 {
-                &mut *pan
-            } else {
-                part.resize(np, 0.0);
-                &mut part
-            };
-            match &w.data {
-                MatData::BF16(s) => (ks.rows_bf16_panels)(
-                    &s.as_slice()[k * full * sc + r0 * sc..],
-                    &x[k * sc..(k + 1) * sc],
-                    dst,
-                ),
-                MatData::I8 { q, scales } => (ks.rows_i8_panels)(
-                    &q[k * full * sc + r0 * sc..],
-                    &scales[k * full * sb + r0 * sb..],
-                    &xq.0[k * sc..(k + 1) * sc],
-                    &xq.1[k * sb..(k + 1) * sb],
-                    dst,
-                ),
-                _ => unreachable!("only bf16 and int8 matrices are laid out in panels"),
-            }
-            if k > 0 {
-                pan.iter_mut().zip(&part).for_each(|(y, p)| *y += p);
-            }
+        match &w.data {
+            MatData::BF16(s) => (ks.rows_bf16_panels)(
+                &s.as_slice()[k * full * sc + r0 * sc..],
+                &x[k * sc..(k + 1) * sc],
+                pan,
+            ),
+            MatData::I8 { q, scales } => (ks.rows_i8_panels)(
+                &q[k * full * sc + r0 * sc..],
+                &scales[k * full * sb + r0 * sb..],
+                &xq.0[k * sc..(k + 1) * sc],
+                &xq.1[k * sb..(k + 1) * sb],
+                pan,
+            ),
+            _ => unreachable!("only bf16 and int8 matrices are laid out in panels"),
         }
     }
-    if rest.is_empty() {
+    if rest.is_empty() || k > 0 {
         return;
     }
     match &w.data {
@@ -382,8 +373,15 @@ fn rows_dispatch(
     }
 }
 
-/// Matrix–vector products, all rows of all of them in one parallel pass
-/// (or on the calling thread when there is too little to share).
+/// Slabs of a matrix (1 unless it is in panels and wider than a slab).
+fn slabs(w: &Matrix) -> usize {
+    if w.panel_rows() == 0 {
+        1
+    } else {
+        w.cols / w.slab_cols()
+    }
+}
+
 fn matvecs(ks: &'static KernelSet, products: &mut [&mut Product<'_>]) {
     // x is quantised once per int8 product, shared by every row and thread.
     let xqs: Vec<(Vec<i16>, Vec<f32>)> = products
@@ -396,30 +394,51 @@ fn matvecs(ks: &'static KernelSet, products: &mut [&mut Product<'_>]) {
             xq
         })
         .collect();
+    // Slab 0 writes y; slabs 1.. of a wide matrix write partial sums,
+    // added to y in slab order after the pass (the order a single pass
+    // over the row would add them in).
+    let mut partials: Vec<Vec<f32>> = products
+        .iter()
+        .map(|p| vec![0.0; (slabs(p.w) - 1) * p.w.rows])
+        .collect();
     let bytes: usize = products.iter().map(|p| p.w.byte_len()).sum();
     let threads = threads();
-    if bytes < PAR_MIN_BYTES || threads == 1 {
-        for (p, xq) in products.iter_mut().zip(&xqs) {
-            rows_dispatch(ks, p.w, 0, p.x, xq, p.y);
-        }
-        return;
-    }
     let inputs: Vec<(&Matrix, &[f32])> = products.iter().map(|p| (p.w, p.x)).collect();
-    // (product, first row, output rows) per task.
+    // (product, first row, slab, output rows) per task: each reads one
+    // contiguous run (a slab's rows are contiguous, a row's slabs are not).
     let mut tasks = Vec::new();
-    for (i, p) in products.iter_mut().enumerate() {
-        let chunk = rows_per_task(p.w.rows, p.w.cols, p.w.dtype_size(), threads);
-        for (j, out) in p.y.chunks_mut(chunk).enumerate() {
-            tasks.push((i, j * chunk, out));
+    let serial = bytes < PAR_MIN_BYTES || threads == 1;
+    for ((i, p), part) in products.iter_mut().enumerate().zip(partials.iter_mut()) {
+        let (rows, sc) = (p.w.rows, p.w.slab_cols());
+        let chunk = if serial {
+            rows.max(1)
+        } else {
+            rows_per_task(rows, sc, p.w.dtype_size(), threads)
+        };
+        let outs = std::iter::once(&mut *p.y).chain(part.chunks_mut(rows.max(1)));
+        for (k, y) in outs.enumerate() {
+            for (j, out) in y.chunks_mut(chunk).enumerate() {
+                tasks.push((i, j * chunk, k, out));
+            }
         }
     }
-    install(|| {
-        use rayon::prelude::*;
-        tasks.into_par_iter().for_each(|(i, r0, out)| {
-            let (w, x) = inputs[i];
-            rows_dispatch(ks, w, r0, x, &xqs[i], out)
+    let run = |(i, r0, k, out): (usize, usize, usize, &mut [f32])| {
+        let (w, x) = inputs[i];
+        rows_dispatch(ks, w, r0, k, x, &xqs[i], out)
+    };
+    if serial {
+        tasks.into_iter().for_each(run);
+    } else {
+        install(|| {
+            use rayon::prelude::*;
+            tasks.into_par_iter().for_each(run);
         });
-    });
+    }
+    for (p, part) in products.iter_mut().zip(&partials) {
+        for pk in part.chunks(p.w.rows.max(1)) {
+            p.y.iter_mut().zip(pk).for_each(|(y, v)| *y += v);
+        }
+    }
 }
 
 /// Below this many elements a row-wise pass ([`for_rows`]) runs on the
