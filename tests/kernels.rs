@@ -234,6 +234,69 @@ fn helpers_simd_match_scalar() {
     }
 }
 
+/// Units in the last place between `a` and the reference `b`.
+fn ulps(a: f32, b: f32) -> f32 {
+    if a == b {
+        return 0.0;
+    }
+    let ulp = b.abs().max(f32::MIN_POSITIVE);
+    (a - b).abs() / (f32::from_bits(ulp.to_bits() + 1) - ulp)
+}
+
+/// The SIMD sets' exp stays within 2 ulp of the scalar set's (libm) over
+/// the normal range, and sigmoid within 4 (exp's 2, plus the roundings of
+/// `1 + e` and of the division on either side; 4 is reached on this grid), at every length (vector tails included),
+/// and agree on the edges: underflow to 0, overflow to +∞, NaN.
+#[test]
+fn exp_and_sigmoid_simd_match_scalar() {
+    let scalar = kernels::by_name("scalar").unwrap();
+    let grid: Vec<f32> = (0..470_000).map(|i| -87.3 + i as f32 * 3.75e-4).collect();
+    let edges = [
+        -1000.0,
+        -87.5,
+        0.0,
+        -0.0,
+        88.7,
+        88.8,
+        1000.0,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+    ];
+    for set in simd_sets() {
+        let ks = kernels::by_name(set).unwrap();
+        for n in [1, 7, 8, 9, 1000, grid.len()] {
+            let x = &grid[grid.len() - n..];
+            let (mut a, mut b) = (x.to_vec(), x.to_vec());
+            (ks.exp)(&mut a);
+            (scalar.exp)(&mut b);
+            for ((xi, ai), bi) in x.iter().zip(&a).zip(&b) {
+                assert!(ulps(*ai, *bi) <= 2.0, "{set} exp({xi}) = {ai} vs {bi}");
+            }
+            let (mut a, mut b) = (x.to_vec(), x.to_vec());
+            (ks.sigmoid)(&mut a);
+            (scalar.sigmoid)(&mut b);
+            for ((xi, ai), bi) in x.iter().zip(&a).zip(&b) {
+                assert!(ulps(*ai, *bi) <= 4.0, "{set} σ({xi}) = {ai} vs {bi}");
+            }
+        }
+        let (mut a, mut b) = (edges.to_vec(), edges.to_vec());
+        (ks.exp)(&mut a);
+        (scalar.exp)(&mut b);
+        for ((xi, ai), bi) in edges.iter().zip(&a).zip(&b) {
+            let same = ai == bi || (*xi < -87.34 && *ai == 0.0 && *bi < 1.2e-38);
+            assert!(same, "{set} exp({xi}) = {ai} vs {bi}");
+        }
+        let mut nan = [f32::NAN; 3];
+        (ks.exp)(&mut nan);
+        assert!(nan.iter().all(|v| v.is_nan()), "{set} exp(NaN)");
+        (ks.sigmoid)(&mut nan);
+        assert!(nan.iter().all(|v| v.is_nan()), "{set} σ(NaN)");
+        let mut s = [-1000.0f32, 1000.0];
+        (ks.sigmoid)(&mut s);
+        assert_eq!(s, [0.0, 1.0], "{set} σ saturates");
+    }
+}
+
 /// Packing a token tile is a transposition: every set produces exactly the
 /// scalar layout, for whole and ragged tiles (n < 16, n < 8) and widths that
 /// are not multiples of the vector width, read from a wider row stride.

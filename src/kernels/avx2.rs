@@ -37,6 +37,8 @@ static AVX2: KernelSet = KernelSet {
     widen_i8,
     gemm_tile,
     pack_tile,
+    exp,
+    sigmoid,
     wkv7,
     sum_f32,
     fma_probe,
@@ -866,6 +868,109 @@ fn pack_tile(x: &[f32], ld: usize, n: usize, dst: &mut [f32]) {
             dst[p * NR + j] = x[j * ld + p];
         }
     }
+}
+
+// -------------------------------------------------------------- activations
+
+/// eˣ for 8 lanes by Cephes' `expf`: `x = n·ln 2 + r`, n the nearest integer
+/// to `x·log₂e` (found by adding 1.5·2²³, which leaves it in the low
+/// mantissa bits), `|r| ≤ ln 2 / 2` (ln 2 in two parts so `r` is exact),
+/// `e^r` by its degree-6 minimax polynomial, and `2^n` as `2^a·2^(n−a)`
+/// (a = ⌊n/2⌋) in the exponent bits, so n = 128 at the top of the range
+/// does not overflow. Within 2 ulp of libm over the normal range (tested);
+/// results that would be subnormal (x < −87.34) are 0, x > 88.72 gives +∞,
+/// NaN stays NaN.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn exp8(x: __m256) -> __m256 {
+    const HI: f32 = 88.722_83;
+    const LO: f32 = -87.336_55;
+    const ROUND: f32 = 12_582_912.0;
+    // max/min return their second operand when one is NaN: x goes second.
+    let xc = _mm256_min_ps(_mm256_set1_ps(HI), _mm256_max_ps(_mm256_set1_ps(LO), x));
+    let t = _mm256_fmadd_ps(
+        xc,
+        _mm256_set1_ps(std::f32::consts::LOG2_E),
+        _mm256_set1_ps(ROUND),
+    );
+    let n = _mm256_sub_ps(t, _mm256_set1_ps(ROUND));
+    let bits = _mm256_sub_epi32(
+        _mm256_castps_si256(t),
+        _mm256_castps_si256(_mm256_set1_ps(ROUND)),
+    );
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), xc);
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
+    let mut p = _mm256_set1_ps(1.987_569_1e-4);
+    for c in [1.398_2e-3, 8.333_452e-3, 4.166_579_6e-2, 0.166_666_65, 0.5] {
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+    }
+    let er = _mm256_add_ps(
+        _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r),
+        _mm256_set1_ps(1.0),
+    );
+    let a = _mm256_srai_epi32::<1>(bits);
+    let b = _mm256_sub_epi32(bits, a);
+    let pow2 = |e: __m256i| {
+        _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(
+            e,
+            _mm256_set1_epi32(127),
+        )))
+    };
+    let y = _mm256_mul_ps(_mm256_mul_ps(er, pow2(a)), pow2(b));
+    let y = _mm256_blendv_ps(
+        y,
+        _mm256_set1_ps(f32::INFINITY),
+        _mm256_cmp_ps::<_CMP_GT_OQ>(x, _mm256_set1_ps(HI)),
+    );
+    _mm256_blendv_ps(
+        y,
+        _mm256_setzero_ps(),
+        _mm256_cmp_ps::<_CMP_LT_OQ>(x, _mm256_set1_ps(LO)),
+    )
+}
+
+/// Applies `f` to `x` 8 lanes at a time, the tail through a zero-padded
+/// vector.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn map8(x: &mut [f32], f: impl Fn(__m256) -> __m256) {
+    let mut chunks = x.chunks_exact_mut(8);
+    for c in &mut chunks {
+        _mm256_storeu_ps(c.as_mut_ptr(), f(_mm256_loadu_ps(c.as_ptr())));
+    }
+    let rest = chunks.into_remainder();
+    if !rest.is_empty() {
+        let mut buf = [0.0f32; 8];
+        buf[..rest.len()].copy_from_slice(rest);
+        _mm256_storeu_ps(buf.as_mut_ptr(), f(_mm256_loadu_ps(buf.as_ptr())));
+        rest.copy_from_slice(&buf[..rest.len()]);
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn exp_raw(x: &mut [f32]) {
+    // SAFETY (of the closure's calls): features enabled by this function.
+    map8(x, |v| unsafe { exp8(v) })
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn sigmoid_raw(x: &mut [f32]) {
+    let one = _mm256_set1_ps(1.0);
+    // SAFETY (of the closure's calls): features enabled by this function.
+    map8(x, |v| unsafe {
+        let e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), v));
+        _mm256_div_ps(one, _mm256_add_ps(one, e))
+    })
+}
+
+fn exp(x: &mut [f32]) {
+    // SAFETY: features by `kernel_set`; map8 stays within `x`.
+    unsafe { exp_raw(x) }
+}
+
+fn sigmoid(x: &mut [f32]) {
+    // SAFETY: features by `kernel_set`; map8 stays within `x`.
+    unsafe { sigmoid_raw(x) }
 }
 
 // ---------------------------------------------------------------------- wkv

@@ -124,6 +124,12 @@ pub struct KernelSet {
     /// tile's `dst.len() / NR` inputs `p`, leaving lanes `j ≥ n` as they
     /// are (zero, as allocated).
     pub pack_tile: fn(&[f32], usize, usize, &mut [f32]),
+    /// `x ← eˣ` element-wise; the scalar set's is libm's `expf`, the
+    /// reference the others are tested against (within 2 ulp).
+    pub exp: fn(&mut [f32]),
+    /// `x ← 1 / (1 + e⁻ˣ)` element-wise (the logistic sigmoid), with this
+    /// set's `exp`.
+    pub sigmoid: fn(&mut [f32]),
     /// One RWKV-7 wkv step for one head ([`wkv7_step`] is the reference).
     pub wkv7: Wkv7Fn,
     /// Σ x, for the read-bandwidth probe.
@@ -449,6 +455,17 @@ const ROWS_PAR_MIN: usize = 1 << 14;
 /// Rows per task of a row-wise pass: ≥ ~4 K elements each.
 fn rows_min_len(width: usize) -> usize {
     (4096 / width.max(1)).max(1)
+}
+
+/// `x ← eˣ` element-wise with the active set (see [`KernelSet::exp`]): for
+/// the activations between products, which take several per channel.
+pub fn exp_in_place(x: &mut [f32]) {
+    (active().exp)(x)
+}
+
+/// `x ← σ(x)` element-wise with the active set (see [`KernelSet::sigmoid`]).
+pub fn sigmoid_in_place(x: &mut [f32]) {
+    (active().sigmoid)(x)
 }
 
 /// Runs `f(i, row_i)` for every `width`-wide row of `out` (the last may be

@@ -38,6 +38,8 @@ static NEON: KernelSet = KernelSet {
     widen_i8,
     gemm_tile,
     pack_tile: super::scalar::pack_tile,
+    exp: super::scalar::exp,
+    sigmoid: super::scalar::sigmoid,
     wkv7,
     sum_f32,
     fma_probe,

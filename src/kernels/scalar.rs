@@ -24,6 +24,8 @@ pub static SCALAR: KernelSet = KernelSet {
     widen_i8,
     gemm_tile,
     pack_tile,
+    exp,
+    sigmoid,
     wkv7: super::wkv::wkv7_step,
     sum_f32,
     fma_probe,
@@ -233,6 +235,17 @@ pub fn pack_tile(x: &[f32], ld: usize, n: usize, dst: &mut [f32]) {
             }
         }
     }
+}
+
+/// `x ← eˣ` with libm's `expf` (correctly rounded in practice): the
+/// reference for the SIMD sets' polynomial.
+pub fn exp(x: &mut [f32]) {
+    x.iter_mut().for_each(|v| *v = v.exp());
+}
+
+/// `x ← 1 / (1 + e⁻ˣ)` with libm's `expf`.
+pub fn sigmoid(x: &mut [f32]) {
+    x.iter_mut().for_each(|v| *v = 1.0 / (1.0 + (-*v).exp()));
 }
 
 /// Σ x (8 accumulators), for the read-bandwidth probe.

@@ -2,10 +2,12 @@
 //! `RWKV_x070_TMix_*` / `RWKV_x070_CMix_*`). Steps are numbered as in the
 //! notes so the code can be read against them.
 
-use super::common::{lerp_rows, project, shift_delta, sigmoid, Layer, Loader, Lora, Norm};
+use super::common::{lerp_rows, project, shift_delta, Layer, Loader, Lora, Norm};
 use super::Dims;
 use crate::error::Result;
-use crate::kernels::{for_rows, for_rows2, matmul_many, wkv7_chunk, Matrix, Product};
+use crate::kernels::{
+    exp_in_place, for_rows, for_rows2, matmul_many, sigmoid_in_place, wkv7_chunk, Matrix, Product,
+};
 
 /// One RWKV-7 layer's weights.
 pub struct Block {
@@ -236,7 +238,7 @@ impl Block {
             row.iter_mut().for_each(|x| *x = x.tanh())
         });
         for_rows(&mut g_mid, self.g_lora.down.rows, |_, row| {
-            row.iter_mut().for_each(|x| *x = sigmoid(*x))
+            sigmoid_in_place(row)
         });
         let mut w = vec![0.0; t * c];
         let mut a = vec![0.0; t * c];
@@ -271,16 +273,17 @@ impl Block {
         }
         // 3. decay w = exp(−0.606531·σ(w0 + tanh(xw·w1)·w2)), in f32.
         // (Element-wise passes run on row-parallel `for_rows`.)
+        // (exp and σ through the kernel set's vectorised passes.)
         for_rows(&mut w, c, |_, row| {
-            for (wi, &w0) in row.iter_mut().zip(&self.w0) {
-                *wi = (-0.606531 * sigmoid(w0 + *wi)).exp();
-            }
+            row.iter_mut().zip(&self.w0).for_each(|(wi, &w0)| *wi += w0);
+            sigmoid_in_place(row);
+            row.iter_mut().for_each(|wi| *wi *= -0.606531);
+            exp_in_place(row);
         });
         // 4. in-context learning rate a = σ(a0 + (xa·a1)·a2).
         for_rows(&mut a, c, |_, row| {
-            for (ai, &a0) in row.iter_mut().zip(&self.a0) {
-                *ai = sigmoid(a0 + *ai);
-            }
+            row.iter_mut().zip(&self.a0).for_each(|(ai, &a0)| *ai += a0);
+            sigmoid_in_place(row);
         });
         // 5. gate g = σ(xg·g1)·g2: done above.
         // 6. value residual: layer 0 defines v_first, later layers lerp to
@@ -289,11 +292,12 @@ impl Block {
             None => *v_first = v.clone(),
             Some((v0, _)) => {
                 let vf: &[f32] = v_first;
-                for_rows(&mut v, c, |ti, row| {
-                    let o = ti * c;
-                    for (i, vi) in row.iter_mut().enumerate() {
-                        let s = sigmoid(v0[i] + gate[o + i]);
-                        *vi += (vf[o + i] - *vi) * s;
+                for_rows2(&mut v, &mut gate, c, |ti, row, s| {
+                    s.iter_mut().zip(v0).for_each(|(si, &v0)| *si += v0);
+                    sigmoid_in_place(s);
+                    let vf = &vf[ti * c..(ti + 1) * c];
+                    for ((vi, &si), &fi) in row.iter_mut().zip(s.iter()).zip(vf) {
+                        *vi += (fi - *vi) * si;
                     }
                 });
             }
