@@ -234,6 +234,31 @@ fn helpers_simd_match_scalar() {
     }
 }
 
+/// A panel group's int8 weights widened in one call equal the block-by-
+/// block widening, in every set (exact: one product per weight).
+#[test]
+fn widen_i8_group_matches_blocks() {
+    let mut rng = Rng(23);
+    for set in kernels::available() {
+        for blocks in [1, 3, 4] {
+            let kc = blocks * I8_BLOCK;
+            let q: Vec<i8> = (0..4 * kc).map(|_| (rng.next() % 255) as i8).collect();
+            let scales = rng.vec(4 * blocks);
+            let ld = kc + 5;
+            let mut got = vec![f32::NAN; 3 * ld + kc];
+            (set.widen_i8_group)(&q, &scales, kc, &mut got, ld);
+            for r in 0..4 {
+                for c in 0..kc {
+                    let (b, i) = (c / I8_BLOCK, c % I8_BLOCK);
+                    let k = b * 4 + r;
+                    let want = q[k * I8_BLOCK + i] as f32 * scales[k];
+                    assert_eq!(got[r * ld + c], want, "{} row {r} col {c}", set.name);
+                }
+            }
+        }
+    }
+}
+
 /// Units in the last place between `a` and the reference `b`.
 fn ulps(a: f32, b: f32) -> f32 {
     if a == b {

@@ -35,6 +35,7 @@ static AVX2: KernelSet = KernelSet {
     widen_bf16_group,
     widen_f16,
     widen_i8,
+    widen_i8_group,
     gemm_tile,
     pack_tile,
     exp,
@@ -712,6 +713,45 @@ fn widen_i8(q: &[i8], scales: &[f32], out: &mut [f32]) {
     assert!(q.len() >= out.len() && scales.len() >= out.len().div_ceil(I8_BLOCK));
     // SAFETY: as `widen_bf16`, scales for every block present (checked).
     unsafe { widen_i8_raw(q.as_ptr(), scales.as_ptr(), out) }
+}
+
+fn widen_i8_group(q: &[i8], scales: &[f32], kc: usize, out: &mut [f32], ld: usize) {
+    let blocks = kc / I8_BLOCK;
+    if blocks == 0 {
+        return;
+    }
+    assert!(
+        q.len() >= blocks * PANEL_ROWS * I8_BLOCK && scales.len() >= blocks * PANEL_ROWS,
+        "widen_i8_group: short"
+    );
+    assert!(
+        ld >= blocks * I8_BLOCK && out.len() >= (PANEL_ROWS - 1) * ld + blocks * I8_BLOCK,
+        "widen_i8_group: out too short"
+    );
+    // SAFETY: block b of row r reads q[(4b + r)·64..+64] and scales[4b + r],
+    // writes out[r·ld + 64b..+64] (all checked above); features by
+    // `kernel_set`.
+    unsafe { widen_i8_group_raw(q.as_ptr(), scales.as_ptr(), blocks, out.as_mut_ptr(), ld) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn widen_i8_group_raw(
+    q: *const i8,
+    scales: *const f32,
+    blocks: usize,
+    out: *mut f32,
+    ld: usize,
+) {
+    for b in 0..blocks {
+        for r in 0..PANEL_ROWS {
+            let i = b * PANEL_ROWS + r;
+            let (src, o) = (q.add(i * I8_BLOCK), out.add(r * ld + b * I8_BLOCK));
+            let s = _mm256_set1_ps(*scales.add(i));
+            for j in (0..I8_BLOCK).step_by(8) {
+                _mm256_storeu_ps(o.add(j), _mm256_mul_ps(ld_i8(src.add(j)), s));
+            }
+        }
+    }
 }
 
 // ------------------------------------------------------- GEMM micro-kernel

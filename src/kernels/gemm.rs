@@ -99,7 +99,7 @@ fn pack_x(ks: &KernelSet, x: &[f32], t: usize, cols: usize, par: bool) -> Vec<f3
 }
 
 /// Widens columns `k0..k0 + kc` of row `r` — or of the 4 rows `r..r + 4`
-/// when they are a whole bf16 panel group, all `left` to do — into rows of
+/// when they are a whole bf16 or int8 panel group, all `left` to do — into rows of
 /// `out` [`KC`] apart; returns how many rows it widened.
 fn widen_rows(
     ks: &KernelSet,
@@ -111,11 +111,24 @@ fn widen_rows(
     out: &mut [f32],
 ) -> usize {
     let group = r % PANEL_ROWS == 0 && r + PANEL_ROWS <= w.panel_rows() && left >= PANEL_ROWS;
-    if let (true, MatData::BF16(st)) = (group, &w.data) {
-        // The group's columns k0..k0+kc are one run (see `prefetch_rows`).
+    if group {
+        // The group's columns k0..k0+kc are one run (see `prefetch_rows`),
+        // and so are its int8 scales (one per block and row).
         let s = w.offset(r, k0);
-        (ks.widen_bf16_group)(&st.as_slice()[s..s + PANEL_ROWS * kc], kc, out, KC);
-        return PANEL_ROWS;
+        match &w.data {
+            MatData::BF16(st) => {
+                (ks.widen_bf16_group)(&st.as_slice()[s..s + PANEL_ROWS * kc], kc, out, KC);
+                return PANEL_ROWS;
+            }
+            MatData::I8 { q, scales } => {
+                let b = w.scale_offset(r, k0 / I8_BLOCK);
+                let nb = PANEL_ROWS * kc / I8_BLOCK;
+                let q = &q[s..s + PANEL_ROWS * kc];
+                (ks.widen_i8_group)(q, &scales[b..b + nb], kc, out, KC);
+                return PANEL_ROWS;
+            }
+            _ => {}
+        }
     }
     widen_row(ks, w, r, k0, &mut out[..kc]);
     1

@@ -113,6 +113,13 @@ pub struct KernelSet {
     /// int8 → f32 over a run starting at a block boundary: `(q, scales, out)`,
     /// `scales[b]` applying to `q[b·I8_BLOCK..]`.
     pub widen_i8: fn(&[i8], &[f32], &mut [f32]),
+    /// int8 → f32 for a whole panel group: `(q, scales, kc, out, ld)`
+    /// widens the group's `kc` columns (whole blocks) from one contiguous
+    /// run — block b holds row q's [`I8_BLOCK`] weights at
+    /// `q[(4b + q)·I8_BLOCK..]`, scaled by `scales[4b + q]` — into rows
+    /// `out[q·ld..q·ld + kc]`, q = 0..4: the values [`KernelSet::widen_i8`]
+    /// gives row by row, in one call instead of one per block and row.
+    pub widen_i8_group: fn(&[i8], &[f32], usize, &mut [f32], usize),
     /// GEMM micro-kernel `(w, ldw, m, xp, k, n, acc)`:
     /// `acc[i·NR + j] += Σ_{p<k} w[i·ldw + p] · xp[p·NR + j]` for `i < m ≤ MR`
     /// and at least `j < n ≤ NR` (lanes up to the vector width past `n` may

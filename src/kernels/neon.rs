@@ -36,6 +36,7 @@ static NEON: KernelSet = KernelSet {
     widen_bf16_group: super::scalar::widen_bf16_group,
     widen_f16,
     widen_i8,
+    widen_i8_group: super::scalar::widen_i8_group,
     gemm_tile,
     pack_tile: super::scalar::pack_tile,
     exp: super::scalar::exp,

@@ -22,6 +22,7 @@ pub static SCALAR: KernelSet = KernelSet {
     widen_bf16_group,
     widen_f16,
     widen_i8,
+    widen_i8_group,
     gemm_tile,
     pack_tile,
     exp,
@@ -195,6 +196,22 @@ pub fn widen_i8(q: &[i8], scales: &[f32], out: &mut [f32]) {
         let s = scales[b];
         for (o, &v) in ob.iter_mut().zip(qb) {
             *o = v as f32 * s;
+        }
+    }
+}
+
+/// int8 → f32 for a whole panel group (see
+/// [`super::KernelSet::widen_i8_group`]): block by block, row by row.
+pub fn widen_i8_group(q: &[i8], scales: &[f32], kc: usize, out: &mut [f32], ld: usize) {
+    for b in 0..kc / I8_BLOCK {
+        for r in 0..PANEL_ROWS {
+            let i = b * PANEL_ROWS + r;
+            let o = r * ld + b * I8_BLOCK;
+            widen_i8(
+                &q[i * I8_BLOCK..(i + 1) * I8_BLOCK],
+                &scales[i..i + 1],
+                &mut out[o..o + I8_BLOCK],
+            );
         }
     }
 }
