@@ -99,8 +99,8 @@ fn pack_x(ks: &KernelSet, x: &[f32], t: usize, cols: usize, par: bool) -> Vec<f3
 }
 
 /// Widens columns `k0..k0 + kc` of row `r` — or of the 4 rows `r..r + 4`
-/// when they are a whole bf16 or int8 panel group, all `left` to do — into rows of
-/// `out` [`KC`] apart; returns how many rows it widened.
+/// when they are a whole bf16 or int8 panel group, all `left` to do — into
+/// rows of `out` [`KC`] apart; returns how many rows it widened.
 fn widen_rows(
     ks: &KernelSet,
     w: &Matrix,

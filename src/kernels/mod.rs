@@ -334,8 +334,8 @@ pub fn matmul_many(t: usize, products: &mut [Product<'_>]) {
 /// k = 0, whole rows of any row-major rest. The caller adds the slabs'
 /// results up in slab order. `xq` is x quantised by [`quantize_x16`] (int8
 /// weights only). The kernel is given the rest of the slab too, which it
-/// only prefetches, so the rows after this task's are warm for whoever
-/// takes them.
+/// does not use: the row-major kernels prefetch from it, so the rows after
+/// this task's are warm for whoever takes them.
 fn rows_dispatch(
     ks: &KernelSet,
     w: &Matrix,
@@ -395,6 +395,8 @@ fn slabs(w: &Matrix) -> usize {
     }
 }
 
+/// Matrix–vector products, all rows of all of them in one parallel pass
+/// (or on the calling thread when there is too little to share).
 fn matvecs(ks: &'static KernelSet, products: &mut [&mut Product<'_>]) {
     // x is quantised once per int8 product, shared by every row and thread.
     let xqs: Vec<(Vec<i16>, Vec<f32>)> = products

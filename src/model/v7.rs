@@ -272,8 +272,8 @@ impl Block {
             matmul_many(t, &mut products);
         }
         // 3. decay w = exp(−0.606531·σ(w0 + tanh(xw·w1)·w2)), in f32.
-        // (Element-wise passes run on row-parallel `for_rows`.)
-        // (exp and σ through the kernel set's vectorised passes.)
+        // (Element-wise passes run on row-parallel `for_rows`, exp and σ
+        // as the kernel set's vectorised passes over a row.)
         for_rows(&mut w, c, |_, row| {
             row.iter_mut().zip(&self.w0).for_each(|(wi, &w0)| *wi += w0);
             sigmoid_in_place(row);
