@@ -632,17 +632,32 @@ unsafe fn widen_i8_raw(q: *const i8, scales: *const f32, out: &mut [f32]) {
     while b0 < n {
         let len = I8_BLOCK.min(n - b0);
         let sf = *scales.add(b0 / I8_BLOCK);
-        let s = _mm256_set1_ps(sf);
-        let mut i = b0;
-        while i + 8 <= b0 + len {
-            _mm256_storeu_ps(o.add(i), _mm256_mul_ps(ld_i8(q.add(i)), s));
-            i += 8;
-        }
-        while i < b0 + len {
-            *o.add(i) = *q.add(i) as f32 * sf;
-            i += 1;
+        if len == I8_BLOCK {
+            widen_i8_block(q.add(b0), sf, o.add(b0));
+        } else {
+            let s = _mm256_set1_ps(sf);
+            let mut i = b0;
+            while i + 8 <= b0 + len {
+                _mm256_storeu_ps(o.add(i), _mm256_mul_ps(ld_i8(q.add(i)), s));
+                i += 8;
+            }
+            while i < b0 + len {
+                *o.add(i) = *q.add(i) as f32 * sf;
+                i += 1;
+            }
         }
         b0 += len;
+    }
+}
+
+/// One whole int8 block (`I8_BLOCK` weights from `q`) times `scale` into
+/// `o`: the inner step of both int8 widenings.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn widen_i8_block(q: *const i8, scale: f32, o: *mut f32) {
+    let s = _mm256_set1_ps(scale);
+    for j in (0..I8_BLOCK).step_by(8) {
+        _mm256_storeu_ps(o.add(j), _mm256_mul_ps(ld_i8(q.add(j)), s));
     }
 }
 
@@ -745,11 +760,8 @@ unsafe fn widen_i8_group_raw(
     for b in 0..blocks {
         for r in 0..PANEL_ROWS {
             let i = b * PANEL_ROWS + r;
-            let (src, o) = (q.add(i * I8_BLOCK), out.add(r * ld + b * I8_BLOCK));
-            let s = _mm256_set1_ps(*scales.add(i));
-            for j in (0..I8_BLOCK).step_by(8) {
-                _mm256_storeu_ps(o.add(j), _mm256_mul_ps(ld_i8(src.add(j)), s));
-            }
+            let o = out.add(r * ld + b * I8_BLOCK);
+            widen_i8_block(q.add(i * I8_BLOCK), *scales.add(i), o);
         }
     }
 }
