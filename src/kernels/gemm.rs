@@ -20,7 +20,7 @@
 //! Each weight is read once per chunk of tokens, and the inner loop is
 //! FMA-bound, not memory-bound.
 
-use super::{install, threads, KernelSet, MatData, Matrix, I8_BLOCK, MR, NR, PANEL_ROWS};
+use super::{install, threads, KernelSet, MatData, Matrix, Scratch, I8_BLOCK, MR, NR, PANEL_ROWS};
 
 /// Columns per k-block: a token tile of packed X (KC × NR f32 = 16 KiB)
 /// and the widened rows of a micro-tile (MR × KC f32 = 6 KiB) fit a 32 KiB
@@ -76,12 +76,19 @@ pub(super) fn gemm(ks: &'static KernelSet, w: &Matrix, x: &[f32], t: usize, y: &
 }
 
 /// X (t × cols) → `xp[tile][p][j] = x[(tile·NR + j)·cols + p]`, zero past `t`.
-fn pack_x(ks: &KernelSet, x: &[f32], t: usize, cols: usize, par: bool) -> Vec<f32> {
+fn pack_x(ks: &KernelSet, x: &[f32], t: usize, cols: usize, par: bool) -> Scratch {
     let tiles = t.div_ceil(NR);
-    let mut xp = vec![0.0f32; tiles * cols * NR];
+    let mut xp = Scratch::dirty(tiles * cols * NR);
     let pack = |tile: usize, dst: &mut [f32]| {
         let j0 = tile * NR;
-        (ks.pack_tile)(&x[j0 * cols..], cols, NR.min(t - j0), dst)
+        let n = NR.min(t - j0);
+        // A ragged last tile's missing tokens are zeros: the micro-kernel
+        // computes their lanes too (and drops them), so they must hold
+        // ordinary numbers, not whatever the buffer held before.
+        if n < NR {
+            dst.fill(0.0);
+        }
+        (ks.pack_tile)(&x[j0 * cols..], cols, n, dst)
     };
     if par && tiles > 1 {
         install(|| {

@@ -27,6 +27,7 @@ mod matrix;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 pub mod scalar;
+mod scratch;
 mod threads;
 mod wkv;
 
@@ -39,6 +40,7 @@ pub use matrix::{
     quantize_row, quantize_x16, slab_width, transpose, Layout, MatData, Matrix, Store, WeightDtype,
     I8_BLOCK, PANEL_ROWS,
 };
+pub use scratch::Scratch;
 pub use threads::{install, physical_cores, set_threads, threads};
 pub use wkv::{wkv4_step, wkv5_step, wkv7_step};
 
@@ -555,7 +557,7 @@ pub fn wkv7_chunk(
     assert_eq!(y.len(), t * c, "wkv7 output shape");
     let ks = active();
     // Per-head outputs, [head][token][n], scattered into y afterwards.
-    let mut yh = vec![0.0f32; t * c];
+    let mut yh = Scratch::dirty(t * c);
     let head = |hi: usize, s: &mut [f32], out: &mut [f32]| {
         for ti in 0..t {
             let o = ti * c + hi * n;

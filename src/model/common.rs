@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::weights::WeightFile;
 use crate::error::{QuillError, Result};
-use crate::kernels::{self, for_rows, matmul, wkv5_step, Matrix, WeightDtype};
+use crate::kernels::{self, for_rows, matmul, wkv5_step, Matrix, Scratch, WeightDtype};
 
 /// LayerNorm epsilon of every RWKV generation (torch default).
 pub const LN_EPS: f32 = 1e-5;
@@ -279,9 +279,9 @@ fn normalize_in_place(x: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
 /// is `x + (prev − x)·(1 − m)`, so they load `1 − m` ([`MixStyle::Blend`])
 /// and [`lerp_rows`] serves them too (the forms differ only in f32
 /// rounding, ~1e-7 relative).
-pub fn shift_delta(xx: &[f32], state_prev: &mut [f32]) -> Vec<f32> {
+pub fn shift_delta(xx: &[f32], state_prev: &mut [f32]) -> Scratch {
     let c = state_prev.len();
-    let mut sx = vec![0.0; xx.len()];
+    let mut sx = Scratch::dirty(xx.len());
     {
         let prev0: &[f32] = state_prev;
         for_rows(&mut sx, c, |t, row| {
@@ -303,9 +303,9 @@ pub fn shift_delta(xx: &[f32], state_prev: &mut [f32]) -> Vec<f32> {
 /// `xx + sx ⊙ mix` per row: the lerp toward the previous token of every
 /// generation (see [`shift_delta`]). `mix` is either one row of C values,
 /// shared by all rows, or one row per row of `xx` (v6's data-dependent mixes).
-pub fn lerp_rows(xx: &[f32], sx: &[f32], mix: &[f32]) -> Vec<f32> {
+pub fn lerp_rows(xx: &[f32], sx: &[f32], mix: &[f32]) -> Scratch {
     let c = mix.len();
-    let mut out = vec![0.0; xx.len()];
+    let mut out = Scratch::dirty(xx.len());
     for_rows(&mut out, c, |t, row| {
         let (x, s) = (&xx[t * c..(t + 1) * c], &sx[t * c..(t + 1) * c]);
         for i in 0..c {
@@ -334,19 +334,20 @@ impl Lora {
         self.down.rows * self.down.cols + self.up.rows * self.up.cols
     }
 
-    /// A zeroed buffer for the down-projection of `t` rows (t × D).
-    pub fn mid(&self, t: usize) -> Vec<f32> {
-        vec![0.0; t * self.down.rows]
+    /// A buffer for the down-projection of `t` rows (t × D), to be written
+    /// in full by the product.
+    pub fn mid(&self, t: usize) -> Scratch {
+        Scratch::dirty(t * self.down.rows)
     }
 
     /// `up(act(down(x)))` for `t` rows.
-    pub fn apply(&self, x: &[f32], t: usize, act: impl Fn(f32) -> f32 + Send + Sync) -> Vec<f32> {
-        let mut mid = vec![0.0; t * self.down.rows];
+    pub fn apply(&self, x: &[f32], t: usize, act: impl Fn(f32) -> f32 + Send + Sync) -> Scratch {
+        let mut mid = self.mid(t);
         matmul(&self.down, x, t, &mut mid);
         for_rows(&mut mid, self.down.rows, |_, r| {
             r.iter_mut().for_each(|v| *v = act(*v))
         });
-        let mut out = vec![0.0; t * self.up.rows];
+        let mut out = Scratch::dirty(t * self.up.rows);
         matmul(&self.up, &mid, t, &mut out);
         out
     }
@@ -391,7 +392,7 @@ impl ReceptanceFfn {
 
     /// The channel mix of `t` rows of LN2 output `xx`; `shift` is the
     /// state's ffn token shift, advanced to the chunk's last row.
-    pub fn forward(&self, xx: &[f32], t: usize, shift: &mut [f32]) -> Vec<f32> {
+    pub fn forward(&self, xx: &[f32], t: usize, shift: &mut [f32]) -> Scratch {
         let sx = shift_delta(xx, shift);
         let kx = lerp_rows(xx, &sx, &self.mix_k);
         let rx = lerp_rows(xx, &sx, &self.mix_r);
@@ -425,7 +426,7 @@ pub fn wkv5_chunk(
     v: &[f32],
     u: &[f32],
     decay: &[f32],
-) -> Vec<f32> {
+) -> Scratch {
     let c = h * n;
     // Row stride of `decay`: 0 when one row serves every token.
     let stride = if decay.len() == c {
@@ -438,7 +439,8 @@ pub fn wkv5_chunk(
         );
         c
     };
-    let mut y = vec![0.0; t * c];
+    // Each step writes its head's n outputs in full.
+    let mut y = Scratch::dirty(t * c);
     for ti in 0..t {
         let d0 = ti * stride;
         for hi in 0..h {
@@ -465,12 +467,12 @@ pub fn wkv5_chunk(
 /// then the output matrix).
 pub fn gated_group_out(
     ln_x: &Norm,
-    mut y: Vec<f32>,
+    mut y: Scratch,
     g: &[f32],
     h: usize,
     output: &Matrix,
     t: usize,
-) -> Vec<f32> {
+) -> Scratch {
     ln_x.group_norm_rows(&mut y, h);
     for (yi, gi) in y.iter_mut().zip(g) {
         *yi *= gi;
@@ -490,9 +492,9 @@ pub fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }
 
-/// `y = W·x` for `t` rows into a new buffer.
-pub fn project(w: &Matrix, x: &[f32], t: usize) -> Vec<f32> {
-    let mut y = vec![0.0; t * w.rows];
+/// `y = W·x` for `t` rows into a new buffer (written in full by the product).
+pub fn project(w: &Matrix, x: &[f32], t: usize) -> Scratch {
+    let mut y = Scratch::dirty(t * w.rows);
     matmul(w, x, t, &mut y);
     y
 }
@@ -525,9 +527,9 @@ pub trait Layer {
         shift: &mut [f32],
         wkv: &mut [f32],
         ctx: &mut Self::Ctx,
-    ) -> Vec<f32>;
+    ) -> Scratch;
     /// The channel mix over `t` rows of LN2 output, advancing its shift.
-    fn channel_mix(&self, xx: &[f32], t: usize, shift: &mut [f32]) -> Vec<f32>;
+    fn channel_mix(&self, xx: &[f32], t: usize, shift: &mut [f32]) -> Scratch;
 }
 
 /// Runs every layer over a chunk of `t` tokens: `x += att(LN1(x))`, then
@@ -541,7 +543,8 @@ pub fn forward_layers<L: Layer>(
     state: &mut super::State,
 ) {
     let mut ctx = L::Ctx::default();
-    let mut xx = vec![0.0; x.len()];
+    // LN1 and LN2 write every row.
+    let mut xx = Scratch::dirty(x.len());
     for (layer, ls) in layers.iter().zip(state.layers.iter_mut()) {
         let (ln1, ln2) = layer.norms();
         ln1.layer_norm_rows(x, &mut xx);

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use crate::error::{QuillError, Result};
 pub use crate::kernels::WeightDtype;
-use crate::kernels::{install, matmul, Matrix};
+use crate::kernels::{install, matmul, Matrix, Scratch};
 use common::{Loader, Norm};
 pub use state::{LayerState, State};
 use weights::{DType, WeightFile};
@@ -404,7 +404,8 @@ impl Model {
         let n_chunks = tokens.len().div_ceil(CHUNK);
         for (ci, chunk) in tokens.chunks(CHUNK).enumerate() {
             let t = chunk.len();
-            let mut x = vec![0.0f32; t * c];
+            // ln0 writes every row.
+            let mut x = Scratch::dirty(t * c);
             let mut row = vec![0.0f32; c];
             for (ti, &tok) in chunk.iter().enumerate() {
                 self.emb.row_f32(tok as usize, &mut row);

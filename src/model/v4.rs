@@ -10,7 +10,7 @@ use super::common::{
 };
 use super::Dims;
 use crate::error::Result;
-use crate::kernels::{wkv4_step, Matrix};
+use crate::kernels::{wkv4_step, Matrix, Scratch};
 
 /// One RWKV-4 layer's weights.
 pub struct Block {
@@ -64,7 +64,7 @@ impl Layer for Block {
         (&self.ln1, &self.ln2)
     }
 
-    fn channel_mix(&self, xx: &[f32], t: usize, shift: &mut [f32]) -> Vec<f32> {
+    fn channel_mix(&self, xx: &[f32], t: usize, shift: &mut [f32]) -> Scratch {
         self.ffn.forward(xx, t, shift)
     }
 
@@ -77,7 +77,7 @@ impl Layer for Block {
         shift: &mut [f32],
         wkv: &mut [f32],
         _ctx: &mut (),
-    ) -> Vec<f32> {
+    ) -> Scratch {
         let c = d.n_embd;
         // 1. mixes kx = xx·m_k + prev·(1 − m_k) = xx + (prev − xx)·(1 − m_k) (same for v, r).
         let sx = shift_delta(xx, shift);
@@ -91,7 +91,8 @@ impl Layer for Block {
         // 3. wkv with the running-max trick, token by token.
         let (aa, rest) = wkv.split_at_mut(c);
         let (bb, pp) = rest.split_at_mut(c);
-        let mut y = vec![0.0; t * c];
+        // wkv4_step writes all c outputs of each token.
+        let mut y = Scratch::dirty(t * c);
         for ti in 0..t {
             let row = ti * c..(ti + 1) * c;
             wkv4_step(

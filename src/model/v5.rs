@@ -20,7 +20,7 @@ use super::common::{
 };
 use super::Dims;
 use crate::error::Result;
-use crate::kernels::Matrix;
+use crate::kernels::{Matrix, Scratch};
 
 /// One RWKV-5.2 layer's weights.
 pub struct Block {
@@ -82,7 +82,7 @@ impl Layer for Block {
         (&self.ln1, &self.ln2)
     }
 
-    fn channel_mix(&self, xx: &[f32], t: usize, shift: &mut [f32]) -> Vec<f32> {
+    fn channel_mix(&self, xx: &[f32], t: usize, shift: &mut [f32]) -> Scratch {
         self.ffn.forward(xx, t, shift)
     }
 
@@ -94,7 +94,7 @@ impl Layer for Block {
         shift: &mut [f32],
         wkv: &mut [f32],
         _ctx: &mut (),
-    ) -> Vec<f32> {
+    ) -> Scratch {
         let (h, n) = (d.n_head, d.head_size);
         // 1. mixes kx = xx·m_k + prev·(1 − m_k) = xx + (prev − xx)·(1 − m_k) (v, r, g alike).
         let sx = shift_delta(xx, shift);

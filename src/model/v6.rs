@@ -14,7 +14,7 @@ use super::common::{
 };
 use super::Dims;
 use crate::error::{QuillError, Result};
-use crate::kernels::{matmul, transpose, Matrix};
+use crate::kernels::{matmul, transpose, Matrix, Scratch};
 
 /// The five mixes of the data-dependent token shift, in `model.py` order.
 const MIXES: usize = 5;
@@ -102,7 +102,7 @@ impl Layer for Block {
         (&self.ln1, &self.ln2)
     }
 
-    fn channel_mix(&self, xx: &[f32], t: usize, shift: &mut [f32]) -> Vec<f32> {
+    fn channel_mix(&self, xx: &[f32], t: usize, shift: &mut [f32]) -> Scratch {
         self.ffn.forward(xx, t, shift)
     }
 
@@ -114,7 +114,7 @@ impl Layer for Block {
         shift: &mut [f32],
         wkv: &mut [f32],
         _ctx: &mut (),
-    ) -> Vec<f32> {
+    ) -> Scratch {
         let (c, h, n) = (d.n_embd, d.n_head, d.head_size);
         let dm = self.maa_up[0].cols;
         // 1. token shift, sx = prev − xx; xxx = xx + sx⊙maa_x.
@@ -124,14 +124,14 @@ impl Layer for Block {
         //    block j times w2[j]; mix_j = maa_j + m_j, one row per token.
         let mut mid = project(&self.maa_down, &xxx, t);
         mid.iter_mut().for_each(|v| *v = v.tanh());
-        let mut part = vec![0.0; t * dm];
-        let mut mixed: Vec<Vec<f32>> = Vec::with_capacity(MIXES);
+        let mut part = Scratch::dirty(t * dm);
+        let mut mixed: Vec<Scratch> = Vec::with_capacity(MIXES);
         for j in 0..MIXES {
             for ti in 0..t {
                 let src = ti * MIXES * dm + j * dm;
                 part[ti * dm..(ti + 1) * dm].copy_from_slice(&mid[src..src + dm]);
             }
-            let mut mix = vec![0.0; t * c];
+            let mut mix = Scratch::dirty(t * c);
             matmul(&self.maa_up[j], &part, t, &mut mix);
             for (i, m) in mix.iter_mut().enumerate() {
                 *m += self.maa[j][i % c];

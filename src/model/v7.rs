@@ -7,6 +7,7 @@ use super::Dims;
 use crate::error::Result;
 use crate::kernels::{
     exp_in_place, for_rows, for_rows2, matmul_many, sigmoid_in_place, wkv7_chunk, Matrix, Product,
+    Scratch,
 };
 
 /// One RWKV-7 layer's weights.
@@ -79,7 +80,7 @@ pub fn load_block(l: &Loader, i: usize, d: &Dims) -> Result<Block> {
 
 impl Layer for Block {
     /// v_first: layer 0's values, mixed into every later layer (value residual).
-    type Ctx = Vec<f32>;
+    type Ctx = Scratch;
 
     fn norms(&self) -> (&Norm, &Norm) {
         (&self.ln1, &self.ln2)
@@ -92,12 +93,12 @@ impl Layer for Block {
         t: usize,
         shift: &mut [f32],
         wkv: &mut [f32],
-        v_first: &mut Vec<f32>,
-    ) -> Vec<f32> {
+        v_first: &mut Scratch,
+    ) -> Scratch {
         self.attention(d, xx, t, shift, wkv, v_first)
     }
 
-    fn channel_mix(&self, xx: &[f32], t: usize, shift: &mut [f32]) -> Vec<f32> {
+    fn channel_mix(&self, xx: &[f32], t: usize, shift: &mut [f32]) -> Scratch {
         self.ffn(xx, t, shift)
     }
 }
@@ -170,8 +171,8 @@ impl Block {
         t: usize,
         shift: &mut [f32],
         wkv: &mut [f32],
-        v_first: &mut Vec<f32>,
-    ) -> Vec<f32> {
+        v_first: &mut Scratch,
+    ) -> Scratch {
         let (c, h, n) = (d.n_embd, d.n_head, d.head_size);
         // 1. token shift: sx = prev − x; x_* = x + sx ⊙ x_*.
         let sx = shift_delta(xx, shift);
@@ -183,13 +184,18 @@ impl Block {
         let xg = lerp_rows(xx, &sx, &self.x_g);
         // 2. projections, with the first halves of the LoRAs of steps 3–6
         // (all independent: one parallel pass, see `matmul_many`).
-        let mut r = vec![0.0; t * c];
-        let mut k = vec![0.0; t * c];
-        let mut v = vec![0.0; t * c];
+        // (Every product writes its output in full: scratch buffers need
+        // no zeroing.)
+        let mut r = Scratch::dirty(t * c);
+        let mut k = Scratch::dirty(t * c);
+        let mut v = Scratch::dirty(t * c);
         let mut w_mid = self.w_lora.mid(t);
         let mut a_mid = self.a_lora.mid(t);
         let mut g_mid = self.g_lora.mid(t);
-        let mut v_mid = self.v_gate.as_ref().map_or(Vec::new(), |(_, l)| l.mid(t));
+        let mut v_mid = self
+            .v_gate
+            .as_ref()
+            .map_or(Scratch::default(), |(_, l)| l.mid(t));
         {
             let mut products = vec![
                 Product {
@@ -240,10 +246,10 @@ impl Block {
         for_rows(&mut g_mid, self.g_lora.down.rows, |_, row| {
             sigmoid_in_place(row)
         });
-        let mut w = vec![0.0; t * c];
-        let mut a = vec![0.0; t * c];
-        let mut g = vec![0.0; t * c];
-        let mut gate = vec![0.0; if self.v_gate.is_some() { t * c } else { 0 }];
+        let mut w = Scratch::dirty(t * c);
+        let mut a = Scratch::dirty(t * c);
+        let mut g = Scratch::dirty(t * c);
+        let mut gate = Scratch::dirty(if self.v_gate.is_some() { t * c } else { 0 });
         {
             let mut products = vec![
                 Product {
@@ -289,7 +295,7 @@ impl Block {
         // 6. value residual: layer 0 defines v_first, later layers lerp to
         //    it by σ(v0 + (xv·v1)·v2).
         match &self.v_gate {
-            None => *v_first = v.clone(),
+            None => *v_first = Scratch::copy_of(&v),
             Some((v0, _)) => {
                 let vf: &[f32] = v_first;
                 for_rows2(&mut v, &mut gate, c, |ti, row, s| {
@@ -303,8 +309,8 @@ impl Block {
             }
         }
         // 7. kk = normalize(k ⊙ k_k) per head (eps 1e-12); k = k ⊙ (1 + (a−1) ⊙ k_a).
-        let mut neg_kk = vec![0.0; t * c];
-        let mut kka = vec![0.0; t * c];
+        let mut neg_kk = Scratch::dirty(t * c);
+        let mut kka = Scratch::dirty(t * c);
         {
             let (kr, ar) = (&k, &a);
             for_rows2(&mut neg_kk, &mut kka, c, |ti, nk, ka| {
@@ -330,7 +336,7 @@ impl Block {
             }
         });
         // 8. the wkv recurrence: heads in parallel, tokens in order.
-        let mut y = vec![0.0; t * c];
+        let mut y = Scratch::dirty(t * c);
         wkv7_chunk(wkv, h, n, t, &r, &w, &k, &v, &neg_kk, &kka, &mut y);
         // 9. y = GroupNorm(y) + (Σ_head r⊙k⊙r_k)·v, then ⊙ g, then W_o.
         self.ln_x.group_norm_rows(&mut y, h);
@@ -353,7 +359,7 @@ impl Block {
     }
 
     /// ffn: k = x + (prev − x) ⊙ x_k; out = W_v(relu(W_k k)²).
-    fn ffn(&self, xx: &[f32], t: usize, shift: &mut [f32]) -> Vec<f32> {
+    fn ffn(&self, xx: &[f32], t: usize, shift: &mut [f32]) -> Scratch {
         let sx = shift_delta(xx, shift);
         let kx = lerp_rows(xx, &sx, &self.ffn_x_k);
         let mut hidden = project(&self.ffn_key, &kx, t);
