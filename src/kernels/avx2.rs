@@ -407,7 +407,7 @@ fn rows_i8_panels(q: &[i8], scales: &[f32], xq: &[i16], xs: &[f32], y: &mut [f32
     unsafe { rows_i8_panels_raw(q.as_ptr(), scales.as_ptr(), xq.as_ptr(), xs.as_ptr(), n, y) }
 }
 
-/// int8 rows in panels: per block, the group's 4 rows × 64 weights are 256
+/// int8 rows in panels: per block, the group's 4 rows × [`I8_BLOCK`] weights are
 /// contiguous bytes and its 4 scales 16; block sums in integers as in
 /// [`rows_i8_raw`], then all 4 rows scaled and accumulated in one vector.
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -476,7 +476,7 @@ fn rows_f16(w: &[u16], x: &[f32], y: &mut [f32]) {
 
 /// Integer dot of `len ≤ I8_BLOCK` int8 weights with int16 activations:
 /// 8 lanes of i32 partial sums (`vpmovsxbw` + `vpmaddwd`, 16 weights per
-/// step), plus the scalar tail's sum. Exact: |sum| ≤ 64·127·32767 < 2³¹.
+/// step), plus the scalar tail's sum. Exact: |sum| ≤ 128·127·32767 < 2³¹.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn i8_block(q: *const i8, x: *const i16, len: usize) -> (__m256i, i32) {

@@ -76,16 +76,20 @@ impl<T: Copy + 'static> Store<T> {
 /// Elements per int8 quantisation block: each run of `I8_BLOCK` weights
 /// along a row (the last one of a row may be shorter) shares one f32 scale.
 ///
-/// Why blocks of 64: a block bounds the damage of an outlier weight to its
-/// 63 neighbours, where a per-row scale lets one large weight coarsen a
+/// Why blocks of 128: a block bounds the damage of an outlier weight to its
+/// 127 neighbours, where a per-row scale lets one large weight coarsen a
 /// whole 1024–4096-wide row (released RWKV checkpoints have such
-/// outliers); the scale costs 4/64 = 6.25% extra bytes, so int8 still reads
-/// 1.88× fewer bytes than bf16 per decoded token (blocks of 32 would cost
-/// 12.5% and cap the gain at 1.78×). On the small trained v7 fixture the
-/// choice barely shows: max |Δlogit| vs f32 of 0.0117 / 0.0121 / 0.0122
-/// for blocks of 32 / 64 / whole rows (tests/int8.rs). 64 also divides
+/// outliers); the scale costs 4/128 = 3.1% extra bytes. Against blocks of
+/// 64 (6.25%): 0.4B int8 reads 413.8 MB per decoded token instead of
+/// 425.4, and four alternating bench pairs gave decode 59.8 against 58.1
+/// tokens/s and prefill 198 against 185 (fewer scales to apply when
+/// widening). Quality barely moves on the trained fixtures: perplexity
+/// of the README text, int8 against f32, +0.11% / +0.03% / −0.09% /
+/// −0.11% for the built-in model / v7 / v5 / v4 with blocks of 128, and
+/// +0.07% / +0.03% / −0.07% / −0.06% with 64; tests/int8.rs's max
+/// |Δlogit| is 0.0120 and 0.0121 (whole rows: 0.0122). 128 also divides
 /// the GEMM's k-block, so packing never splits a block.
-pub const I8_BLOCK: usize = 64;
+pub const I8_BLOCK: usize = 128;
 
 /// Stored elements of a matrix, by dtype.
 pub enum MatData {
