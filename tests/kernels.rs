@@ -350,6 +350,43 @@ fn pack_tile_simd_matches_scalar() {
     }
 }
 
+/// Unpacking an accumulator tile is the inverse transposition, written
+/// through a row stride: every set writes exactly the scalar result, for
+/// whole and ragged tiles and row counts that are not multiples of 8, and
+/// leaves every other element of the output alone.
+#[test]
+fn unpack_tile_simd_matches_scalar() {
+    let mut rng = Rng(19);
+    let scalar = kernels::by_name("scalar").unwrap();
+    for set in simd_sets() {
+        let ks = kernels::by_name(set).unwrap();
+        for width in [1, 6, 7, 8, 9, 24, 100] {
+            for n in [1, 5, 8, 9, 15, 16] {
+                let ld = width + 5;
+                let src = rng.vec(width * 16);
+                let (mut a, mut b) = (vec![-1.0; 16 * ld], vec![-1.0; 16 * ld]);
+                // SAFETY: every index j·ld + p (j < n ≤ 16, p < width < ld)
+                // lies in the 16·ld-element buffers, owned by this thread.
+                unsafe {
+                    (ks.unpack_tile)(&src, n, a.as_mut_ptr(), ld);
+                    (scalar.unpack_tile)(&src, n, b.as_mut_ptr(), ld);
+                }
+                assert_eq!(a, b, "{set} unpack_tile width={width} n={n}");
+                for j in 0..16 {
+                    for p in 0..ld {
+                        let want = if j < n && p < width {
+                            src[p * 16 + j]
+                        } else {
+                            -1.0
+                        };
+                        assert_eq!(b[j * ld + p], want, "scalar unpack_tile ({j}, {p})");
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Runs `steps` wkv7 steps with `set` from the same state and inputs.
 fn wkv7_run(set: &str, n: usize, steps: usize, seed: u64) -> (Vec<f32>, Vec<f32>) {
     let mut rng = Rng(seed);

@@ -38,6 +38,7 @@ static AVX2: KernelSet = KernelSet {
     widen_i8_group,
     gemm_tile,
     pack_tile,
+    unpack_tile,
     exp,
     sigmoid,
     wkv7,
@@ -851,11 +852,11 @@ fn gemm_tile(w: &[f32], ldw: usize, m: usize, xp: &[f32], k: usize, n: usize, ac
 }
 
 /// 8 rows of 8 (`x[j·ld..j·ld + 8]`, j < 8) transposed into
-/// `dst[i·NR..i·NR + 8]`, i < 8: the unpack / shuffle / lane-swap
+/// `dst[i·ldd..i·ldd + 8]`, i < 8: the unpack / shuffle / lane-swap
 /// sequence of an 8×8 f32 transpose.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn transpose8(x: *const f32, ld: usize, dst: *mut f32) {
+unsafe fn transpose8(x: *const f32, ld: usize, dst: *mut f32, ldd: usize) {
     let r: [__m256; 8] = std::array::from_fn(|j| _mm256_loadu_ps(x.add(j * ld)));
     let t0 = _mm256_unpacklo_ps(r[0], r[1]);
     let t1 = _mm256_unpackhi_ps(r[0], r[1]);
@@ -884,7 +885,7 @@ unsafe fn transpose8(x: *const f32, ld: usize, dst: *mut f32) {
         _mm256_permute2f128_ps::<0x31>(u3, u7),
     ];
     for (i, c) in cols.iter().enumerate() {
-        _mm256_storeu_ps(dst.add(i * NR), *c);
+        _mm256_storeu_ps(dst.add(i * ldd), *c);
     }
 }
 
@@ -910,6 +911,7 @@ fn pack_tile(x: &[f32], ld: usize, n: usize, dst: &mut [f32]) {
                     x.as_ptr().add(8 * g * ld + p),
                     ld,
                     dst.as_mut_ptr().add(p * NR + 8 * g),
+                    NR,
                 )
             }
         }
@@ -918,6 +920,34 @@ fn pack_tile(x: &[f32], ld: usize, n: usize, dst: &mut [f32]) {
         let p0 = if j < groups * 8 { w8 } else { 0 };
         for p in p0..width {
             dst[p * NR + j] = x[j * ld + p];
+        }
+    }
+}
+
+/// The accumulator tile's unpacking ([`super::scalar::unpack_tile`]) in
+/// 8×8 transposes: each writes 8 outputs of 8 tokens as 8 vector stores,
+/// where element by element the GEMM's output pass took ~3% of prefill.
+/// The rest (a ragged tile, rows past a multiple of 8) element by element.
+///
+/// # Safety
+/// As [`super::KernelSet::unpack_tile`].
+unsafe fn unpack_tile(src: &[f32], n: usize, dst: *mut f32, ld: usize) {
+    assert!(n <= NR, "unpack_tile: more than NR tokens");
+    let width = src.len() / NR;
+    let (w8, n8) = (width / 8 * 8, n / 8 * 8);
+    for p in (0..w8).step_by(8) {
+        for j in (0..n8).step_by(8) {
+            // SAFETY: src rows p..p+8 < width, lanes j..j+8 ≤ n ≤ NR; dst
+            // indices j'·ld + p' for j' < n, p' < width are the caller's;
+            // features by `kernel_set`.
+            unsafe { transpose8(src.as_ptr().add(p * NR + j), NR, dst.add(j * ld + p), ld) }
+        }
+    }
+    for j in 0..n {
+        let p0 = if j < n8 { w8 } else { 0 };
+        for p in p0..width {
+            // SAFETY: as above.
+            unsafe { *dst.add(j * ld + p) = src[p * NR + j] };
         }
     }
 }

@@ -276,14 +276,19 @@ fn run_task(
         k0 += kc;
     }
     for tile in 0..tiles {
-        for j in 0..NR.min(t - tile * NR) {
-            let dst = (tile * NR + j) * rows + r0;
-            assert!(dst + nr <= ylen);
-            for i in 0..nr {
-                // SAFETY: in bounds (checked above); outputs r0..r0+nr of
-                // every token belong to this task alone, see `OutPtr`.
-                unsafe { *out.0.add(dst + i) = acc[(tile * nr + i) * NR + j] };
-            }
-        }
+        let n = NR.min(t - tile * NR);
+        let first = tile * NR * rows + r0;
+        assert!(first + (n - 1) * rows + nr <= ylen);
+        // SAFETY: every index written, first + j·rows + i for j < n and
+        // i < nr, is in bounds (checked above), and outputs r0..r0+nr of
+        // every token belong to this task alone, see `OutPtr`.
+        unsafe {
+            (ks.unpack_tile)(
+                &acc[tile * nr * NR..(tile + 1) * nr * NR],
+                n,
+                out.0.add(first),
+                rows,
+            )
+        };
     }
 }

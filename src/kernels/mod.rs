@@ -131,8 +131,17 @@ pub struct KernelSet {
     /// Packs one token tile for [`KernelSet::gemm_tile`]: `(x, ld, n, dst)`
     /// sets `dst[p·NR + j] = x[j·ld + p]` for tokens `j < n ≤ NR` and the
     /// tile's `dst.len() / NR` inputs `p`, leaving lanes `j ≥ n` as they
-    /// are (zero, as allocated).
+    /// are (the GEMM zeroes a ragged tile first).
     pub pack_tile: fn(&[f32], usize, usize, &mut [f32]),
+    /// The inverse of [`KernelSet::pack_tile`], for a GEMM accumulator tile:
+    /// `(src, n, dst, ld)` sets `dst[j·ld + p] = src[p·NR + j]` for tokens
+    /// `j < n ≤ NR` and the tile's `src.len() / NR` rows `p`.
+    ///
+    /// # Safety
+    /// `dst` must be valid for writes at every such index, and nothing else
+    /// may access those elements during the call (the GEMM's tasks write
+    /// disjoint columns of one output).
+    pub unpack_tile: unsafe fn(&[f32], usize, *mut f32, usize),
     /// `x ← eˣ` element-wise; the scalar set's is libm's `expf`, the
     /// reference the others are tested against (within 2 ulp).
     pub exp: fn(&mut [f32]),

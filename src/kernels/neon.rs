@@ -39,6 +39,7 @@ static NEON: KernelSet = KernelSet {
     widen_i8_group: super::scalar::widen_i8_group,
     gemm_tile,
     pack_tile: super::scalar::pack_tile,
+    unpack_tile: super::scalar::unpack_tile,
     exp: super::scalar::exp,
     sigmoid: super::scalar::sigmoid,
     wkv7,

@@ -25,6 +25,7 @@ pub static SCALAR: KernelSet = KernelSet {
     widen_i8_group,
     gemm_tile,
     pack_tile,
+    unpack_tile,
     exp,
     sigmoid,
     wkv7: super::wkv::wkv7_step,
@@ -250,6 +251,22 @@ pub fn pack_tile(x: &[f32], ld: usize, n: usize, dst: &mut [f32]) {
             for (p, &v) in x[j * ld + p0..j * ld + p1].iter().enumerate() {
                 dst[(p0 + p) * NR + j] = v;
             }
+        }
+    }
+}
+
+/// Unpacks an accumulator tile: `dst[j·ld + p] = src[p·NR + j]` for
+/// `j < n`, every `p < src.len() / NR` (see
+/// [`super::KernelSet::unpack_tile`]).
+///
+/// # Safety
+/// As [`super::KernelSet::unpack_tile`].
+pub unsafe fn unpack_tile(src: &[f32], n: usize, dst: *mut f32, ld: usize) {
+    assert!(n <= NR, "unpack_tile: more than NR tokens");
+    for j in 0..n {
+        for (p, row) in src.chunks_exact(NR).enumerate() {
+            // SAFETY: the caller's contract.
+            unsafe { *dst.add(j * ld + p) = row[j] };
         }
     }
 }
