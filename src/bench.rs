@@ -96,6 +96,9 @@ pub struct BenchOptions {
     pub gen_tokens: usize,
     /// Rounds of (prefill, decode, probes); figures are the medians.
     pub rounds: usize,
+    /// Also measure the same model with this dtype (`--compare`), round by
+    /// round right next to the main one, and report the speed ratios.
+    pub compare: Option<WeightDtype>,
 }
 
 impl Default for BenchOptions {
@@ -108,6 +111,7 @@ impl Default for BenchOptions {
             prompt_tokens: 512,
             gen_tokens: 128,
             rounds: 1,
+            compare: None,
         }
     }
 }
@@ -175,6 +179,41 @@ pub struct BenchReport {
     pub bandwidth_ratio_rounds: Vec<f64>,
     /// `peak_ratio` of each round, in order.
     pub peak_ratio_rounds: Vec<f64>,
+    /// The same model in another dtype, measured alongside (`--compare`);
+    /// null without it.
+    pub compare: Option<CompareReport>,
+}
+
+/// The comparison model of `quill bench --compare DTYPE`: the same model
+/// and prompt, loaded with another dtype. In every round both models run
+/// their prefill and decode back to back (which goes first alternates),
+/// before that round's probes, so each speed ratio compares the two under
+/// the same machine conditions: on a shared machine, speed drifts by ±30%
+/// within minutes, more than the difference between two separate runs
+/// could show.
+#[derive(Debug, Clone, Serialize)]
+pub struct CompareReport {
+    /// dtype of the comparison model's large matrices.
+    pub dtype: String,
+    /// Its bytes of weights per decoded token.
+    pub bytes_per_token: u64,
+    /// Its prompt tokens per second (median over rounds).
+    pub prefill_tokens_per_s: f64,
+    /// Its generated tokens per second (median over rounds).
+    pub decode_tokens_per_s: f64,
+    /// Its effective decode bandwidth ÷ each round's probe (median).
+    pub bandwidth_ratio: f64,
+    /// Its prefill GFLOP/s ÷ each round's FMA probe (median).
+    pub peak_ratio: f64,
+    /// The main model's decode tokens/s ÷ this one's, round by round.
+    pub decode_speedup_rounds: Vec<f64>,
+    /// Median of `decode_speedup_rounds`: e.g. with `--dtype int8
+    /// --compare bf16`, how many times faster int8 decodes than bf16.
+    pub decode_speedup: f64,
+    /// The main model's prefill tokens/s ÷ this one's, round by round.
+    pub prefill_speedup_rounds: Vec<f64>,
+    /// Median of `prefill_speedup_rounds`.
+    pub prefill_speedup: f64,
 }
 
 /// Peak resident set size of this process in bytes (Linux `VmHWM`).
@@ -234,11 +273,169 @@ fn run_with_probes(
             "bench needs at least one prompt token and one generated token".into(),
         ));
     }
+    if opts.compare.is_some() && opts.compare == opts.dtype {
+        return Err(QuillError::Invalid(
+            "--compare needs a dtype other than --dtype's".into(),
+        ));
+    }
     kernels::set_threads(opts.threads);
     let threads = kernels::threads();
     let start = Instant::now();
-    let load = LoadOptions { dtype: opts.dtype };
-    let (model, name, file_bytes) = match (&opts.model, opts.synthetic) {
+    let (model, name, file_bytes) = load_model(opts, opts.dtype, &mut progress)?;
+    let load_seconds = start.elapsed().as_secs_f64();
+    let vocab = model.info().dims.vocab;
+    let mut rng = SplitMix(0x0b5e_55ed);
+    let prompt: Vec<u32> = (0..opts.prompt_tokens)
+        .map(|_| (rng.next() % vocab as u64) as u32)
+        .collect();
+
+    // Warm-up: a short chunk reads every weight once (faulting in mapped
+    // pages) and wakes the thread pool, so neither is timed below.
+    progress("warm-up");
+    let mut state = model.new_state();
+    model.forward(&prompt[..prompt.len().min(8)], &mut state, Logits::Last)?;
+
+    let rounds = opts.rounds.max(1);
+    let mut runs = Vec::with_capacity(rounds);
+    let mut other: Option<(Model, Vec<Timing>)> = None;
+    let mut peak_rss = 0;
+    for round in 0..rounds {
+        let of = if rounds > 1 {
+            format!(" (round {} of {rounds})", round + 1)
+        } else {
+            String::new()
+        };
+        // The main model first in even rounds, the comparison model first
+        // in odd ones, so neither always runs on a machine the other warmed.
+        let mut main = None;
+        for second in [false, true] {
+            if (round % 2 == 1) == second {
+                main = Some(time_model(
+                    &model,
+                    &prompt,
+                    opts.gen_tokens,
+                    threads,
+                    &of,
+                    "",
+                    &mut progress,
+                )?);
+                if round == 0 {
+                    // Before the comparison model loads and the first
+                    // probe allocates its buffer.
+                    peak_rss = peak_rss_bytes().unwrap_or(0);
+                }
+            } else if let Some(dtype) = opts.compare {
+                if other.is_none() {
+                    let (m, _, _) = load_model(opts, Some(dtype), &mut progress)?;
+                    let mut state = m.new_state();
+                    m.forward(&prompt[..prompt.len().min(8)], &mut state, Logits::Last)?;
+                    other = Some((m, Vec::with_capacity(rounds)));
+                }
+                let (m, times) = other.as_mut().expect("loaded above");
+                let tag = format!(" with {dtype}");
+                times.push(time_model(
+                    m,
+                    &prompt,
+                    opts.gen_tokens,
+                    threads,
+                    &of,
+                    &tag,
+                    &mut progress,
+                )?);
+            }
+        }
+        progress(&format!("read-bandwidth and FMA-peak probes{of}"));
+        let (bw, peak) = probes();
+        runs.push(Round {
+            time: main.expect("the main model runs every round"),
+            bw,
+            peak,
+        });
+    }
+
+    let bytes_per_token = model.bytes_per_token() as u64;
+    let prefill_flops = 2.0 * model.block_macs_per_token() as f64 * prompt.len() as f64
+        + 2.0 * model.head_macs() as f64;
+    let dtype = model.info().weight_dtype.to_string();
+    let kernel_name = kernels::active().name.to_string();
+    drop(model);
+
+    let decode_tps = |t: &Timing| opts.gen_tokens as f64 / t.decode_s;
+    let prefill_tps = |t: &Timing| prompt.len() as f64 / t.prefill_s;
+    let bandwidth = |r: &Round| bytes_per_token as f64 * decode_tps(&r.time) / 1e9;
+    let gflops = |r: &Round| prefill_flops / r.time.prefill_s / 1e9;
+    let med = |f: &dyn Fn(&Round) -> f64| median(runs.iter().map(f).collect());
+    let bandwidth_ratio_rounds: Vec<f64> = runs.iter().map(|r| bandwidth(r) / r.bw).collect();
+    let peak_ratio_rounds: Vec<f64> = runs.iter().map(|r| gflops(r) / r.peak).collect();
+    let compare = other.map(|(m, times)| {
+        let bytes = m.bytes_per_token() as u64;
+        let pairs = || runs.iter().zip(&times);
+        let decode_speedup_rounds: Vec<f64> = pairs()
+            .map(|(r, t)| decode_tps(&r.time) / decode_tps(t))
+            .collect();
+        let prefill_speedup_rounds: Vec<f64> = pairs()
+            .map(|(r, t)| prefill_tps(&r.time) / prefill_tps(t))
+            .collect();
+        CompareReport {
+            dtype: m.info().weight_dtype.to_string(),
+            bytes_per_token: bytes,
+            prefill_tokens_per_s: median(times.iter().map(prefill_tps).collect()),
+            decode_tokens_per_s: median(times.iter().map(decode_tps).collect()),
+            bandwidth_ratio: median(
+                pairs()
+                    .map(|(r, t)| bytes as f64 * decode_tps(t) / 1e9 / r.bw)
+                    .collect(),
+            ),
+            peak_ratio: median(
+                pairs()
+                    .map(|(r, t)| prefill_flops / t.prefill_s / 1e9 / r.peak)
+                    .collect(),
+            ),
+            decode_speedup: median(decode_speedup_rounds.clone()),
+            decode_speedup_rounds,
+            prefill_speedup: median(prefill_speedup_rounds.clone()),
+            prefill_speedup_rounds,
+        }
+    });
+    Ok(BenchReport {
+        model: name,
+        kernels: kernel_name,
+        dtype,
+        threads,
+        prompt_tokens: prompt.len(),
+        gen_tokens: opts.gen_tokens,
+        load_seconds,
+        prefill_tokens_per_s: med(&|r| prefill_tps(&r.time)),
+        decode_tokens_per_s: med(&|r| decode_tps(&r.time)),
+        bytes_per_token,
+        bandwidth_gbs: med(&bandwidth),
+        probe_bandwidth_gbs: med(&|r| r.bw),
+        bandwidth_ratio: median(bandwidth_ratio_rounds.clone()),
+        prefill_flops,
+        prefill_gflops: med(&gflops),
+        probe_peak_gflops: med(&|r| r.peak),
+        peak_ratio: median(peak_ratio_rounds.clone()),
+        peak_rss_bytes: peak_rss,
+        file_bytes,
+        rss_ratio: peak_rss as f64 / file_bytes as f64,
+        prefill_cpu_share: med(&|r| r.time.prefill_share),
+        decode_cpu_share: med(&|r| r.time.decode_share),
+        rounds,
+        bandwidth_ratio_rounds,
+        peak_ratio_rounds,
+        compare,
+    })
+}
+
+/// Loads (or builds, for `--synthetic`) the model to measure with weights
+/// in `dtype`: the model, its name, and the size of its weight file.
+fn load_model(
+    opts: &BenchOptions,
+    dtype: Option<WeightDtype>,
+    progress: &mut impl FnMut(&str),
+) -> Result<(Model, String, u64)> {
+    let load = LoadOptions { dtype };
+    Ok(match (&opts.model, opts.synthetic) {
         (Some(path), None) => {
             progress(&format!("loading {}", path.display()));
             let model = Model::load_with(path, &load)?;
@@ -246,7 +443,7 @@ fn run_with_probes(
             (model, path.display().to_string(), bytes)
         }
         (None, Some(size)) => {
-            let stored = match opts.dtype {
+            let stored = match dtype {
                 Some(WeightDtype::F32) => DType::F32,
                 Some(WeightDtype::F16) => DType::F16,
                 _ => DType::BF16,
@@ -265,108 +462,55 @@ fn run_with_probes(
                 "bench needs exactly one of a model file and a synthetic size".into(),
             ))
         }
-    };
-    let load_seconds = start.elapsed().as_secs_f64();
-    let vocab = model.info().dims.vocab;
-    let mut rng = SplitMix(0x0b5e_55ed);
-    let prompt: Vec<u32> = (0..opts.prompt_tokens)
-        .map(|_| (rng.next() % vocab as u64) as u32)
-        .collect();
+    })
+}
 
-    // Warm-up: a short chunk reads every weight once (faulting in mapped
-    // pages) and wakes the thread pool, so neither is timed below.
-    progress("warm-up");
+/// One model's prefill and decode times in one round.
+struct Timing {
+    prefill_s: f64,
+    decode_s: f64,
+    prefill_share: f64,
+    decode_share: f64,
+}
+
+/// Times the prefill of `prompt` and then `gen` greedy decode steps from
+/// its end; `of` and `tag` (which round, which model) go into the
+/// progress messages.
+fn time_model(
+    model: &Model,
+    prompt: &[u32],
+    gen: usize,
+    threads: usize,
+    of: &str,
+    tag: &str,
+    progress: &mut impl FnMut(&str),
+) -> Result<Timing> {
+    progress(&format!("prefill of {} tokens{tag}{of}", prompt.len()));
     let mut state = model.new_state();
-    model.forward(&prompt[..prompt.len().min(8)], &mut state, Logits::Last)?;
+    let (t0, c0) = (Instant::now(), process_cpu_seconds());
+    let mut logits = model.forward(prompt, &mut state, Logits::Last)?;
+    let prefill_s = t0.elapsed().as_secs_f64();
+    let prefill_share = cpu_share(c0, prefill_s, threads);
 
-    let rounds = opts.rounds.max(1);
-    let mut runs = Vec::with_capacity(rounds);
-    let mut peak_rss = 0;
-    for round in 0..rounds {
-        let of = if rounds > 1 {
-            format!(" (round {} of {rounds})", round + 1)
-        } else {
-            String::new()
-        };
-        progress(&format!("prefill of {} tokens{of}", prompt.len()));
-        let mut state = model.new_state();
-        let (t0, c0) = (Instant::now(), process_cpu_seconds());
-        let mut logits = model.forward(&prompt, &mut state, Logits::Last)?;
-        let prefill_s = t0.elapsed().as_secs_f64();
-        let prefill_share = cpu_share(c0, prefill_s, threads);
-
-        progress(&format!("decode of {} tokens{of}", opts.gen_tokens));
-        let (t0, c0) = (Instant::now(), process_cpu_seconds());
-        for _ in 0..opts.gen_tokens {
-            let next = argmax(&logits);
-            logits = model.forward(&[next], &mut state, Logits::Last)?;
-        }
-        let decode_s = t0.elapsed().as_secs_f64();
-        let decode_share = cpu_share(c0, decode_s, threads);
-        if round == 0 {
-            // Before the first probe allocates its buffer.
-            peak_rss = peak_rss_bytes().unwrap_or(0);
-        }
-        progress(&format!("read-bandwidth and FMA-peak probes{of}"));
-        let (bw, peak) = probes();
-        runs.push(Round {
-            prefill_s,
-            decode_s,
-            prefill_share,
-            decode_share,
-            bw,
-            peak,
-        });
+    progress(&format!("decode of {gen} tokens{tag}{of}"));
+    let (t0, c0) = (Instant::now(), process_cpu_seconds());
+    for _ in 0..gen {
+        let next = argmax(&logits);
+        logits = model.forward(&[next], &mut state, Logits::Last)?;
     }
-
-    let bytes_per_token = model.bytes_per_token() as u64;
-    let prefill_flops = 2.0 * model.block_macs_per_token() as f64 * prompt.len() as f64
-        + 2.0 * model.head_macs() as f64;
-    let dtype = model.info().weight_dtype.to_string();
-    let kernel_name = kernels::active().name.to_string();
-    drop(model);
-
-    let decode_tps = |r: &Round| opts.gen_tokens as f64 / r.decode_s;
-    let bandwidth = |r: &Round| bytes_per_token as f64 * decode_tps(r) / 1e9;
-    let gflops = |r: &Round| prefill_flops / r.prefill_s / 1e9;
-    let med = |f: &dyn Fn(&Round) -> f64| median(runs.iter().map(f).collect());
-    let bandwidth_ratio_rounds: Vec<f64> = runs.iter().map(|r| bandwidth(r) / r.bw).collect();
-    let peak_ratio_rounds: Vec<f64> = runs.iter().map(|r| gflops(r) / r.peak).collect();
-    Ok(BenchReport {
-        model: name,
-        kernels: kernel_name,
-        dtype,
-        threads,
-        prompt_tokens: prompt.len(),
-        gen_tokens: opts.gen_tokens,
-        load_seconds,
-        prefill_tokens_per_s: med(&|r| prompt.len() as f64 / r.prefill_s),
-        decode_tokens_per_s: med(&decode_tps),
-        bytes_per_token,
-        bandwidth_gbs: med(&bandwidth),
-        probe_bandwidth_gbs: med(&|r| r.bw),
-        bandwidth_ratio: median(bandwidth_ratio_rounds.clone()),
-        prefill_flops,
-        prefill_gflops: med(&gflops),
-        probe_peak_gflops: med(&|r| r.peak),
-        peak_ratio: median(peak_ratio_rounds.clone()),
-        peak_rss_bytes: peak_rss,
-        file_bytes,
-        rss_ratio: peak_rss as f64 / file_bytes as f64,
-        prefill_cpu_share: med(&|r| r.prefill_share),
-        decode_cpu_share: med(&|r| r.decode_share),
-        rounds,
-        bandwidth_ratio_rounds,
-        peak_ratio_rounds,
+    let decode_s = t0.elapsed().as_secs_f64();
+    Ok(Timing {
+        prefill_s,
+        decode_s,
+        prefill_share,
+        decode_share: cpu_share(c0, decode_s, threads),
     })
 }
 
 /// One round's raw measurements.
 struct Round {
-    prefill_s: f64,
-    decode_s: f64,
-    prefill_share: f64,
-    decode_share: f64,
+    /// The main model's times.
+    time: Timing,
     /// Probe read bandwidth, GB/s.
     bw: f64,
     /// Probe FMA peak, GFLOP/s.
@@ -765,6 +909,52 @@ mod tests {
         assert_eq!(r.bandwidth_ratio, median(r.bandwidth_ratio_rounds.clone()));
         assert_eq!(r.peak_ratio, median(r.peak_ratio_rounds.clone()));
         assert!(r.bandwidth_ratio_rounds.iter().all(|&x| x > 0.0));
+    }
+
+    #[test]
+    fn compare_measures_a_second_dtype_in_every_round() {
+        let file = synthetic_model_with(2, 64, 256, DType::F32, 4, "c").unwrap();
+        let dir = std::env::temp_dir().join(format!("quill-bench-c-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("m.safetensors");
+        std::fs::write(&path, file.bytes()).unwrap();
+        let mut opts = BenchOptions {
+            model: Some(path),
+            dtype: Some(WeightDtype::Int8),
+            compare: Some(WeightDtype::Int8),
+            prompt_tokens: 10,
+            gen_tokens: 2,
+            rounds: 3,
+            ..BenchOptions::default()
+        };
+        let same = run_with_probes(&opts, |_| {}, || (1.0, 10.0));
+        assert!(same.unwrap_err().to_string().contains("--compare"));
+        opts.compare = Some(WeightDtype::F32);
+        let mut phases = Vec::new();
+        let r = run_with_probes(&opts, |p| phases.push(p.to_string()), || (1.0, 10.0)).unwrap();
+        std::fs::remove_dir_all(&dir).ok();
+        let c = r.compare.as_ref().expect("a comparison report");
+        assert_eq!((r.dtype.as_str(), c.dtype.as_str()), ("int8", "f32"));
+        assert!(c.bytes_per_token > r.bytes_per_token);
+        assert_eq!(c.decode_speedup_rounds.len(), 3);
+        assert_eq!(c.prefill_speedup_rounds.len(), 3);
+        assert_eq!(c.decode_speedup, median(c.decode_speedup_rounds.clone()));
+        assert_eq!(c.prefill_speedup, median(c.prefill_speedup_rounds.clone()));
+        assert!(c
+            .decode_speedup_rounds
+            .iter()
+            .all(|&x| x > 0.0 && x.is_finite()));
+        assert!(c.decode_tokens_per_s > 0.0 && c.prefill_tokens_per_s > 0.0);
+        assert!(c.bandwidth_ratio > 0.0 && c.peak_ratio > 0.0);
+        // Both models decode in every round; which goes first alternates.
+        let firsts: Vec<bool> = phases
+            .iter()
+            .filter(|p| p.starts_with("prefill"))
+            .map(|p| p.contains("with f32"))
+            .collect();
+        assert_eq!(firsts, [false, true, true, false, false, true]);
+        let json = serde_json::to_value(&r).unwrap();
+        assert!(json["compare"]["decode_speedup"].as_f64().is_some());
     }
 
     #[test]

@@ -34,6 +34,12 @@ pub struct Args {
     /// was then.
     #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=100))]
     rounds: u16,
+    /// Also measure the same model with this dtype, alternating with the
+    /// main one in every round, and report how many times faster the main
+    /// dtype is (e.g. --dtype int8 --compare bf16): both measured under the
+    /// same machine conditions, which separate runs are not.
+    #[arg(long, value_name = "DTYPE")]
+    compare: Option<WeightDtype>,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -52,6 +58,7 @@ pub fn run(a: Args) -> Result<()> {
         prompt_tokens: a.prompt,
         gen_tokens: a.gen,
         rounds: a.rounds as usize,
+        compare: a.compare,
     };
     let r = bench::run(&opts, |phase| eprintln!("bench: {phase}"))?;
     if a.json {
@@ -98,6 +105,34 @@ pub fn run(a: Args) -> Result<()> {
             r.rounds,
             pct(&r.bandwidth_ratio_rounds),
             pct(&r.peak_ratio_rounds)
+        );
+    }
+    if let Some(c) = &r.compare {
+        let times = |v: &[f64]| {
+            v.iter()
+                .map(|x| format!("{x:.2}×"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        println!(
+            "compared with {:<5}decode {:.2} tokens/s ({:.0}% of the probe): {} decodes {:.2}× as fast{}",
+            c.dtype,
+            c.decode_tokens_per_s,
+            100.0 * c.bandwidth_ratio,
+            r.dtype,
+            c.decode_speedup,
+            if r.rounds > 1 {
+                format!(" (rounds {})", times(&c.decode_speedup_rounds))
+            } else {
+                String::new()
+            }
+        );
+        println!(
+            "                   prefill {:.1} tokens/s ({:.0}% of the peak): {} prefills {:.2}× as fast",
+            c.prefill_tokens_per_s,
+            100.0 * c.peak_ratio,
+            r.dtype,
+            c.prefill_speedup
         );
     }
     println!(
