@@ -42,6 +42,7 @@ static AVX2: KernelSet = KernelSet {
     exp,
     sigmoid,
     wkv7,
+    quantize_x16,
     sum_f32,
     fma_probe,
 };
@@ -950,6 +951,71 @@ unsafe fn unpack_tile(src: &[f32], n: usize, dst: *mut f32, ld: usize) {
             unsafe { *dst.add(j * ld + p) = src[p * NR + j] };
         }
     }
+}
+
+/// [`super::quantize_x16`] with each block's maximum and conversion eight
+/// lanes at a time: on the thread that runs the layers, the reference took
+/// 1.69 µs per 1024 values (~0.34 ms of each 0.4B int8 token), this 0.34
+/// µs; int8 decode +2.4% in two alternating runs (24 pairs each). The same
+/// operations in the same IEEE order, so the result is bit-identical: the
+/// maximum of |x| (lanes that are NaN never win, as in the reference's
+/// `a > m`), the reference's scalar scale, `v·inv` rounded by adding and
+/// subtracting 1.5·2²³ (a multiply, then an add: no FMA contraction), and
+/// NaN (or ∞·0) mapped to 0 and ±∞ saturated, as Rust's `as i16` does.
+fn quantize_x16(x: &[f32], xq: &mut Vec<i16>, xs: &mut Vec<f32>) {
+    xq.clear();
+    xs.clear();
+    xq.resize(x.len(), 0);
+    for (blk, out) in x.chunks(I8_BLOCK).zip(xq.chunks_mut(I8_BLOCK)) {
+        // SAFETY: both slices have blk.len() elements; features by
+        // `kernel_set`.
+        xs.push(unsafe { quantize_block(blk, out) });
+    }
+}
+
+/// One block of [`quantize_x16`] into `out` (`blk.len()` values); returns
+/// its scale.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn quantize_block(blk: &[f32], out: &mut [i16]) -> f32 {
+    const MAGIC: f32 = 12_582_912.0;
+    let n8 = blk.len() / 8 * 8;
+    let p = blk.as_ptr();
+    let abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+    let mut mv = _mm256_setzero_ps();
+    for i in (0..n8).step_by(8) {
+        // max(a, m) is `a > m ? a : m`: a NaN `a` leaves m.
+        mv = _mm256_max_ps(_mm256_and_ps(ld_f32(p.add(i)), abs), mv);
+    }
+    let mut lanes = [0.0f32; 8];
+    _mm256_storeu_ps(lanes.as_mut_ptr(), mv);
+    let mut amax = lanes.iter().fold(0.0f32, |m, &a| if a > m { a } else { m });
+    for &v in &blk[n8..] {
+        let a = v.abs();
+        if a > amax {
+            amax = a;
+        }
+    }
+    let inv = if amax > 0.0 { 32767.0 / amax } else { 0.0 };
+    let (iv, magic) = (_mm256_set1_ps(inv), _mm256_set1_ps(MAGIC));
+    let (lo, hi) = (_mm256_set1_ps(-32768.0), _mm256_set1_ps(32767.0));
+    for i in (0..n8).step_by(8) {
+        let r = _mm256_sub_ps(
+            _mm256_add_ps(_mm256_mul_ps(ld_f32(p.add(i)), iv), magic),
+            magic,
+        );
+        // As `as i16`: NaN → 0 (ordered-compare mask), then saturation
+        // (only reached when inv overflowed to ∞ for a block of values
+        // below ~1e-34), then an exact conversion.
+        let r = _mm256_and_ps(r, _mm256_cmp_ps::<_CMP_ORD_Q>(r, r));
+        let r = _mm256_min_ps(_mm256_max_ps(r, lo), hi);
+        let q = _mm256_cvtps_epi32(r);
+        let q = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256::<1>(q));
+        _mm_storeu_si128(out.as_mut_ptr().add(i) as *mut __m128i, q);
+    }
+    for (o, &v) in out[n8..].iter_mut().zip(&blk[n8..]) {
+        *o = ((v * inv + MAGIC) - MAGIC) as i16;
+    }
+    amax / 32767.0
 }
 
 // -------------------------------------------------------------- activations

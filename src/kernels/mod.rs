@@ -150,6 +150,10 @@ pub struct KernelSet {
     pub sigmoid: fn(&mut [f32]),
     /// One RWKV-7 wkv step for one head ([`wkv7_step`] is the reference).
     pub wkv7: Wkv7Fn,
+    /// Quantises an activation vector for the int8 matrix–vector kernels
+    /// ([`quantize_x16`] is the reference; every set's result is
+    /// bit-identical to it).
+    pub quantize_x16: fn(&[f32], &mut Vec<i16>, &mut Vec<f32>),
     /// Σ x, for the read-bandwidth probe.
     pub sum_f32: fn(&[f32]) -> f32,
     /// Runs independent multiply-add chains for the given rounds and returns
@@ -415,7 +419,7 @@ fn matvecs(ks: &'static KernelSet, products: &mut [&mut Product<'_>]) {
         .map(|p| {
             let mut xq = (Vec::new(), Vec::new());
             if matches!(p.w.data, MatData::I8 { .. }) {
-                quantize_x16(p.x, &mut xq.0, &mut xq.1);
+                (ks.quantize_x16)(p.x, &mut xq.0, &mut xq.1);
             }
             xq
         })

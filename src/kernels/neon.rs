@@ -43,6 +43,7 @@ static NEON: KernelSet = KernelSet {
     exp: super::scalar::exp,
     sigmoid: super::scalar::sigmoid,
     wkv7,
+    quantize_x16: super::quantize_x16,
     sum_f32,
     fma_probe,
 };

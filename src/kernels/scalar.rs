@@ -29,6 +29,7 @@ pub static SCALAR: KernelSet = KernelSet {
     exp,
     sigmoid,
     wkv7: super::wkv::wkv7_step,
+    quantize_x16: super::quantize_x16,
     sum_f32,
     fma_probe,
 };
