@@ -829,13 +829,20 @@ mod tests {
         assert!(logits.iter().all(|v| v.is_finite()));
     }
 
-    #[test]
-    fn tiny_bench_reports_consistent_figures() {
-        let dir = std::env::temp_dir().join(format!("quill-bench-{}", std::process::id()));
+    /// A tiny f32 synthetic model written to a fresh temporary folder
+    /// named after `tag`: (the folder, the file).
+    fn temp_model(seed: u64, tag: &str) -> (PathBuf, PathBuf) {
+        let file = synthetic_model_with(2, 64, 256, DType::F32, seed, tag).unwrap();
+        let dir = std::env::temp_dir().join(format!("quill-bench-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("m.safetensors");
-        let file = synthetic_model_with(2, 64, 256, DType::F32, 2, "t").unwrap();
         std::fs::write(&path, file.bytes()).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn tiny_bench_reports_consistent_figures() {
+        let (dir, path) = temp_model(2, "t");
         let opts = BenchOptions {
             model: Some(path.clone()),
             dtype: Some(WeightDtype::Int8),
@@ -874,11 +881,7 @@ mod tests {
 
     #[test]
     fn rounds_pair_each_measurement_with_its_own_probes() {
-        let file = synthetic_model_with(2, 64, 256, DType::F32, 3, "r").unwrap();
-        let dir = std::env::temp_dir().join(format!("quill-bench-r-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("m.safetensors");
-        std::fs::write(&path, file.bytes()).unwrap();
+        let (dir, path) = temp_model(3, "r");
         let opts = BenchOptions {
             model: Some(path),
             prompt_tokens: 10,
@@ -913,11 +916,7 @@ mod tests {
 
     #[test]
     fn compare_measures_a_second_dtype_in_every_round() {
-        let file = synthetic_model_with(2, 64, 256, DType::F32, 4, "c").unwrap();
-        let dir = std::env::temp_dir().join(format!("quill-bench-c-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("m.safetensors");
-        std::fs::write(&path, file.bytes()).unwrap();
+        let (dir, path) = temp_model(4, "c");
         let mut opts = BenchOptions {
             model: Some(path),
             dtype: Some(WeightDtype::Int8),
