@@ -43,25 +43,12 @@ impl Scratch {
         Scratch(v)
     }
 
-    /// `n` zeros.
-    pub fn zeros(n: usize) -> Self {
-        let mut v = take(n);
-        v.clear();
-        v.resize(n, 0.0);
-        Scratch(v)
-    }
-
     /// A copy of `x`.
     pub fn copy_of(x: &[f32]) -> Self {
         let mut v = take(x.len());
         v.clear();
         v.extend_from_slice(x);
         Scratch(v)
-    }
-
-    /// The elements as a plain vector, which leaves the pool for good.
-    pub fn into_vec(mut self) -> Vec<f32> {
-        std::mem::take(&mut self.0)
     }
 }
 
@@ -149,19 +136,24 @@ mod tests {
         assert_eq!((b.as_ptr(), b.len()), (ptr, n - 5));
         b.fill(7.0);
         drop(b);
-        let z = Scratch::zeros(n);
-        assert_eq!(z.as_ptr(), ptr);
-        assert!(z.len() == n && z.iter().all(|&v| v == 0.0));
-        drop(z);
+        // Growing past the old length keeps the old values and zeroes
+        // only the new tail.
+        let g = Scratch::dirty(n);
+        assert_eq!(g.as_ptr(), ptr);
+        assert!(g[..n - 5].iter().all(|&v| v == 7.0) && g[n - 5..].iter().all(|&v| v == 0.0));
+        drop(g);
         let c = Scratch::copy_of(&[1.0, 2.0, 3.0]);
         assert_eq!(&c[..], &[1.0, 2.0, 3.0]);
+        drop(c);
+        let c = Scratch::copy_of(&vec![2.0; n]);
+        assert_eq!((c.as_ptr(), c.len()), (ptr, n));
+        assert!(c.iter().all(|&v| v == 2.0));
+        drop(c);
         // Best fit: a smaller request takes the smaller of two buffers.
         let big = Scratch::dirty(n * 4);
         let (bp, sp) = (big.as_ptr(), Scratch::dirty(n).as_ptr());
         drop(big);
         assert_eq!(Scratch::dirty(n).as_ptr(), sp);
         assert_eq!(Scratch::dirty(n * 3).as_ptr(), bp);
-        let v = Scratch::copy_of(&[4.0; MIN_KEPT]).into_vec();
-        assert_eq!(v.len(), MIN_KEPT);
     }
 }
