@@ -283,6 +283,12 @@ fn run_with_probes(
     let start = Instant::now();
     let (model, name, file_bytes) = load_model(opts, opts.dtype, &mut progress)?;
     let load_seconds = start.elapsed().as_secs_f64();
+    if opts.compare == Some(model.info().weight_dtype) {
+        return Err(QuillError::Invalid(format!(
+            "the model is already measured in {}: give --compare another dtype (or --dtype)",
+            model.info().weight_dtype
+        )));
+    }
     let vocab = model.info().dims.vocab;
     let mut rng = SplitMix(0x0b5e_55ed);
     let prompt: Vec<u32> = (0..opts.prompt_tokens)
@@ -928,6 +934,17 @@ mod tests {
         };
         let same = run_with_probes(&opts, |_| {}, || (1.0, 10.0));
         assert!(same.unwrap_err().to_string().contains("--compare"));
+        // The same check when the dtype is the file's own (f32 here).
+        let implicit = BenchOptions {
+            dtype: None,
+            compare: Some(WeightDtype::F32),
+            ..opts.clone()
+        };
+        let same = run_with_probes(&implicit, |_| {}, || (1.0, 10.0));
+        assert!(same
+            .unwrap_err()
+            .to_string()
+            .contains("already measured in f32"));
         opts.compare = Some(WeightDtype::F32);
         let mut phases = Vec::new();
         let r = run_with_probes(&opts, |p| phases.push(p.to_string()), || (1.0, 10.0)).unwrap();

@@ -927,7 +927,8 @@ fn pack_tile(x: &[f32], ld: usize, n: usize, dst: &mut [f32]) {
 
 /// The accumulator tile's unpacking ([`super::scalar::unpack_tile`]) in
 /// 8×8 transposes: each writes 8 outputs of 8 tokens as 8 vector stores,
-/// where element by element the GEMM's output pass took ~3% of prefill.
+/// where element by element the GEMM's output pass took 2–3% of prefill
+/// samples.
 /// The rest (a ragged tile, rows past a multiple of 8) element by element.
 ///
 /// # Safety
