@@ -156,8 +156,9 @@ pub struct BenchReport {
     pub probe_peak_gflops: f64,
     /// `prefill_gflops / probe_peak_gflops`.
     pub peak_ratio: f64,
-    /// Peak resident memory of the process (VmHWM) after prefill and
-    /// decode, before the probes allocate their buffer; 0 where unknown.
+    /// Peak resident memory of the process (VmHWM) after the first round's
+    /// prefill and decode, before the probes allocate their buffer and
+    /// before a `--compare` model loads; 0 where unknown.
     pub peak_rss_bytes: u64,
     /// Size of the weight file (built in memory for synthetic models).
     pub file_bytes: u64,
