@@ -15,6 +15,7 @@
 
 use std::arch::x86_64::*;
 
+use super::matrix::{quantize_one, ROUND_MAGIC};
 use super::scalar::{bf16_to_f32, f16_to_f32};
 use super::{KernelSet, I8_BLOCK, MR, NR, PANEL_ROWS};
 
@@ -745,9 +746,9 @@ fn widen_i8_group(q: &[i8], scales: &[f32], kc: usize, out: &mut [f32], ld: usiz
         ld >= blocks * I8_BLOCK && out.len() >= (PANEL_ROWS - 1) * ld + blocks * I8_BLOCK,
         "widen_i8_group: out too short"
     );
-    // SAFETY: block b of row r reads q[(4b + r)·64..+64] and scales[4b + r],
-    // writes out[r·ld + 64b..+64] (all checked above); features by
-    // `kernel_set`.
+    // SAFETY: block b of row r reads q[(4b + r)·B..+B] and scales[4b + r],
+    // writes out[r·ld + B·b..+B], B = I8_BLOCK (all checked above);
+    // features by `kernel_set`.
     unsafe { widen_i8_group_raw(q.as_ptr(), scales.as_ptr(), blocks, out.as_mut_ptr(), ld) }
 }
 
@@ -978,7 +979,6 @@ fn quantize_x16(x: &[f32], xq: &mut Vec<i16>, xs: &mut Vec<f32>) {
 /// its scale.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn quantize_block(blk: &[f32], out: &mut [i16]) -> f32 {
-    const MAGIC: f32 = 12_582_912.0;
     let n8 = blk.len() / 8 * 8;
     let p = blk.as_ptr();
     let abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
@@ -997,7 +997,7 @@ unsafe fn quantize_block(blk: &[f32], out: &mut [i16]) -> f32 {
         }
     }
     let inv = if amax > 0.0 { 32767.0 / amax } else { 0.0 };
-    let (iv, magic) = (_mm256_set1_ps(inv), _mm256_set1_ps(MAGIC));
+    let (iv, magic) = (_mm256_set1_ps(inv), _mm256_set1_ps(ROUND_MAGIC));
     let (lo, hi) = (_mm256_set1_ps(-32768.0), _mm256_set1_ps(32767.0));
     for i in (0..n8).step_by(8) {
         let r = _mm256_sub_ps(
@@ -1014,7 +1014,7 @@ unsafe fn quantize_block(blk: &[f32], out: &mut [i16]) -> f32 {
         _mm_storeu_si128(out.as_mut_ptr().add(i) as *mut __m128i, q);
     }
     for (o, &v) in out[n8..].iter_mut().zip(&blk[n8..]) {
-        *o = ((v * inv + MAGIC) - MAGIC) as i16;
+        *o = quantize_one(v, inv);
     }
     amax / 32767.0
 }
@@ -1034,18 +1034,17 @@ unsafe fn quantize_block(blk: &[f32], out: &mut [i16]) -> f32 {
 unsafe fn exp8(x: __m256) -> __m256 {
     const HI: f32 = 88.722_83;
     const LO: f32 = -87.336_55;
-    const ROUND: f32 = 12_582_912.0;
     // max/min return their second operand when one is NaN: x goes second.
     let xc = _mm256_min_ps(_mm256_set1_ps(HI), _mm256_max_ps(_mm256_set1_ps(LO), x));
     let t = _mm256_fmadd_ps(
         xc,
         _mm256_set1_ps(std::f32::consts::LOG2_E),
-        _mm256_set1_ps(ROUND),
+        _mm256_set1_ps(ROUND_MAGIC),
     );
-    let n = _mm256_sub_ps(t, _mm256_set1_ps(ROUND));
+    let n = _mm256_sub_ps(t, _mm256_set1_ps(ROUND_MAGIC));
     let bits = _mm256_sub_epi32(
         _mm256_castps_si256(t),
-        _mm256_castps_si256(_mm256_set1_ps(ROUND)),
+        _mm256_castps_si256(_mm256_set1_ps(ROUND_MAGIC)),
     );
     let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), xc);
     let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);

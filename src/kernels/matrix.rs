@@ -692,16 +692,26 @@ pub fn quantize_row(row: &[f32], q: &mut [i8], scales: &mut [f32]) {
     }
 }
 
+/// 1.5·2²³: adding it to an f32 of magnitude ≤ 2²² and subtracting it again
+/// rounds to the nearest integer, ties to even (the sum's ulp is 1).
+/// `f32::round` is a libm call on baseline x86-64 (no SSE4.1), ~5 ns per
+/// element, which cost ~1 ms per decoded int8 token in [`quantize_x16`].
+pub(super) const ROUND_MAGIC: f32 = 12_582_912.0;
+
+/// One activation quantised with its block's `inv = 32767 / max|x|`:
+/// `v·inv` rounded to nearest even ([`ROUND_MAGIC`]), saturated as `as`
+/// does (NaN → 0).
+#[inline]
+pub(super) fn quantize_one(v: f32, inv: f32) -> i16 {
+    ((v * inv + ROUND_MAGIC) - ROUND_MAGIC) as i16
+}
+
 /// Quantises an activation vector to int16 for the int8 matrix–vector
 /// kernels, per [`I8_BLOCK`] block: scale = max|x| / 32767, so each value is
 /// within 1/65534 of its block's largest (≈ 0.0015%), far below the int8
 /// weights' own rounding (≈ 0.4% of a block's largest weight). Products of
 /// int8 × int16 summed in pairs then stay exact in i32.
 pub fn quantize_x16(x: &[f32], xq: &mut Vec<i16>, xs: &mut Vec<f32>) {
-    // Round to nearest even by adding and subtracting 1.5·2²³ (exact for
-    // |v| ≤ 2²²): `f32::round` is a libm call on baseline x86-64 (no
-    // SSE4.1), ~5 ns per element, which cost ~1 ms per decoded int8 token.
-    const MAGIC: f32 = 12_582_912.0;
     xq.clear();
     xs.clear();
     for blk in x.chunks(I8_BLOCK) {
@@ -711,7 +721,7 @@ pub fn quantize_x16(x: &[f32], xq: &mut Vec<i16>, xs: &mut Vec<f32>) {
             .fold(0.0f32, |m, a| if a > m { a } else { m });
         xs.push(amax / 32767.0);
         let inv = if amax > 0.0 { 32767.0 / amax } else { 0.0 };
-        xq.extend(blk.iter().map(|&v| ((v * inv + MAGIC) - MAGIC) as i16));
+        xq.extend(blk.iter().map(|&v| quantize_one(v, inv)));
     }
 }
 
