@@ -342,14 +342,11 @@ impl Lora {
 
     /// `up(act(down(x)))` for `t` rows.
     pub fn apply(&self, x: &[f32], t: usize, act: impl Fn(f32) -> f32 + Send + Sync) -> Scratch {
-        let mut mid = self.mid(t);
-        matmul(&self.down, x, t, &mut mid);
+        let mut mid = project(&self.down, x, t);
         for_rows(&mut mid, self.down.rows, |_, r| {
             r.iter_mut().for_each(|v| *v = act(*v))
         });
-        let mut out = Scratch::dirty(t * self.up.rows);
-        matmul(&self.up, &mid, t, &mut out);
-        out
+        project(&self.up, &mid, t)
     }
 }
 

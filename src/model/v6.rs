@@ -14,7 +14,7 @@ use super::common::{
 };
 use super::Dims;
 use crate::error::{QuillError, Result};
-use crate::kernels::{matmul, transpose, Matrix, Scratch};
+use crate::kernels::{transpose, Matrix, Scratch};
 
 /// The five mixes of the data-dependent token shift, in `model.py` order.
 const MIXES: usize = 5;
@@ -131,8 +131,7 @@ impl Layer for Block {
                 let src = ti * MIXES * dm + j * dm;
                 part[ti * dm..(ti + 1) * dm].copy_from_slice(&mid[src..src + dm]);
             }
-            let mut mix = Scratch::dirty(t * c);
-            matmul(&self.maa_up[j], &part, t, &mut mix);
+            let mut mix = project(&self.maa_up[j], &part, t);
             for (i, m) in mix.iter_mut().enumerate() {
                 *m += self.maa[j][i % c];
             }
