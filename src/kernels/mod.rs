@@ -41,6 +41,7 @@ pub use matrix::{
     I8_BLOCK, PANEL_ROWS,
 };
 pub use scratch::Scratch;
+pub(crate) use threads::share_out;
 pub use threads::{install, physical_cores, set_threads, threads};
 pub use wkv::{wkv4_step, wkv5_step, wkv7_step};
 
@@ -271,13 +272,16 @@ const PAR_MIN_BYTES: usize = 256 << 10;
 
 /// Bytes of weights a parallel task of a matrix–vector product reads.
 ///
-/// Why this large: each task starts its row streams cold, and a hand-off
-/// costs a few microseconds; with 64 KiB tasks a 0.4B decode streamed
-/// ~15% below the rate of 512 KiB–1 MiB tasks (A/B runs of the kernels
-/// over the 0.4B shapes, interleaved with the bandwidth probe, since this
-/// machine's bandwidth drifts). Still small enough that a matrix
-/// of 2 MiB (1024² bf16) gives each of 2–4 threads work.
-const TASK_BYTES: usize = 512 << 10;
+/// The tasks go to the threads in contiguous runs (see [`share_out`]), so a
+/// thread's consecutive tasks continue one stream and the size mostly sets
+/// how far apart the threads can finish. Measured with rayon's split, each
+/// task starting its row streams cold: 64 KiB tasks streamed ~15% below
+/// 512 KiB–1 MiB ones. With `share_out`, 0.4B decode against rayon's split
+/// of 512 KiB tasks (in-process alternating runs, 16–24 pairs, per-pair
+/// median of old ÷ new speed): 256 KiB 0.977 and 0.960 int8, 0.992 and
+/// 0.972 bf16; 128 KiB 0.979 int8 but 1.022 bf16; 64 KiB 0.990; 32 KiB
+/// 1.015; 512 KiB 0.973 int8, 0.986 bf16.
+const TASK_BYTES: usize = 256 << 10;
 
 /// Rows handled per parallel task of a `rows × cols` product: a multiple of
 /// 4 (the SIMD kernels do 4 rows at a time) reading about [`TASK_BYTES`],
@@ -459,10 +463,9 @@ fn matvecs(ks: &'static KernelSet, products: &mut [&mut Product<'_>]) {
     if serial {
         tasks.into_iter().for_each(run);
     } else {
-        install(|| {
-            use rayon::prelude::*;
-            tasks.into_par_iter().for_each(run);
-        });
+        // Tasks in memory order, so each thread streams forward through
+        // one run of them (see `share_out`).
+        share_out(tasks, run);
     }
     for (p, part) in products.iter_mut().zip(&partials) {
         for pk in part.chunks(p.w.rows.max(1)) {
