@@ -184,11 +184,12 @@ pub enum Logits {
 /// How to load a model.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LoadOptions {
-    /// Convert the large matrices (time-mix receptance/key/value/output,
-    /// channel-mix key/value, head) to this dtype at load; `None` keeps them
-    /// as stored (read in place from the mapped file, or copied into panels
-    /// where the kernel set wants them: see [`common::Loader::matrix`]).
-    /// The embedding, LoRA factors and vectors always stay as stored.
+    /// Convert the weight matrices (time-mix receptance/key/value/output,
+    /// channel-mix key/value, the LoRA factors, head) to this dtype at load;
+    /// `None` keeps them as stored (read in place from the mapped file, or
+    /// copied into panels where the kernel set wants them: see
+    /// [`common::Loader::matrix`]). The embedding (one row read per token)
+    /// and the vectors always stay as stored.
     pub dtype: Option<WeightDtype>,
 }
 
