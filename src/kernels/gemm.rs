@@ -68,10 +68,11 @@ pub(super) fn gemm(ks: &'static KernelSet, w: &Matrix, x: &[f32], t: usize, y: &
     if !par || tasks == 1 {
         (0..tasks).for_each(run);
     } else {
-        install(|| {
-            use rayon::prelude::*;
-            (0..tasks).into_par_iter().for_each(run);
-        });
+        // Each thread takes a contiguous run of row groups (see
+        // `share_out`). Against rayon's split of the same tasks, 512-token
+        // 0.4B prefills in alternating pairs (20 each, per-pair median of
+        // old ÷ new speed): bf16 0.990 and 0.962, int8 0.931 and 0.947.
+        super::share_out((0..tasks).collect(), run);
     }
 }
 
