@@ -162,8 +162,9 @@ impl<'a> Loader<'a> {
     /// transposed once into (out, in) matrices, converted by `--dtype` like
     /// the large matrices.
     ///
-    /// Why convert them too: for an int8 0.4B model in bf16 they were 28 of
-    /// the 414 MB read per token (now 399) and ~6% of decode samples.
+    /// Why convert them too: in an int8 0.4B model they were, as stored
+    /// (bf16), 28 of the 414 MB read per token (now 399) and ~6% of decode
+    /// samples.
     /// Quality, int8 against f32 weights, with the LoRAs kept as stored →
     /// with them in int8: perplexity on the README (sequence mode) +0.115%
     /// → +0.114% on the built-in model, +0.034% → +0.034% on the trained
@@ -182,9 +183,10 @@ impl<'a> Loader<'a> {
             Some(to) => m.convert(to),
             None => m,
         };
-        // In panels like the converted matrices (both are copies): for an
-        // int8 0.4B model the LoRAs are ~7% of the bytes read per token and
-        // took 7.3% of decode time row-major (profile).
+        // In panels like the large matrices where the shape allows (both
+        // are copies): row-major, the bf16 LoRAs of an int8 0.4B model took
+        // 7.3% of decode time for ~7% of its bytes (profile). An int8 up
+        // factor narrower than a block (D = 32 or 64) stays row-major.
         Ok(Lora {
             down: place(convert(Matrix::from_file_transposed_stored(
                 self.file, down, c, d,
