@@ -7,7 +7,7 @@
 //! ends; [`snapshot`] saves a session's state to disk, [`chat`] runs a
 //! conversation over a session, [`writer`] writes whole stories chapter by
 //! chapter from prompt files, and [`tui`] is the full-screen app over both.
-//! [`bench`] measures the engine against the machine's own limits.
+//! [`bench`](mod@bench) measures the engine against the machine's own limits.
 
 pub mod bench;
 pub mod chat;

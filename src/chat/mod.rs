@@ -1,5 +1,5 @@
 //! Chat on top of a [`Session`](crate::session::Session): the World/G1 and
-//! Raven prompt formats ([`format`]), personas loaded from TOML
+//! Raven prompt formats ([`format`](mod@format)), personas loaded from TOML
 //! ([`persona`]), the slash commands ([`commands`]) and [`ChatEngine`],
 //! which carries out messages and commands without any terminal I/O so a
 //! front end only reads lines and prints what it gets back.

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, Weak};
 /// One huge page.
 const HUGE_PAGE: usize = 2 << 20;
 
-/// Size of an arena block that small buffers share ([`HugeBuf`]).
+/// Size of an arena block that small buffers share (`HugeBuf`).
 const BLOCK: usize = 64 << 20;
 
 /// Asks the kernel to back `[start, start + bytes)` with transparent huge
@@ -35,7 +35,7 @@ fn advise_huge_pages(start: usize, bytes: usize) {
 }
 
 /// A zeroed vector of `len` elements on huge pages where the OS grants
-/// them (the read-bandwidth probe's buffer; see [`HugeBuf`] for weights).
+/// them (the read-bandwidth probe's buffer; see `HugeBuf` for weights).
 /// Meant for large buffers, which the allocator maps fresh (untouched).
 pub fn huge_page_vec<T: Copy + Default>(len: usize) -> Vec<T> {
     let mut v: Vec<T> = Vec::with_capacity(len);

@@ -25,7 +25,7 @@ pub enum Store<T: Copy + 'static> {
     },
     /// A copy (misaligned source, transposed or converted data).
     Owned(Vec<T>),
-    /// A copy on huge pages ([`HugeBuf`]): matrices in panels.
+    /// A copy on huge pages (`HugeBuf`): matrices in panels.
     Huge(HugeBuf<T>),
 }
 
@@ -191,8 +191,8 @@ pub const SLAB_MAX: usize = 1024;
 const SLAB_UNIT: usize = 256;
 
 /// Columns per slab of a `cols`-wide matrix in panels: all of them up to
-/// [`SLAB_MAX`], else the widest multiple of [`SLAB_UNIT`] up to
-/// [`SLAB_MAX`] that divides `cols` (every released model's widths are
+/// `SLAB_MAX`, else the widest multiple of `SLAB_UNIT` up to
+/// `SLAB_MAX` that divides `cols` (every released model's widths are
 /// multiples of 256), else all of them (one slab).
 pub fn slab_width(cols: usize) -> usize {
     if cols <= SLAB_MAX {
@@ -212,14 +212,14 @@ pub enum Layout {
     Rows,
     /// Panels of [`PANEL_ROWS`] rows for the matrix–vector kernels: each
     /// full group of 4 rows keeps its own 4·cols elements (up to
-    /// [`SLAB_MAX`] columns, where it would be row-major), ordered piece by
+    /// `SLAB_MAX` columns, where it would be row-major), ordered piece by
     /// piece — columns `p·P..(p+1)·P` of row 0, then of rows 1, 2, 3, then
     /// the next piece — with `P` = [`Matrix::panel_piece`] (16 for bf16:
     /// one 256-bit load per row; [`I8_BLOCK`] for int8, whose scales are
     /// laid out the same way with pieces of 1). Rows past the last full
     /// group stay row-major.
     ///
-    /// A wide matrix (more than [`SLAB_MAX`] columns) is cut into column
+    /// A wide matrix (more than `SLAB_MAX` columns) is cut into column
     /// slabs of [`Matrix::slab_cols`] columns, stored one after the other,
     /// each in panels as above: the panels of columns `0..S` of all full
     /// groups, then of columns `S..2S`, and so on. Why: a group sums against
@@ -625,7 +625,7 @@ fn panel_index(r: usize, c: usize, cols: usize, full: usize, piece: usize, slab:
 const BAND_BYTES: usize = 8 << 20;
 
 /// Row-major `src` (rows × cols) reordered into panels over its first
-/// `full` rows, in slabs of `slab` columns, in a fresh [`HugeBuf`]; groups
+/// `full` rows, in slabs of `slab` columns, in a fresh `HugeBuf`; groups
 /// run in parallel, in bands of ~[`BAND_BYTES`] of `src`, and `done` is
 /// told each band's source rows once they are copied.
 fn to_panels<T: Copy + Default + Send + Sync>(

@@ -547,7 +547,7 @@ pub fn for_rows2(
 const WKV_PAR_MIN: usize = 1 << 16;
 
 /// The RWKV-7 recurrence over a chunk of `t` tokens for all `h` heads of
-/// size `n`: `state` is h×n×n ([head][value][key]); `r`, `w`, `k`, `v`,
+/// size `n`: `state` is h×n×n (`[head][value][key]`); `r`, `w`, `k`, `v`,
 /// `neg_kk`, `kka` and `y` are t×(h·n) row-major. Heads are independent, so
 /// they run in parallel, each going through its tokens in order with its
 /// n×n state hot in L1.

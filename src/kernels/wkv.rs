@@ -2,7 +2,7 @@
 //! state is updated in place by rank-1 terms, never by an N×N product.
 
 /// One RWKV-7 step for one head (RWKV-NOTES "v7"; official `model.py`
-/// `RWKV_x070_TMix_one`): with `s` indexed [value][key],
+/// `RWKV_x070_TMix_one`): with `s` indexed `[value][key]`,
 /// `sa = S·(−kk)`, `S = S⊙w(key) + sa⊗(kk⊙a) + v⊗k`, `y = S·r`.
 /// `kka` is `kk⊙a` and `neg_kk` is `−kk`, both precomputed by the caller.
 #[allow(clippy::too_many_arguments)]
@@ -34,7 +34,7 @@ pub fn wkv7_step(
 }
 
 /// One RWKV-5.2 / RWKV-6 step for one head (RWKV-NOTES "v5.2 and v6"):
-/// with `s` indexed [key][value], `a = k⊗v`, `y = r·(u⊙a + S)`,
+/// with `s` indexed `[key][value]`, `a = k⊗v`, `y = r·(u⊙a + S)`,
 /// `S = a + decay⊙S` (decay and `u` per key channel).
 #[allow(clippy::too_many_arguments)]
 pub fn wkv5_step(

@@ -143,7 +143,7 @@ impl<'a> Loader<'a> {
 
     /// A per-head tensor of (heads, head_size) values, stored as (H, N) or
     /// (H, N, 1) (v5.2/v6 `time_faaaa`, v5.2 `time_decay`), flattened to
-    /// H·N values in [head][channel] order.
+    /// H·N values in `[head][channel]` order.
     pub fn per_head(&self, name: &str, h: usize, n: usize) -> Result<Vec<f32>> {
         let info = self.file.info(name)?;
         match info.shape[..] {
@@ -426,7 +426,7 @@ impl ReceptanceFfn {
 }
 
 /// The v5.2/v6 wkv over a chunk of `t` tokens, head by head
-/// ([`wkv5_step`]); `state` is H×N×N indexed [head][key][value].
+/// ([`wkv5_step`]); `state` is H×N×N indexed `[head][key][value]`.
 /// `decay` holds either C values (v5.2: constant) or t×C values
 /// (v6: one row per token); `u` is `time_faaaa` (C values).
 /// Returns y (t×C). Sequential in t, as the official `att_seq_v6_0` loop.

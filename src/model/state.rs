@@ -8,8 +8,8 @@ use super::RwkvVersion;
 pub struct LayerState {
     /// Token shift of the time-mix block: the previous token's LN1 output (C).
     pub att_x: Vec<f32>,
-    /// The wkv state. v5/v6: H×N×N indexed [head][key][value]; v7: H×N×N
-    /// indexed [head][value][key] (the official layouts); v4: `aa`, `bb`,
+    /// The wkv state. v5/v6: H×N×N indexed `[head][key][value]`; v7: H×N×N
+    /// indexed `[head][value][key]` (the official layouts); v4: `aa`, `bb`,
     /// `pp` (3×C, in that order).
     pub wkv: Vec<f32>,
     /// Token shift of the channel-mix block: the previous token's LN2 output (C).

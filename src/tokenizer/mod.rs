@@ -1,9 +1,9 @@
 //! Text ↔ token-id conversion for the three vocabularies RWKV models use.
 //!
-//! - [`TokenizerKind::World`]: the RWKV World vocabulary (v5, v6, v7 World
+//! - [`TokenizerKind::World`](crate::tokenizer::TokenizerKind::World): the RWKV World vocabulary (v5, v6, v7 World
 //!   and G1 models), greedy longest match over bytes.
-//! - [`TokenizerKind::Bytes`]: one token per byte, for 256-row models.
-//! - [`TokenizerKind::Neox20B`]: the GPT-NeoX 20B byte-level BPE used by
+//! - [`TokenizerKind::Bytes`](crate::tokenizer::TokenizerKind::Bytes): one token per byte, for 256-row models.
+//! - [`TokenizerKind::Neox20B`](crate::tokenizer::TokenizerKind::Neox20B): the GPT-NeoX 20B byte-level BPE used by
 //!   RWKV-4 Pile and Raven models.
 //!
 //! The vocab files are compiled into the library so a tokenizer works from
@@ -11,8 +11,8 @@
 //! is first built, and the parsed form is shared by later builds.
 //!
 //! A token can end in the middle of a UTF-8 character, so text shown while
-//! generating should go through a [`StreamDecoder`] rather than
-//! [`Tokenizer::decode`] one token at a time.
+//! generating should go through a [`StreamDecoder`](crate::tokenizer::StreamDecoder) rather than
+//! [`Tokenizer::decode`](crate::tokenizer::Tokenizer::decode) one token at a time.
 
 mod bpe;
 mod bytes;

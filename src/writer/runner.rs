@@ -1,6 +1,6 @@
 //! Writing a story: [`plan`] decides from the prompt, the options and the
 //! folder's manifest what a run does (without a model, so refusals come
-//! before a model is loaded); [`write`] does it.
+//! before a model is loaded); [`write`](fn@write) does it.
 //!
 //! Why a resumed, extended or single run give the same bytes: chapter N's
 //! snapshot holds everything that decides what comes next — the state and
