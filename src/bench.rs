@@ -123,7 +123,7 @@ pub struct BenchReport {
     pub model: String,
     /// Kernel set used (`scalar`, `avx2`, `neon`).
     pub kernels: String,
-    /// dtype of the large matrices as computed with.
+    /// dtype of the weight matrices as computed with.
     pub dtype: String,
     /// Kernel threads.
     pub threads: usize,
@@ -194,7 +194,7 @@ pub struct BenchReport {
 /// could show.
 #[derive(Debug, Clone, Serialize)]
 pub struct CompareReport {
-    /// dtype of the comparison model's large matrices.
+    /// dtype of the comparison model's weight matrices.
     pub dtype: String,
     /// Its bytes of weights per decoded token.
     pub bytes_per_token: u64,
