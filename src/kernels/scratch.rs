@@ -17,7 +17,8 @@ use std::ops::{Deref, DerefMut};
 const MIN_KEPT: usize = 1 << 14;
 
 /// Elements a thread's pool may hold in all (128 MiB): enough for every
-/// buffer a 1.5B-shaped layer has alive at once in a 128-token chunk.
+/// buffer a 1.5B-shaped layer has alive at once in a 256-token chunk
+/// ([`crate::model::CHUNK`]).
 const MAX_KEPT: usize = 1 << 25;
 
 thread_local! {
