@@ -20,7 +20,7 @@ pub struct ModelArgs {
     /// Worker threads (default: physical cores).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
-    /// Convert the weight matrices (all but the embedding) at load: f32, f16, bf16 or int8 (default: as stored).
+    /// Convert the weight matrices at load (the embedding stays as stored): f32, f16, bf16 or int8 (default: as stored).
     #[arg(long, value_name = "DTYPE")]
     pub dtype: Option<WeightDtype>,
 }

@@ -84,11 +84,7 @@ impl<'a> Loader<'a> {
     /// pairs), prefill unchanged, for ~0.1 s more load time from a warm page
     /// cache (0.27 → 0.35 s).
     pub fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
-        let m = self.matrix_as_stored(name, rows, cols)?;
-        let m = match self.dtype {
-            Some(d) => m.convert(d),
-            None => m,
-        };
+        let m = self.converted(self.matrix_as_stored(name, rows, cols)?);
         let panels = kernels::active().panels && m.can_use_panels();
         if m.is_mapped() && !panels {
             return Ok(m);
@@ -113,6 +109,14 @@ impl<'a> Loader<'a> {
             self.file.release(name);
         }
         Ok(m)
+    }
+
+    /// `m` in the `--dtype` this load asked for (unchanged without one).
+    fn converted(&self, m: Matrix) -> Matrix {
+        match self.dtype {
+            Some(d) => m.convert(d),
+            None => m,
+        }
     }
 
     /// A (rows, cols) matrix always kept as stored, read in place: for the
@@ -179,21 +183,15 @@ impl<'a> Loader<'a> {
                 "expected a 2-D (C, D) LoRA matrix",
             ));
         }
-        let convert = |m: Matrix| match self.dtype {
-            Some(to) => m.convert(to),
-            None => m,
-        };
         // In panels like the large matrices where the shape allows (both
         // are copies): row-major, the bf16 LoRAs of an int8 0.4B model took
         // 7.3% of decode time for ~7% of its bytes (profile). An int8 up
         // factor narrower than a block (D = 32 or 64) stays row-major.
         Ok(Lora {
-            down: place(convert(Matrix::from_file_transposed_stored(
-                self.file, down, c, d,
-            )?)),
-            up: place(convert(Matrix::from_file_transposed_stored(
-                self.file, up, d, c,
-            )?)),
+            down: place(
+                self.converted(Matrix::from_file_transposed_stored(self.file, down, c, d)?),
+            ),
+            up: place(self.converted(Matrix::from_file_transposed_stored(self.file, up, d, c)?)),
         })
     }
 }

@@ -185,11 +185,12 @@ pub enum Logits {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LoadOptions {
     /// Convert the weight matrices (time-mix receptance/key/value/output,
-    /// channel-mix key/value, the LoRA factors, head) to this dtype at load;
-    /// `None` keeps them as stored (read in place from the mapped file, or
-    /// copied into panels where the kernel set wants them: see
+    /// channel-mix key/value, the v6/v7 LoRA factors, head) to this dtype at
+    /// load; `None` keeps them as stored (read in place from the mapped file,
+    /// or copied into panels where the kernel set wants them: see
     /// [`common::Loader::matrix`]). The embedding (one row read per token)
-    /// and the vectors always stay as stored.
+    /// and the vectors always stay as stored, and v6's token-shift mix
+    /// factors (`time_maa_w1`/`w2`) stay in f32.
     pub dtype: Option<WeightDtype>,
 }
 
