@@ -285,23 +285,6 @@ impl Matrix {
             layout: Layout::Rows,
         })
     }
-
-    /// Reads tensor `name` stored as (in, out) — the LoRA layout `x @ W` —
-    /// and transposes it into an owned f32 `out × in` matrix (widening is
-    /// exact, so this is [`Matrix::from_file_transposed_stored`] in f32).
-    /// LoRA factors are small (C × 32..128), so the copy costs little memory.
-    pub fn from_file_transposed(
-        file: &Arc<WeightFile>,
-        name: &str,
-        inner: usize,
-        outer: usize,
-    ) -> Result<Self> {
-        Ok(
-            Matrix::from_file_transposed_stored(file, name, inner, outer)?
-                .convert(WeightDtype::F32),
-        )
-    }
-
     /// An owned f32 matrix.
     pub fn from_f32(rows: usize, cols: usize, data: Vec<f32>) -> Self {
         assert_eq!(data.len(), rows * cols);

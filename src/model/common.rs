@@ -188,11 +188,16 @@ impl<'a> Loader<'a> {
         // 7.3% of decode time for ~7% of its bytes (profile). An int8 up
         // factor narrower than a block (D = 32 or 64) stays row-major.
         Ok(Lora {
-            down: place(
-                self.converted(Matrix::from_file_transposed_stored(self.file, down, c, d)?),
-            ),
-            up: place(self.converted(Matrix::from_file_transposed_stored(self.file, up, d, c)?)),
+            down: self.owned(Matrix::from_file_transposed_stored(self.file, down, c, d)?),
+            up: self.owned(Matrix::from_file_transposed_stored(self.file, up, d, c)?),
         })
+    }
+
+    /// A matrix made at load (transposed or cut out of a larger tensor),
+    /// treated as [`Loader::lora`] treats its factors: in the `--dtype`
+    /// asked for, in panels where the active kernel set reads those faster.
+    pub fn owned(&self, m: Matrix) -> Matrix {
+        place(self.converted(m))
     }
 }
 
@@ -403,6 +408,16 @@ impl ReceptanceFfn {
         })
     }
 
+    /// Its matrices (key, value, receptance).
+    pub fn matrices(&self) -> [&Matrix; 3] {
+        [&self.key, &self.value, &self.receptance]
+    }
+
+    /// Its token-shift mixes.
+    pub fn vectors(&self) -> [&[f32]; 2] {
+        [&self.mix_k, &self.mix_r]
+    }
+
     /// The channel mix of `t` rows of LN2 output `xx`; `shift` is the
     /// state's ffn token shift, advanced to the chunk's last row.
     pub fn forward(&self, xx: &[f32], t: usize, shift: &mut [f32]) -> Scratch {
@@ -543,6 +558,24 @@ pub trait Layer {
     ) -> Scratch;
     /// The channel mix over `t` rows of LN2 output, advancing its shift.
     fn channel_mix(&self, xx: &[f32], t: usize, shift: &mut [f32]) -> Scratch;
+    /// The layer's weight matrices, large and LoRA, as held in memory.
+    fn matrices(&self) -> Vec<&Matrix>;
+    /// The layer's f32 vectors (norms, mixes, decays, bonuses): every token
+    /// reads them too.
+    fn vectors(&self) -> Vec<&[f32]>;
+    /// Bytes of weights one token reads in this layer: every matrix in its
+    /// in-memory dtype (so after `--dtype`; int8 with its scales) plus the
+    /// f32 vectors.
+    fn bytes_per_token(&self) -> usize {
+        let matrices: usize = self.matrices().iter().map(|m| m.byte_len()).sum();
+        let vectors: usize = self.vectors().iter().map(|v| v.len()).sum();
+        matrices + vectors * std::mem::size_of::<f32>()
+    }
+    /// Multiply-adds per token in this layer's matrix products (large and
+    /// LoRA): the FLOP count of a token is twice this.
+    fn macs_per_token(&self) -> usize {
+        self.matrices().iter().map(|m| m.rows * m.cols).sum()
+    }
 }
 
 /// Runs every layer over a chunk of `t` tokens: `x += att(LN1(x))`, then

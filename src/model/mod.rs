@@ -188,9 +188,9 @@ pub struct LoadOptions {
     /// channel-mix key/value, the v6/v7 LoRA factors, head) to this dtype at
     /// load; `None` keeps them as stored (read in place from the mapped file,
     /// or copied into panels where the kernel set wants them: see
-    /// [`common::Loader::matrix`]). The embedding (one row read per token)
-    /// and the vectors always stay as stored, and v6's token-shift mix
-    /// factors (`time_maa_w1`/`w2`) stay in f32.
+    /// [`common::Loader::matrix`]; v6's `time_maa_w2`, a 3-D tensor cut
+    /// into 5 matrices at load, is held in f32). The embedding (one row read
+    /// per token) and the vectors always stay as stored.
     pub dtype: Option<WeightDtype>,
 }
 
@@ -453,37 +453,34 @@ impl Model {
     /// in-memory dtype (int8 including its scales), the f32 vectors, the
     /// head, and one row of the embedding.
     pub fn bytes_per_token(&self) -> usize {
-        let blocks: usize = match &self.blocks {
-            Blocks::V7(b) => b.iter().map(|b| b.bytes_per_token()).sum(),
-            // v4–v6: the layers' tensors as stored in the file (exact unless
-            // --dtype converted them at load).
-            _ => self.block_tensors().map(|t| t.byte_len()).sum(),
-        };
         let norms =
             (self.ln0.w.len() + self.ln0.b.len() + self.ln_out.w.len() + self.ln_out.b.len()) * 4;
-        blocks + norms + self.head.byte_len() + self.emb.byte_len() / self.info.dims.vocab
+        self.layer_counts().0
+            + norms
+            + self.head.byte_len()
+            + self.emb.byte_len() / self.info.dims.vocab
     }
 
     /// Multiply-adds of the layers' matrix products (large and LoRA) per
     /// token, excluding the head (which prefill runs for the last token
     /// only) and the embedding (a lookup).
     pub fn block_macs_per_token(&self) -> usize {
-        match &self.blocks {
-            Blocks::V7(b) => b.iter().map(|b| b.macs_per_token()).sum(),
-            _ => self
-                .block_tensors()
-                .filter(|t| t.shape.len() == 2 && t.shape.iter().all(|&d| d > 1))
-                .map(|t| t.numel())
-                .sum(),
-        }
+        self.layer_counts().1
     }
 
-    fn block_tensors(&self) -> impl Iterator<Item = &weights::TensorInfo> {
-        self.file
-            .tensors
-            .iter()
-            .filter(|(name, _)| name.starts_with("blocks."))
-            .map(|(_, t)| t)
+    /// (bytes read, multiply-adds) per token, summed over the layers.
+    fn layer_counts(&self) -> (usize, usize) {
+        fn sum<L: common::Layer>(layers: &[L]) -> (usize, usize) {
+            layers.iter().fold((0, 0), |(b, m), l| {
+                (b + l.bytes_per_token(), m + l.macs_per_token())
+            })
+        }
+        match &self.blocks {
+            Blocks::V4(b) => sum(b),
+            Blocks::V5(b) => sum(b),
+            Blocks::V6(b) => sum(b),
+            Blocks::V7(b) => sum(b),
+        }
     }
 
     /// Multiply-adds of the head per token (vocab × C).

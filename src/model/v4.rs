@@ -68,6 +68,28 @@ impl Layer for Block {
         self.ffn.forward(xx, t, shift)
     }
 
+    fn matrices(&self) -> Vec<&Matrix> {
+        let mut m = vec![&self.key, &self.value, &self.receptance, &self.output];
+        m.extend(self.ffn.matrices());
+        m
+    }
+
+    fn vectors(&self) -> Vec<&[f32]> {
+        let mut v: Vec<&[f32]> = vec![
+            &self.ln1.w,
+            &self.ln1.b,
+            &self.ln2.w,
+            &self.ln2.b,
+            &self.mix_k,
+            &self.mix_v,
+            &self.mix_r,
+            &self.w,
+            &self.u,
+        ];
+        v.extend(self.ffn.vectors());
+        v
+    }
+
     /// The time mix; `wkv` is the layer's `[aa | bb | pp]` (3×C).
     fn time_mix(
         &self,

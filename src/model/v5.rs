@@ -86,6 +86,37 @@ impl Layer for Block {
         self.ffn.forward(xx, t, shift)
     }
 
+    fn matrices(&self) -> Vec<&Matrix> {
+        let mut m = vec![
+            &self.receptance,
+            &self.key,
+            &self.value,
+            &self.gate,
+            &self.output,
+        ];
+        m.extend(self.ffn.matrices());
+        m
+    }
+
+    fn vectors(&self) -> Vec<&[f32]> {
+        let mut v: Vec<&[f32]> = vec![
+            &self.ln1.w,
+            &self.ln1.b,
+            &self.ln2.w,
+            &self.ln2.b,
+            &self.mix_k,
+            &self.mix_v,
+            &self.mix_r,
+            &self.mix_g,
+            &self.decay,
+            &self.u,
+            &self.ln_x.w,
+            &self.ln_x.b,
+        ];
+        v.extend(self.ffn.vectors());
+        v
+    }
+
     fn time_mix(
         &self,
         d: &Dims,

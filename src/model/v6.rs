@@ -62,12 +62,18 @@ pub fn load_block(l: &Loader, i: usize, d: &Dims) -> Result<Block> {
             ))
         }
     };
-    let maa_down = Matrix::from_file_transposed(l.file, &w1, c, MIXES * dm)?;
+    // Both follow --dtype like the decay LoRA (`Loader::owned`).
+    let maa_down = l.owned(Matrix::from_file_transposed_stored(
+        l.file,
+        &w1,
+        c,
+        MIXES * dm,
+    )?);
     let w2 = l.array(&att("time_maa_w2"), &[MIXES, dm, c])?;
     let maa_up = w2
         .chunks_exact(dm * c)
         // (D, C) stored as x @ m: transposed to (C × D) for y = W·x.
-        .map(|m| Matrix::from_f32(c, dm, transpose(m, dm, c)))
+        .map(|m| l.owned(Matrix::from_f32(c, dm, transpose(m, dm, c))))
         .collect();
     Ok(Block {
         ln1: l.norm(&p("ln1"), c)?,
@@ -104,6 +110,39 @@ impl Layer for Block {
 
     fn channel_mix(&self, xx: &[f32], t: usize, shift: &mut [f32]) -> Scratch {
         self.ffn.forward(xx, t, shift)
+    }
+
+    fn matrices(&self) -> Vec<&Matrix> {
+        let mut m = vec![
+            &self.maa_down,
+            &self.decay_lora.down,
+            &self.decay_lora.up,
+            &self.receptance,
+            &self.key,
+            &self.value,
+            &self.gate,
+            &self.output,
+        ];
+        m.extend(&self.maa_up);
+        m.extend(self.ffn.matrices());
+        m
+    }
+
+    fn vectors(&self) -> Vec<&[f32]> {
+        let mut v: Vec<&[f32]> = vec![
+            &self.ln1.w,
+            &self.ln1.b,
+            &self.ln2.w,
+            &self.ln2.b,
+            &self.maa_x,
+            &self.decay_base,
+            &self.u,
+            &self.ln_x.w,
+            &self.ln_x.b,
+        ];
+        v.extend(self.maa.iter().map(|m| &m[..]));
+        v.extend(self.ffn.vectors());
+        v
     }
 
     fn time_mix(

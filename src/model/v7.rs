@@ -101,10 +101,7 @@ impl Layer for Block {
     fn channel_mix(&self, xx: &[f32], t: usize, shift: &mut [f32]) -> Scratch {
         self.ffn(xx, t, shift)
     }
-}
 
-impl Block {
-    /// The (rows, cols) weight matrices of the layer, large and LoRA.
     fn matrices(&self) -> Vec<&Matrix> {
         let mut m = vec![
             &self.receptance,
@@ -123,10 +120,8 @@ impl Block {
         m
     }
 
-    /// Bytes of weights one token reads in this layer: every matrix in its
-    /// in-memory dtype (int8 with its scales) plus the f32 vectors.
-    pub fn bytes_per_token(&self) -> usize {
-        let vectors = [
+    fn vectors(&self) -> Vec<&[f32]> {
+        let mut v: Vec<&[f32]> = vec![
             &self.ln1.w,
             &self.ln1.b,
             &self.ln2.w,
@@ -145,20 +140,15 @@ impl Block {
             &self.ln_x.w,
             &self.ln_x.b,
             &self.ffn_x_k,
-        ]
-        .iter()
-        .map(|v| v.len())
-        .sum::<usize>()
-            + self.v_gate.as_ref().map_or(0, |(v0, _)| v0.len());
-        self.matrices().iter().map(|m| m.byte_len()).sum::<usize>() + vectors * 4
+        ];
+        if let Some((v0, _)) = &self.v_gate {
+            v.push(v0);
+        }
+        v
     }
+}
 
-    /// Multiply-adds per token in this layer's matrix products (large and
-    /// LoRA): the FLOP count of a token is twice this.
-    pub fn macs_per_token(&self) -> usize {
-        self.matrices().iter().map(|m| m.rows * m.cols).sum()
-    }
-
+impl Block {
     /// dtype of the large matrices as held in memory.
     pub fn weight_dtype(&self) -> crate::kernels::WeightDtype {
         self.key.weight_dtype()
