@@ -274,6 +274,58 @@ fn nan_and_inf_weights_are_refused_naming_the_tensor() {
     let _ = std::fs::remove_dir_all(&d);
 }
 
+/// A copy of `rand-v5.safetensors` with each tensor passed through `edit`
+/// (`None` drops it), as a file in `dir`.
+fn v5_variant(
+    dir: &Path,
+    name: &str,
+    edit: impl Fn(&str, Vec<usize>, Vec<f32>) -> Option<(Vec<usize>, Vec<f32>)>,
+) -> PathBuf {
+    use quill::model::weights::{f32_bytes, write_safetensors, DType, TensorOut};
+    let file = WeightFile::open(&random_dir().join("rand-v5.safetensors")).unwrap();
+    let mut out = Vec::new();
+    for (tensor, info) in &file.tensors {
+        let values = file.to_f32(tensor).unwrap();
+        if let Some((shape, values)) = edit(tensor, info.shape.clone(), values) {
+            out.push(TensorOut {
+                name: tensor.clone(),
+                dtype: DType::F32,
+                shape,
+                data: f32_bytes(&values).into(),
+            });
+        }
+    }
+    put(dir, name, &write_safetensors(&out, &Default::default()))
+}
+
+/// RWKV-5.0 (`ln_x`, no gate) and 5.1 (a gate, one decay per head) are
+/// refused by name, not as an unknown layout or a shape error deep in the
+/// loader.
+#[test]
+fn rwkv_5_0_and_5_1_are_refused_by_name() {
+    let d = tmpdir("v5x");
+    let v50 = v5_variant(&d, "v5.0.safetensors", |name, shape, v| {
+        (!name.ends_with("att.gate.weight")).then_some((shape, v))
+    });
+    refused(&run(&["info", s(&v50)]), "RWKV-5.0", "a v5.0 file");
+    let v51 = v5_variant(&d, "v5.1.safetensors", |name, shape, v| {
+        if name.ends_with("att.time_decay") {
+            // (H, N) → (H,): the first channel's decay stands for its head.
+            let n = shape[1..].iter().product::<usize>();
+            Some((vec![shape[0]], v.chunks(n).map(|h| h[0]).collect()))
+        } else {
+            Some((shape, v))
+        }
+    });
+    let err = refused(&run(&["info", s(&v51)]), "RWKV-5.1", "a v5.1 file");
+    assert!(err.contains("time_decay"), "{err}");
+    // The untouched copy still loads: the edits, not the rewriting, matter.
+    let same = v5_variant(&d, "v5.2.safetensors", |_, shape, v| Some((shape, v)));
+    let o = run(&["info", s(&same)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let _ = std::fs::remove_dir_all(&d);
+}
+
 // ---------------------------------------------------------------------------
 // .pth (zip + pickle)
 // ---------------------------------------------------------------------------

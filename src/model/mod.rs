@@ -89,8 +89,25 @@ pub fn detect_version(file: &WeightFile) -> Result<RwkvVersion> {
     if has("blocks.0.att.time_maa_x") {
         return Ok(RwkvVersion::V6);
     }
+    // The official loader's rule: `ln_x` makes it v5.0, a gate v5.1, and a
+    // per-channel `time_decay` (H, N) with N > 1 v5.2. 5.0 and 5.1 differ
+    // from 5.2 in ways no reference here covers, so they are refused by name.
+    let decay = file.tensors.get("blocks.0.att.time_decay");
+    let per_channel = decay.is_some_and(|t| t.shape.len() > 1 && t.shape[1] > 1);
     if has("blocks.0.att.gate.weight") {
+        if !per_channel {
+            let shape = decay.map(|t| t.shape.clone()).unwrap_or_default();
+            return Err(QuillError::UnknownArchitecture(format!(
+                "an RWKV-5.1 checkpoint (a gate, and `blocks.0.att.time_decay` of shape \
+                 {shape:?}: one decay per head), which Quill cannot run"
+            )));
+        }
         return Ok(RwkvVersion::V5);
+    }
+    if has("blocks.0.att.ln_x.weight") {
+        return Err(QuillError::UnknownArchitecture(
+            "an RWKV-5.0 checkpoint (`ln_x` without a gate), which Quill cannot run".into(),
+        ));
     }
     if has("blocks.0.att.time_mix_k") && has("blocks.0.att.time_first") {
         return Ok(RwkvVersion::V4);
