@@ -311,3 +311,64 @@ fn releasing_while_copying_into_panels_keeps_every_weight() {
         "{set}: {differ} logits of a released load differ"
     );
 }
+
+/// Resident kB of the mappings of `path` in this process (/proc/self/smaps).
+fn mapped_rss_kb(path: &std::path::Path) -> usize {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let name = path.to_str().unwrap();
+    let mut total = 0;
+    let mut ours = false;
+    for line in smaps.lines() {
+        // A mapping's header line: "start-end perms offset dev inode path".
+        if line
+            .split_whitespace()
+            .next()
+            .is_some_and(|f| f.contains('-') && !f.ends_with(':'))
+        {
+            ours = line.ends_with(name);
+        } else if ours && line.starts_with("Rss:") {
+            total += line
+                .split_whitespace()
+                .nth(1)
+                .unwrap()
+                .parse::<usize>()
+                .unwrap();
+        }
+    }
+    total
+}
+
+/// Loading a model file keeps none of it resident but what is read in
+/// place and used: the NaN check's pass over every weight gives each band
+/// of pages back once read, the converted matrices are released after
+/// their copy, and the embedding (half of this file) comes back a row at a
+/// time as tokens look it up. Measured: 6% of the file resident after the
+/// load, 9% after 3 tokens (the page cache maps it in 2 MiB folios here);
+/// before, the check left the whole file resident until each tensor was
+/// copied, and the embedding for good (53%).
+#[cfg(target_os = "linux")]
+#[test]
+fn a_loaded_file_is_not_left_resident() {
+    let dir = std::env::temp_dir().join(format!("quill-resident-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("model.safetensors");
+    let file = synthetic_model_with(2, 256, 65536, DType::BF16, 5, "resident").unwrap();
+    std::fs::write(&path, file.bytes()).unwrap();
+    let size_kb = file.bytes().len() / 1024;
+    drop(file);
+    let opts = LoadOptions {
+        dtype: Some(WeightDtype::Int8),
+    };
+    let model = Model::load_with(&path, &opts).unwrap();
+    let loaded = mapped_rss_kb(&path);
+    let mut st = model.new_state();
+    model.forward(&[1, 2, 3], &mut st, Logits::Last).unwrap();
+    let used = mapped_rss_kb(&path);
+    eprintln!("file {size_kb} kB: resident after load {loaded} kB, after 3 tokens {used} kB");
+    assert!(
+        loaded * 4 < size_kb && used * 4 < size_kb,
+        "{size_kb} kB file: {loaded} kB resident after load, {used} kB after 3 tokens"
+    );
+    drop(model);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -246,10 +246,12 @@ impl Model {
 
     fn build(file: Arc<WeightFile>, opts: &LoadOptions) -> Result<Model> {
         let version = detect_version(&file)?;
-        check_finite(&file)?;
         // Before the loader releases copied tensors' pages (their bytes are
-        // sampled) and while every tensor can still be looked up.
+        // sampled) and while every tensor can still be looked up; and
+        // before the NaN check, which evicts the pages it read (read after
+        // it, the samples would bring back 64 KiB of fault-around each).
         let fingerprint = fingerprint(&file);
+        check_finite(&file)?;
         let stored_dtype = file.tensors.get("blocks.0.att.key.weight").map(|t| t.dtype);
         // A file map can always give pages back (they reload from the
         // file); an in-memory model only when this load holds it alone.
@@ -528,23 +530,33 @@ pub fn fingerprint(file: &WeightFile) -> String {
 
 /// Refuses weights holding NaN or ±Inf: they would poison the state
 /// silently, token after token. One parallel pass over the raw bits (the
-/// exponent field all ones means NaN or Inf in every float format here).
+/// exponent field all ones means NaN or Inf in every float format here),
+/// in bands whose pages are evicted once read ([`WeightFile::evict`]), so
+/// the pass does not leave the whole file resident.
 fn check_finite(file: &WeightFile) -> Result<()> {
     use rayon::prelude::*;
+    const BAND: usize = 4 << 20;
     let bad = file.tensors.par_iter().find_map_any(|(name, info)| {
-        let raw = file.raw(info);
-        let pos = match info.dtype {
-            DType::F32 => raw.chunks_exact(4).position(|b| {
-                u32::from_le_bytes([b[0], b[1], b[2], b[3]]) & 0x7f80_0000 == 0x7f80_0000
-            }),
-            DType::F16 => raw
-                .chunks_exact(2)
-                .position(|b| u16::from_le_bytes([b[0], b[1]]) & 0x7c00 == 0x7c00),
-            DType::BF16 => raw
-                .chunks_exact(2)
-                .position(|b| u16::from_le_bytes([b[0], b[1]]) & 0x7f80 == 0x7f80),
-        };
-        pos.map(|i| (name.clone(), i))
+        let size = info.dtype.size();
+        file.raw(info)
+            .chunks(BAND)
+            .enumerate()
+            .find_map(|(k, band)| {
+                let pos = match info.dtype {
+                    DType::F32 => band.chunks_exact(4).position(|b| {
+                        u32::from_le_bytes([b[0], b[1], b[2], b[3]]) & 0x7f80_0000 == 0x7f80_0000
+                    }),
+                    DType::F16 => band
+                        .chunks_exact(2)
+                        .position(|b| u16::from_le_bytes([b[0], b[1]]) & 0x7c00 == 0x7c00),
+                    DType::BF16 => band
+                        .chunks_exact(2)
+                        .position(|b| u16::from_le_bytes([b[0], b[1]]) & 0x7f80 == 0x7f80),
+                };
+                file.evict(name, k * BAND, band.len());
+                pos.map(|i| k * BAND / size + i)
+            })
+            .map(|i| (name.clone(), i))
     });
     match bad {
         Some((name, i)) => Err(QuillError::tensor(

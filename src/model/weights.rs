@@ -237,23 +237,24 @@ impl WeightFile {
                 r.insert(name.to_string());
             }
         }
-        let end = start.saturating_add(len).min(info.byte_len());
-        #[cfg(target_os = "linux")]
-        {
-            const PAGE: usize = 4096;
-            let base = m.as_ptr() as usize + info.start;
-            let a = (base + start.min(end)).next_multiple_of(PAGE);
-            let b = (base + end) / PAGE * PAGE;
-            if b > a {
-                // SAFETY: [a, b) is whole pages of this tensor's range alone,
-                // inside the map; nothing reads them again (the loader's copy
-                // replaced the only reader, and `info` now refuses an
-                // anonymous map's tensor). Failure only keeps the pages.
-                unsafe { libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_DONTNEED) };
-            }
+        // Nothing reads an anonymous map's tensor again (`info` now
+        // refuses it); a file map's pages come back from the page cache.
+        drop_pages(m, info, start, len);
+    }
+
+    /// Drops bytes `start..start + len` of tensor `name` from this
+    /// process's resident memory when they are a file map; they come back
+    /// from the page cache when read again. For a pass that reads every
+    /// weight once (the NaN check) without keeping the whole file resident
+    /// until the loader has copied each tensor. Loading a 0.4B bf16 file
+    /// with `--dtype int8`: peak resident 895 → 632 MB, after the load 567
+    /// → 438 MB (the embedding is no longer all resident); as stored (bf16
+    /// in panels), 939 → 810 MB; load time +0.07 s (median of 8). Other
+    /// backings are left alone.
+    pub fn evict(&self, name: &str, start: usize, len: usize) {
+        if let (Some(info), Backing::Mmap(m)) = (self.tensors.get(name), &self.backing) {
+            drop_pages(m, info, start, len);
         }
-        #[cfg(not(target_os = "linux"))]
-        let _ = (m, end);
     }
 
     /// The raw little-endian bytes of a tensor.
@@ -457,6 +458,29 @@ pub fn write_safetensors(
         out.extend_from_slice(&t.data);
     }
     out
+}
+
+/// `MADV_DONTNEED` on the whole pages inside bytes `start..start + len`
+/// of `info`'s range in map `m` (never a neighbour's page). A file map's
+/// pages reload from the page cache on the next read; an anonymous map's
+/// read zeros, so its callers make sure nothing reads them again.
+fn drop_pages(m: &[u8], info: &TensorInfo, start: usize, len: usize) {
+    let end = start.saturating_add(len).min(info.byte_len());
+    #[cfg(target_os = "linux")]
+    {
+        const PAGE: usize = 4096;
+        let base = m.as_ptr() as usize + info.start;
+        let a = (base + start.min(end)).next_multiple_of(PAGE);
+        let b = (base + end) / PAGE * PAGE;
+        if b > a {
+            // SAFETY: [a, b) is whole pages of this tensor's range alone,
+            // inside the map; what a later read sees is the caller's
+            // concern (see above). Failure only keeps the pages.
+            unsafe { libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_DONTNEED) };
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (m, info, end);
 }
 
 /// Little-endian bytes of f32 values.
