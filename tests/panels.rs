@@ -280,36 +280,38 @@ fn a_sole_in_memory_model_releases_copied_tensors() {
     assert!(logits.iter().all(|v| v.is_finite()));
 }
 
-/// A bf16 model loaded by its only holder copies its matrices into panels
-/// while handing the source pages back band by band: its logits equal
-/// those of the same weights loaded while a second holder keeps the file
-/// whole (nothing was released before it was copied).
+/// A model loaded by its only holder copies (bf16 as stored) or converts
+/// (`--dtype`) its matrices while handing the source pages back band by
+/// band: its logits equal those of the same weights loaded while a second
+/// holder keeps the file whole (nothing was released before it was read).
 #[test]
 fn releasing_while_copying_into_panels_keeps_every_weight() {
     let set = kernels::best().name;
     let build = || synthetic_model_with(2, 256, 300, DType::BF16, 21, "bands").unwrap();
     let tokens: Vec<u32> = (0..9u32).map(|i| (i * 37 + 1) % 300).collect();
-    let logits = |file: Arc<quill::model::weights::WeightFile>| {
-        kernels::with_kernels(set, || {
-            let model = Model::from_file_with(file, &LoadOptions::default()).unwrap();
-            let mut st = model.new_state();
-            model.forward(&tokens, &mut st, Logits::Last).unwrap()
-        })
-        .unwrap()
-    };
-    let kept = build();
-    let want = logits(Arc::clone(&kept));
-    let sole = build();
-    let got = logits(sole);
-    let differ = want
-        .iter()
-        .zip(&got)
-        .filter(|(a, b)| a.to_bits() != b.to_bits())
-        .count();
-    assert_eq!(
-        differ, 0,
-        "{set}: {differ} logits of a released load differ"
-    );
+    for dtype in [None, Some(WeightDtype::Int8), Some(WeightDtype::F16)] {
+        let logits = |file: Arc<quill::model::weights::WeightFile>| {
+            kernels::with_kernels(set, || {
+                let model = Model::from_file_with(file, &LoadOptions { dtype }).unwrap();
+                let mut st = model.new_state();
+                model.forward(&tokens, &mut st, Logits::Last).unwrap()
+            })
+            .unwrap()
+        };
+        let kept = build();
+        let want = logits(Arc::clone(&kept));
+        let sole = build();
+        let got = logits(sole);
+        let differ = want
+            .iter()
+            .zip(&got)
+            .filter(|(a, b)| a.to_bits() != b.to_bits())
+            .count();
+        assert_eq!(
+            differ, 0,
+            "{set} {dtype:?}: {differ} logits of a released load differ"
+        );
+    }
 }
 
 /// Resident kB of the mappings of `path` in this process (/proc/self/smaps).

@@ -379,6 +379,18 @@ impl Matrix {
     /// an owned copy. f32 → bf16/f16 round to nearest even; int8 uses
     /// symmetric per-block scales `max|w| / 127` ([`I8_BLOCK`]).
     pub fn convert(self, to: WeightDtype) -> Matrix {
+        self.convert_then(to, |_| {})
+    }
+
+    /// [`Matrix::convert`], calling `done(rows)` as each run of source rows
+    /// has been converted (every row once, runs in any order, possibly from
+    /// several threads), so the caller can hand the source's memory back
+    /// while the conversion goes on. Not called when nothing is converted.
+    pub fn convert_then(
+        self,
+        to: WeightDtype,
+        done: impl Fn(std::ops::Range<usize>) + Sync,
+    ) -> Matrix {
         if self.weight_dtype() == to {
             return self;
         }
@@ -395,6 +407,7 @@ impl Matrix {
                         for (j, row) in o.chunks_mut(cols).enumerate() {
                             self.row_f32(i * rpt + j, row);
                         }
+                        done(i * rpt..i * rpt + o.len() / cols);
                     });
                 MatData::F32(Store::Owned(out))
             }
@@ -415,6 +428,7 @@ impl Matrix {
                                 };
                             }
                         }
+                        done(i * rpt..i * rpt + o.len() / cols);
                     });
                 if bf {
                     MatData::BF16(Store::Owned(out))
@@ -436,6 +450,7 @@ impl Matrix {
                             self.row_f32(i * rpt + j, &mut tmp);
                             quantize_row(&tmp, qr, sr);
                         }
+                        done(i * rpt..i * rpt + so.len() / nb);
                     });
                 MatData::I8 {
                     q: Store::Owned(q),
