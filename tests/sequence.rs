@@ -90,3 +90,24 @@ fn for_rows_visits_every_row_once_in_parallel() {
         );
     }
 }
+
+/// A sequence-mode call gives its pooled activation buffers back when it
+/// ends (decoding pools nothing): what it used stays out of the resident
+/// memory of the decoding that follows. Run on a kernel thread, where the
+/// call's layers run and pool (`kernels::install`).
+#[test]
+fn a_prefill_leaves_no_pooled_buffers_behind() {
+    let file = synthetic_model_with(2, 256, 300, DType::F32, 3, "pool").unwrap();
+    let model = Model::from_file(file).unwrap();
+    let tokens: Vec<u32> = (0..100u32).map(|i| (i * 7 + 1) % 300).collect();
+    let (during, after) = kernels::install(|| {
+        // A buffer dropped mid-call is pooled (a chunk's activations are).
+        drop(kernels::Scratch::dirty(1 << 16));
+        let during = kernels::pooled_elements();
+        let mut st = model.new_state();
+        model.forward(&tokens, &mut st, Logits::Last).unwrap();
+        (during, kernels::pooled_elements())
+    });
+    assert!(during >= 1 << 16, "nothing pooled to begin with: {during}");
+    assert_eq!(after, 0, "a prefill left {after} elements pooled");
+}

@@ -40,7 +40,7 @@ pub use matrix::{
     quantize_row, quantize_x16, slab_width, transpose, Layout, MatData, Matrix, Store, WeightDtype,
     I8_BLOCK, PANEL_ROWS,
 };
-pub use scratch::Scratch;
+pub use scratch::{pooled_elements, release_pool, Scratch};
 pub(crate) use threads::share_out;
 pub use threads::{install, physical_cores, set_threads, threads};
 pub use wkv::{wkv4_step, wkv5_step, wkv7_step};

@@ -77,6 +77,25 @@ fn take(n: usize) -> Vec<f32> {
     Vec::with_capacity(n)
 }
 
+/// Frees the calling thread's pooled buffers. The pool serves one
+/// sequence-mode call (chunk after chunk, layer after layer); kept after
+/// it, it would hold up to [`MAX_KEPT`] elements (~17 MB at 0.4B) through
+/// the decoding that follows, which pools nothing (its rows are below
+/// [`MIN_KEPT`]).
+pub fn release_pool() {
+    let _ = POOL.try_with(|p| {
+        let mut p = p.borrow_mut();
+        p.clear();
+        p.shrink_to_fit();
+    });
+}
+
+/// Elements the calling thread's pool holds (for tests and diagnostics).
+pub fn pooled_elements() -> usize {
+    POOL.try_with(|p| p.borrow().iter().map(Vec::capacity).sum())
+        .unwrap_or(0)
+}
+
 impl Drop for Scratch {
     fn drop(&mut self) {
         let v = std::mem::take(&mut self.0);
@@ -156,5 +175,16 @@ mod tests {
         drop(big);
         assert_eq!(Scratch::dirty(n).as_ptr(), sp);
         assert_eq!(Scratch::dirty(n * 3).as_ptr(), bp);
+    }
+
+    #[test]
+    fn releasing_the_pool_frees_what_it_held() {
+        drop(Scratch::dirty(MIN_KEPT * 3));
+        assert!(pooled_elements() >= MIN_KEPT * 3);
+        release_pool();
+        assert_eq!(pooled_elements(), 0);
+        // The pool fills again afterwards.
+        drop(Scratch::dirty(MIN_KEPT));
+        assert!(pooled_elements() >= MIN_KEPT);
     }
 }

@@ -456,6 +456,11 @@ impl Model {
                 out.extend(self.head(&x[rows.start * c..rows.end * c], rows.len()));
             }
         }
+        // The activation buffers this call pooled are not needed until the
+        // next prompt (see `kernels::release_pool`).
+        if tokens.len() > 1 {
+            crate::kernels::release_pool();
+        }
         Ok(out)
     }
 
