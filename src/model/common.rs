@@ -259,6 +259,11 @@ pub struct Norm {
 }
 
 impl Norm {
+    /// Its scale and shift.
+    pub fn vectors(&self) -> [&[f32]; 2] {
+        [&self.w, &self.b]
+    }
+
     /// LayerNorm of each `c`-wide row of `x` into `out` (eps 1e-5).
     pub fn layer_norm_rows(&self, x: &[f32], out: &mut [f32]) {
         let c = self.w.len();
@@ -578,15 +583,20 @@ pub trait Layer {
     fn channel_mix(&self, xx: &[f32], t: usize, shift: &mut [f32]) -> Scratch;
     /// The layer's weight matrices, large and LoRA, as held in memory.
     fn matrices(&self) -> Vec<&Matrix>;
-    /// The layer's f32 vectors (norms, mixes, decays, bonuses): every token
-    /// reads them too.
+    /// The layer's other f32 vectors (mixes, decays, bonuses, its own
+    /// norms), besides LN1's and LN2's: every token reads them too.
     fn vectors(&self) -> Vec<&[f32]>;
     /// Bytes of weights one token reads in this layer: every matrix in its
     /// in-memory dtype (so after `--dtype`; int8 with its scales) plus the
-    /// f32 vectors.
+    /// f32 vectors, LN1's and LN2's included.
     fn bytes_per_token(&self) -> usize {
         let matrices: usize = self.matrices().iter().map(|m| m.byte_len()).sum();
-        let vectors: usize = self.vectors().iter().map(|v| v.len()).sum();
+        let (ln1, ln2) = self.norms();
+        let vectors: usize = (self.vectors().into_iter())
+            .chain(ln1.vectors())
+            .chain(ln2.vectors())
+            .map(|v| v.len())
+            .sum();
         matrices + vectors * std::mem::size_of::<f32>()
     }
     /// Multiply-adds per token in this layer's matrix products (large and

@@ -75,17 +75,7 @@ impl Layer for Block {
     }
 
     fn vectors(&self) -> Vec<&[f32]> {
-        let mut v: Vec<&[f32]> = vec![
-            &self.ln1.w,
-            &self.ln1.b,
-            &self.ln2.w,
-            &self.ln2.b,
-            &self.mix_k,
-            &self.mix_v,
-            &self.mix_r,
-            &self.w,
-            &self.u,
-        ];
+        let mut v: Vec<&[f32]> = vec![&self.mix_k, &self.mix_v, &self.mix_r, &self.w, &self.u];
         v.extend(self.ffn.vectors());
         v
     }

@@ -100,19 +100,14 @@ impl Layer for Block {
 
     fn vectors(&self) -> Vec<&[f32]> {
         let mut v: Vec<&[f32]> = vec![
-            &self.ln1.w,
-            &self.ln1.b,
-            &self.ln2.w,
-            &self.ln2.b,
             &self.mix_k,
             &self.mix_v,
             &self.mix_r,
             &self.mix_g,
             &self.decay,
             &self.u,
-            &self.ln_x.w,
-            &self.ln_x.b,
         ];
+        v.extend(self.ln_x.vectors());
         v.extend(self.ffn.vectors());
         v
     }

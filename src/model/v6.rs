@@ -129,18 +129,9 @@ impl Layer for Block {
     }
 
     fn vectors(&self) -> Vec<&[f32]> {
-        let mut v: Vec<&[f32]> = vec![
-            &self.ln1.w,
-            &self.ln1.b,
-            &self.ln2.w,
-            &self.ln2.b,
-            &self.maa_x,
-            &self.decay_base,
-            &self.u,
-            &self.ln_x.w,
-            &self.ln_x.b,
-        ];
+        let mut v: Vec<&[f32]> = vec![&self.maa_x, &self.decay_base, &self.u];
         v.extend(self.maa.iter().map(|m| &m[..]));
+        v.extend(self.ln_x.vectors());
         v.extend(self.ffn.vectors());
         v
     }

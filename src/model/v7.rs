@@ -122,10 +122,6 @@ impl Layer for Block {
 
     fn vectors(&self) -> Vec<&[f32]> {
         let mut v: Vec<&[f32]> = vec![
-            &self.ln1.w,
-            &self.ln1.b,
-            &self.ln2.w,
-            &self.ln2.b,
             &self.x_r,
             &self.x_w,
             &self.x_k,
@@ -137,10 +133,9 @@ impl Layer for Block {
             &self.k_k,
             &self.k_a,
             &self.r_k,
-            &self.ln_x.w,
-            &self.ln_x.b,
             &self.ffn_x_k,
         ];
+        v.extend(self.ln_x.vectors());
         if let Some((v0, _)) = &self.v_gate {
             v.push(v0);
         }
