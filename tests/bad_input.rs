@@ -85,11 +85,8 @@ fn refused(o: &Output, needle: &str, what: &str) -> String {
     err
 }
 
-fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("quill-bad-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn tmpdir(tag: &str) -> TempDir {
+    TempDir::new(&format!("bad-{tag}"))
 }
 
 fn s(p: &Path) -> &str {

@@ -24,11 +24,8 @@ fn v7() -> PathBuf {
     random_dir().join("rand-v7.safetensors")
 }
 
-fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("quill-chat-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn tmpdir(tag: &str) -> TempDir {
+    TempDir::new(&format!("chat-{tag}"))
 }
 
 /// A short persona: the engine tests need an opening, not a long one
@@ -72,8 +69,32 @@ fn engine_for(model: &Path, seed: u64, sessions: &Path) -> ChatEngine {
     engine
 }
 
-fn engine(tag: &str) -> ChatEngine {
-    engine_for(&v7(), 7, &tmpdir(tag))
+/// An engine on the v7 fixture with its sessions folder, which goes when
+/// the engine does.
+struct TestEngine {
+    engine: ChatEngine,
+    _sessions: TempDir,
+}
+
+impl std::ops::Deref for TestEngine {
+    type Target = ChatEngine;
+    fn deref(&self) -> &ChatEngine {
+        &self.engine
+    }
+}
+
+impl std::ops::DerefMut for TestEngine {
+    fn deref_mut(&mut self) -> &mut ChatEngine {
+        &mut self.engine
+    }
+}
+
+fn engine(tag: &str) -> TestEngine {
+    let sessions = tmpdir(tag);
+    TestEngine {
+        engine: engine_for(&v7(), 7, &sessions),
+        _sessions: sessions,
+    }
 }
 
 fn say(e: &mut ChatEngine, line: &str) -> Outcome {
@@ -259,7 +280,8 @@ fn reset_show_think_help() {
 
 #[test]
 fn raven_names_for_rwkv4() {
-    let mut e = engine_for(&random_dir().join("rand-v4.safetensors"), 3, &tmpdir("v4"));
+    let sessions = tmpdir("v4");
+    let mut e = engine_for(&random_dir().join("rand-v4.safetensors"), 3, &sessions);
     assert_eq!(
         (e.format().user.as_str(), e.format().assistant.as_str()),
         ("Bob", "Alice")

@@ -50,10 +50,12 @@ fn assert_clean_error(o: &Output, needle: &str) {
     );
 }
 
-fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("quill-cli-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+/// A file path `name` in a folder of its own that goes when the returned
+/// guard does.
+fn tmp(name: &str) -> (TempDir, PathBuf) {
+    let dir = TempDir::new(&format!("cli-{name}"));
+    let path = dir.join(name);
+    (dir, path)
 }
 
 #[test]
@@ -299,14 +301,14 @@ fn bad_input_gets_one_line_errors() {
         "/nonexistent/model.safetensors",
     );
     // Not a safetensors file.
-    let junk = tmp("junk.safetensors");
+    let (_junk_dir, junk) = tmp("junk.safetensors");
     std::fs::write(&junk, "this is a text file, not a model\n").unwrap();
     assert_clean_error(&quill(&["info", p(&junk)]), "not a safetensors file");
     // A directory.
     assert_clean_error(&quill(&["info", p(&std::env::temp_dir())]), "directory");
     // Truncated at many points.
     let bytes = std::fs::read(&m).unwrap();
-    let trunc = tmp("trunc.safetensors");
+    let (_trunc_dir, trunc) = tmp("trunc.safetensors");
     for cut in [0, 4, 8, 9, 100, 1000, bytes.len() / 2, bytes.len() - 1] {
         std::fs::write(&trunc, &bytes[..cut]).unwrap();
         let o = quill(&["info", p(&trunc)]);
@@ -324,7 +326,7 @@ fn bad_input_gets_one_line_errors() {
         );
     }
     // A header that lies about offsets.
-    let liar = tmp("liar.safetensors");
+    let (_liar_dir, liar) = tmp("liar.safetensors");
     let t = TensorOut {
         name: "emb.weight".into(),
         dtype: DType::F32,
@@ -341,7 +343,7 @@ fn bad_input_gets_one_line_errors() {
     std::fs::write(&liar, &good).unwrap();
     assert_clean_error(&quill(&["info", p(&liar)]), "emb.weight");
     // Unknown architecture.
-    let alien = tmp("alien.safetensors");
+    let (_alien_dir, alien) = tmp("alien.safetensors");
     let ts = vec![
         TensorOut {
             name: "emb.weight".into(),
@@ -384,7 +386,7 @@ fn bad_input_gets_one_line_errors() {
             }
         })
         .collect();
-    let bad_shape = tmp("shape.safetensors");
+    let (_bad_shape_dir, bad_shape) = tmp("shape.safetensors");
     std::fs::write(&bad_shape, write_safetensors(&ts, &Default::default())).unwrap();
     assert_clean_error(&quill(&["info", p(&bad_shape)]), "blocks.1.att.key.weight");
     // Token id ≥ vocab.
@@ -441,7 +443,7 @@ fn nan_and_inf_weights_are_refused_at_load() {
                 }
             })
             .collect();
-        let path = tmp(&format!("{label}.safetensors"));
+        let (_path_dir, path) = tmp(&format!("{label}.safetensors"));
         std::fs::write(&path, write_safetensors(&ts, &Default::default())).unwrap();
         assert_clean_error(&quill(&["info", p(&path)]), "blocks.2.ffn.value.weight");
     }

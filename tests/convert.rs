@@ -17,10 +17,12 @@ fn quill(args: &[&str]) -> Output {
         .expect("run quill")
 }
 
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("quill-convert-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d.join(name)
+/// A file path `name` in a folder of its own that goes when the returned
+/// guard does.
+fn tmp(name: &str) -> (TempDir, PathBuf) {
+    let dir = TempDir::new(&format!("convert-{name}"));
+    let path = dir.join(name);
+    (dir, path)
 }
 
 fn s(p: &Path) -> &str {
@@ -40,7 +42,7 @@ fn story_logits(model: &Model) -> Vec<f32> {
 fn pth_converts_to_safetensors_with_identical_logits() {
     for v in ["v4", "v5", "v6", "v7"] {
         let src = random_dir().join(format!("rand-{v}-bf16.pth"));
-        let out = tmp(&format!("{v}.safetensors"));
+        let (_out_dir, out) = tmp(&format!("{v}.safetensors"));
         let o = quill(&["convert", s(&src), s(&out)]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let a = story_logits(&Model::load(&src).unwrap());
@@ -55,7 +57,7 @@ fn pth_converts_to_safetensors_with_identical_logits() {
 #[test]
 fn dtype_conversion_matches_bf16_reference() {
     let src = random_dir().join("rand-v7.safetensors");
-    let out = tmp("v7-bf16.safetensors");
+    let (_out_dir, out) = tmp("v7-bf16.safetensors");
     let o = quill(&["convert", s(&src), s(&out), "--dtype", "bf16"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let model = Model::load(&out).unwrap();
@@ -67,7 +69,7 @@ fn dtype_conversion_matches_bf16_reference() {
         "converted bf16",
     );
     // f16 round trip loads and runs close to f32.
-    let out16 = tmp("v7-f16.safetensors");
+    let (_out16_dir, out16) = tmp("v7-f16.safetensors");
     assert!(quill(&["convert", s(&src), s(&out16), "--dtype", "f16"])
         .status
         .success());
@@ -87,7 +89,7 @@ fn dtype_conversion_matches_bf16_reference() {
 fn perplexity_is_the_mean_nll_and_chunking_does_not_change_it() {
     let model_path = random_dir().join("rand-v7.safetensors");
     let text = "The quick brown fox jumps over the lazy dog. It was the best of times.";
-    let file = tmp("text.txt");
+    let (_file_dir, file) = tmp("text.txt");
     std::fs::write(&file, text).unwrap();
     let run = |chunk: &str| -> serde_json::Value {
         let o = quill(&[

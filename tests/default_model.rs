@@ -1,6 +1,8 @@
 //! The built-in model: every command works without `--model`, the engine
 //! reproduces the trainer's held-out loss, and samples are mostly words.
 
+mod common;
+
 use std::collections::HashSet;
 use std::path::Path;
 use std::process::Command;
@@ -105,9 +107,8 @@ fn every_command_works_without_a_model_flag() {
     assert!(q(&["info"]).contains("built-in"));
     assert!(q(&["generate", "--prompt", "To be", "-n", "20", "--seed", "2"]).len() > 10);
     assert!(q(&["logits", "--tokens", "84,111"]).starts_with("{\"logits\""));
-    let dir = std::env::temp_dir().join(format!("quill-default-{}", std::process::id()));
+    let dir = common::TempDir::new("default");
     let f = dir.join("t.txt");
-    std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(&f, "What light through yonder window breaks?").unwrap();
     assert!(q(&["perplexity", f.to_str().unwrap()]).contains("perplexity"));
 }

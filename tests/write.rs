@@ -57,11 +57,8 @@ fn failed(o: &Output) -> String {
     errors[0].to_string()
 }
 
-fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("quill-write-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn tmpdir(tag: &str) -> TempDir {
+    TempDir::new(&format!("write-{tag}"))
 }
 
 fn s(p: &Path) -> &str {

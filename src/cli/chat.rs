@@ -527,6 +527,9 @@ mod tests {
         let hist = DefaultHistory::new();
         let ctx = Context::new(&hist);
         let (start, pairs) = h.complete(line, line.len(), &ctx).unwrap();
+        if let Some(dir) = &h.sessions_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
         (start, pairs.into_iter().map(|p| p.replacement).collect())
     }
 
