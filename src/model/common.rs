@@ -84,34 +84,31 @@ impl<'a> Loader<'a> {
     /// pairs), prefill unchanged, for ~0.1 s more load time from a warm page
     /// cache (0.27 → 0.35 s).
     pub fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
-        // A converted mapped tensor hands its pages back run by run as they
-        // are converted: 0.4B bf16 file with --dtype int8, peak resident
-        // 632 → 501 MB (the head alone had its bf16 pages, its int8 copy and
-        // that copy in panels resident at once).
         let m = self.matrix_as_stored(name, rows, cols)?;
+        // A mapped source hands the file's pages back band by band as they
+        // are read — converted (--dtype) or copied into panels — so memory
+        // never holds a whole tensor twice (the head is 128 MiB of a 0.4B
+        // model: 14% of it). Converting to int8 from a 0.4B bf16 file,
+        // peak resident 632 → 501 MB once conversion released too.
+        let release = m.is_mapped() && self.release;
         let src_row = m.cols * m.dtype_size();
-        let m = if m.is_mapped() && self.release {
-            self.converted_then(m, |r| {
-                self.file
-                    .release_bytes(name, r.start * src_row, r.len() * src_row)
-            })
-        } else {
-            self.converted(m)
+        let release_rows = |r: std::ops::Range<usize>| {
+            if release {
+                let (start, len) = (r.start * src_row, r.len() * src_row);
+                self.file.release_bytes(name, start, len);
+            }
         };
+        let m = self.converted_then(m, release_rows);
         let panels = kernels::active().panels && m.can_use_panels();
         if m.is_mapped() && !panels {
             return Ok(m);
         }
-        // A mapped source hands the file's pages back band by band as they
-        // are copied, so memory never holds a whole tensor twice (the head
-        // is 128 MiB of a 0.4B model: 14% of it).
-        let banded = m.is_mapped() && self.release;
-        let row_bytes = m.cols * m.dtype_size();
+        // Still mapped means not converted: the panel copy is the read.
+        let copying_source = m.is_mapped();
         let m = if panels {
             m.into_panels_then(|r| {
-                if banded {
-                    let (start, len) = (r.start * row_bytes, r.len() * row_bytes);
-                    self.file.release_bytes(name, start, len);
+                if copying_source {
+                    release_rows(r)
                 }
             })
         } else {
