@@ -18,7 +18,7 @@ use serde::Serialize;
 use crate::error::{QuillError, Result};
 use crate::kernels::{self, WeightDtype};
 use crate::model::weights::{Backing, DType, WeightFile};
-use crate::model::{LoadOptions, Logits, Model};
+use crate::model::{LoadOptions, Logits, Model, State};
 
 /// Shapes of the released RWKV-7 World/G1 models (as
 /// `../shared/tools/synth_model.py`): layers × width, vocab 65536, head 64.
@@ -187,11 +187,11 @@ pub struct BenchReport {
 
 /// The comparison model of `quill bench --compare DTYPE`: the same model
 /// and prompt, loaded with another dtype. In every round both models run
-/// their prefill and decode back to back (which goes first alternates),
-/// before that round's probes, so each speed ratio compares the two under
-/// the same machine conditions: on a shared machine, speed drifts by ±30%
-/// within minutes, more than the difference between two separate runs
-/// could show.
+/// their prefills back to back, then decode in alternating blocks of
+/// 8 tokens, before that round's probes, so each speed
+/// ratio compares the two under the same machine conditions: on a shared
+/// machine, speed drifts by ±30% within minutes, more than the difference
+/// between two separate runs could show.
 #[derive(Debug, Clone, Serialize)]
 pub struct CompareReport {
     /// dtype of the comparison model's weight matrices.
@@ -304,60 +304,40 @@ fn run_with_probes(
 
     let rounds = opts.rounds.max(1);
     let mut runs = Vec::with_capacity(rounds);
-    let mut other: Option<(Model, Vec<Timing>)> = None;
+    let mut other: Option<Model> = None;
+    let mut other_times = Vec::with_capacity(rounds);
     let mut peak_rss = 0;
     for round in 0..rounds {
-        let of = if rounds > 1 {
-            format!(" (round {} of {rounds})", round + 1)
-        } else {
-            String::new()
-        };
-        // The main model first in even rounds, the comparison model first
-        // in odd ones, so neither always runs on a machine the other warmed.
-        let mut main = None;
-        for second in [false, true] {
-            if (round % 2 == 1) == second {
-                main = Some(time_model(
-                    &model,
-                    &prompt,
-                    opts.gen_tokens,
-                    threads,
-                    &of,
-                    "",
-                    &mut progress,
-                )?);
+        let of = round_tag(round, rounds);
+        let gen = opts.gen_tokens;
+        let time = match opts.compare {
+            None => {
+                let mut main = Decoding::prefill(&model, &prompt, &of, "", &mut progress)?;
+                progress(&format!("decode of {gen} tokens{of}"));
+                main.decode(gen)?;
                 if round == 0 {
-                    // Before the comparison model loads and the first
-                    // probe allocates its buffer.
+                    // Before the first probe allocates its buffer.
                     peak_rss = peak_rss_bytes().unwrap_or(0);
                 }
-            } else if let Some(dtype) = opts.compare {
-                if other.is_none() {
-                    let (m, _, _) = load_model(opts, Some(dtype), &mut progress)?;
-                    let mut state = m.new_state();
-                    m.forward(&prompt[..prompt.len().min(8)], &mut state, Logits::Last)?;
-                    other = Some((m, Vec::with_capacity(rounds)));
-                }
-                let (m, times) = other.as_mut().expect("loaded above");
-                let tag = format!(" with {dtype}");
-                times.push(time_model(
-                    m,
-                    &prompt,
-                    opts.gen_tokens,
-                    threads,
-                    &of,
-                    &tag,
-                    &mut progress,
-                )?);
+                main.timing()
             }
-        }
+            Some(_) => {
+                let (main, second) = compare_round(
+                    opts,
+                    &model,
+                    &mut other,
+                    &prompt,
+                    round,
+                    &mut peak_rss,
+                    &mut progress,
+                )?;
+                other_times.push(second);
+                main
+            }
+        };
         progress(&format!("read-bandwidth and FMA-peak probes{of}"));
         let (bw, peak) = probes();
-        runs.push(Round {
-            time: main.expect("the main model runs every round"),
-            bw,
-            peak,
-        });
+        runs.push(Round { time, bw, peak });
     }
 
     let bytes_per_token = model.bytes_per_token() as u64;
@@ -367,16 +347,17 @@ fn run_with_probes(
     let kernel_name = kernels::active().name.to_string();
     drop(model);
 
-    let decode_tps = |t: &Timing| opts.gen_tokens as f64 / t.decode_s;
+    let decode_tps = |t: &Timing| t.decoded as f64 / t.decode_s;
     let prefill_tps = |t: &Timing| prompt.len() as f64 / t.prefill_s;
     let bandwidth = |r: &Round| bytes_per_token as f64 * decode_tps(&r.time) / 1e9;
     let gflops = |r: &Round| prefill_flops / r.time.prefill_s / 1e9;
     let med = |f: &dyn Fn(&Round) -> f64| median(runs.iter().map(f).collect());
     let bandwidth_ratio_rounds: Vec<f64> = runs.iter().map(|r| bandwidth(r) / r.bw).collect();
     let peak_ratio_rounds: Vec<f64> = runs.iter().map(|r| gflops(r) / r.peak).collect();
-    let compare = other.map(|(m, times)| {
+    let compare = other.map(|m| {
+        let times = &other_times[..];
         let bytes = m.bytes_per_token() as u64;
-        let pairs = || runs.iter().zip(&times);
+        let pairs = || runs.iter().zip(times);
         let decode_speedup_rounds: Vec<f64> = pairs()
             .map(|(r, t)| decode_tps(&r.time) / decode_tps(t))
             .collect();
@@ -476,42 +457,163 @@ fn load_model(
 struct Timing {
     prefill_s: f64,
     decode_s: f64,
+    /// Tokens decoded in `decode_s`.
+    decoded: usize,
     prefill_share: f64,
     decode_share: f64,
 }
 
-/// Times the prefill of `prompt` and then `gen` greedy decode steps from
-/// its end; `of` and `tag` (which round, which model) go into the
-/// progress messages.
-fn time_model(
-    model: &Model,
-    prompt: &[u32],
-    gen: usize,
-    threads: usize,
-    of: &str,
-    tag: &str,
-    progress: &mut impl FnMut(&str),
-) -> Result<Timing> {
-    progress(&format!("prefill of {} tokens{tag}{of}", prompt.len()));
-    let mut state = model.new_state();
-    let (t0, c0) = (Instant::now(), process_cpu_seconds());
-    let mut logits = model.forward(prompt, &mut state, Logits::Last)?;
-    let prefill_s = t0.elapsed().as_secs_f64();
-    let prefill_share = cpu_share(c0, prefill_s, threads);
-
-    progress(&format!("decode of {gen} tokens{tag}{of}"));
-    let (t0, c0) = (Instant::now(), process_cpu_seconds());
-    for _ in 0..gen {
-        let next = argmax(&logits);
-        logits = model.forward(&[next], &mut state, Logits::Last)?;
+/// " (round i of n)" for progress messages, or nothing for a single round.
+fn round_tag(round: usize, rounds: usize) -> String {
+    if rounds > 1 {
+        format!(" (round {} of {rounds})", round + 1)
+    } else {
+        String::new()
     }
-    let decode_s = t0.elapsed().as_secs_f64();
-    Ok(Timing {
-        prefill_s,
-        decode_s,
-        prefill_share,
-        decode_share: cpu_share(c0, decode_s, threads),
-    })
+}
+
+/// Tokens each model of a `--compare` round decodes before the other takes
+/// over. This machine's memory alternates between a slower and a faster
+/// state within seconds to minutes (the same int8 build decoded a 0.4B
+/// model at 72 and at 85 tokens/s, bf16 at 41 and at 58, minutes apart):
+/// when each model decoded all its tokens in one go, a state change between
+/// the two made single rounds' ratios range from 1.16 to 2.05. In blocks of
+/// 8 tokens (~0.1–0.2 s each) both see the same state, and a round's ratio
+/// is the engine's.
+const COMPARE_BLOCK: usize = 8;
+
+/// A model decoding greedily from the end of a prompt, its decode wall and
+/// CPU time summed over the calls to [`Decoding::decode`].
+struct Decoding<'m> {
+    model: &'m Model,
+    state: State,
+    logits: Vec<f32>,
+    prefill_s: f64,
+    prefill_share: f64,
+    decode_s: f64,
+    decoded: usize,
+    /// CPU seconds of the decode steps; `None` where unmeasurable.
+    decode_cpu: Option<f64>,
+}
+
+impl<'m> Decoding<'m> {
+    /// Times the prefill of `prompt`; `of` and `tag` (which round, which
+    /// model) go into the progress message.
+    fn prefill(
+        model: &'m Model,
+        prompt: &[u32],
+        of: &str,
+        tag: &str,
+        progress: &mut impl FnMut(&str),
+    ) -> Result<Self> {
+        progress(&format!("prefill of {} tokens{tag}{of}", prompt.len()));
+        let mut state = model.new_state();
+        let (t0, c0) = (Instant::now(), process_cpu_seconds());
+        let logits = model.forward(prompt, &mut state, Logits::Last)?;
+        let prefill_s = t0.elapsed().as_secs_f64();
+        Ok(Decoding {
+            model,
+            state,
+            logits,
+            prefill_s,
+            prefill_share: cpu_share(c0, prefill_s, kernels::threads()),
+            decode_s: 0.0,
+            decoded: 0,
+            decode_cpu: Some(0.0),
+        })
+    }
+
+    /// Decodes `n` more tokens greedily, adding their times.
+    fn decode(&mut self, n: usize) -> Result<()> {
+        let (t0, c0) = (Instant::now(), process_cpu_seconds());
+        for _ in 0..n {
+            let next = argmax(&self.logits);
+            self.logits = self.model.forward(&[next], &mut self.state, Logits::Last)?;
+        }
+        self.decode_s += t0.elapsed().as_secs_f64();
+        self.decoded += n;
+        self.decode_cpu = match (self.decode_cpu, c0, process_cpu_seconds()) {
+            (Some(sum), Some(a), Some(b)) => Some(sum + (b - a)),
+            _ => None,
+        };
+        Ok(())
+    }
+
+    fn timing(&self) -> Timing {
+        let wall = self.decode_s * kernels::threads() as f64;
+        Timing {
+            prefill_s: self.prefill_s,
+            decode_s: self.decode_s,
+            decoded: self.decoded,
+            prefill_share: self.prefill_share,
+            decode_share: match self.decode_cpu {
+                Some(cpu) if wall > 0.0 => cpu / wall,
+                _ => 0.0,
+            },
+        }
+    }
+}
+
+/// One round of `--compare`: both models' prefills (the main model's first
+/// in even rounds, the comparison model's in odd ones, so neither always
+/// runs on a machine the other warmed), then their decodes in alternating
+/// blocks of [`COMPARE_BLOCK`] tokens (which goes first alternates too).
+/// Loads the comparison model on first use. Returns (main, comparison).
+fn compare_round(
+    opts: &BenchOptions,
+    model: &Model,
+    other: &mut Option<Model>,
+    prompt: &[u32],
+    round: usize,
+    peak_rss: &mut u64,
+    progress: &mut impl FnMut(&str),
+) -> Result<(Timing, Timing)> {
+    let dtype = opts.compare.expect("a comparison dtype");
+    let of = round_tag(round, opts.rounds.max(1));
+    let tag = format!(" with {dtype}");
+    let mut main = None;
+    let mut second = None;
+    for comparison in [round % 2 == 1, round % 2 == 0] {
+        if !comparison {
+            main = Some(Decoding::prefill(model, prompt, &of, "", progress)?);
+            if round == 0 {
+                // Before the comparison model loads and the first probe
+                // allocates its buffer. Decoding allocates nothing the
+                // prefill did not (activations come from the pool it left).
+                *peak_rss = peak_rss_bytes().unwrap_or(0);
+            }
+            continue;
+        }
+        if other.is_none() {
+            let (m, _, _) = load_model(opts, Some(dtype), progress)?;
+            let mut state = m.new_state();
+            m.forward(&prompt[..prompt.len().min(8)], &mut state, Logits::Last)?;
+            *other = Some(m);
+        }
+        let m = other.as_ref().expect("loaded above");
+        second = Some(Decoding::prefill(m, prompt, &of, &tag, progress)?);
+    }
+    let (mut main, mut second) = (
+        main.expect("the main model runs every round"),
+        second.expect("the comparison model runs every round"),
+    );
+    let gen = opts.gen_tokens;
+    progress(&format!(
+        "decode of {gen} tokens, alternating with {dtype} every {COMPARE_BLOCK}{of}"
+    ));
+    let mut done = 0;
+    while done < gen {
+        let n = COMPARE_BLOCK.min(gen - done);
+        if (round + done / COMPARE_BLOCK) % 2 == 0 {
+            main.decode(n)?;
+            second.decode(n)?;
+        } else {
+            second.decode(n)?;
+            main.decode(n)?;
+        }
+        done += n;
+    }
+    Ok((main.timing(), second.timing()))
 }
 
 /// One round's raw measurements.
@@ -970,8 +1072,54 @@ mod tests {
             .map(|p| p.contains("with f32"))
             .collect();
         assert_eq!(firsts, [false, true, true, false, false, true]);
+        // Each round decodes once, both models side by side.
+        let decodes: Vec<&String> = phases.iter().filter(|p| p.starts_with("decode")).collect();
+        assert_eq!(decodes.len(), 3);
+        assert!(decodes[0].contains("alternating with f32 every 8"));
         let json = serde_json::to_value(&r).unwrap();
         assert!(json["compare"]["decode_speedup"].as_f64().is_some());
+    }
+
+    #[test]
+    fn compared_models_decode_every_token_in_alternating_blocks() {
+        let (dir, path) = temp_model(5, "b");
+        let opts = BenchOptions {
+            model: Some(path),
+            dtype: Some(WeightDtype::F32),
+            compare: Some(WeightDtype::BF16),
+            prompt_tokens: 4,
+            // Not a multiple of the block: the last block is shorter.
+            gen_tokens: 2 * COMPARE_BLOCK + 3,
+            rounds: 2,
+            ..BenchOptions::default()
+        };
+        let main = Model::load_with(
+            opts.model.as_ref().unwrap(),
+            &LoadOptions { dtype: opts.dtype },
+        )
+        .unwrap();
+        let mut other = None;
+        let mut peak = 0;
+        for round in 0..2 {
+            let (a, b) = compare_round(
+                &opts,
+                &main,
+                &mut other,
+                &[1, 2, 3, 4],
+                round,
+                &mut peak,
+                &mut |_| {},
+            )
+            .unwrap();
+            assert_eq!((a.decoded, b.decoded), (opts.gen_tokens, opts.gen_tokens));
+            assert!(a.decode_s > 0.0 && b.decode_s > 0.0);
+        }
+        std::fs::remove_dir_all(&dir).ok();
+        let other = other.expect("loaded on first use");
+        assert_eq!(other.info().weight_dtype, WeightDtype::BF16);
+        if cfg!(target_os = "linux") {
+            assert!(peak > 0, "peak RSS read in round 0");
+        }
     }
 
     #[test]

@@ -34,10 +34,11 @@ pub struct Args {
     /// was then.
     #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=100))]
     rounds: u16,
-    /// Also measure the same model with this dtype, alternating with the
-    /// main one in every round, and report how many times faster the main
-    /// dtype is (e.g. --dtype int8 --compare bf16): both measured under the
-    /// same machine conditions, which separate runs are not.
+    /// Also measure the same model with this dtype in every round (the two
+    /// decode in alternating blocks of 8 tokens) and report how many times
+    /// faster the main dtype is (e.g. --dtype int8 --compare bf16): both
+    /// measured under the same machine conditions, which separate runs are
+    /// not.
     #[arg(long, value_name = "DTYPE")]
     compare: Option<WeightDtype>,
     /// Print one JSON object.
