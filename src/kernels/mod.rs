@@ -28,6 +28,7 @@ mod matrix;
 mod neon;
 pub mod scalar;
 mod scratch;
+mod team;
 mod threads;
 mod wkv;
 
@@ -41,6 +42,7 @@ pub use matrix::{
     I8_BLOCK, PANEL_ROWS,
 };
 pub use scratch::{pooled_elements, release_pool, Scratch};
+pub use team::with_team;
 pub(crate) use threads::share_out;
 pub use threads::{install, physical_cores, set_threads, threads};
 pub use wkv::{wkv4_step, wkv5_step, wkv7_step};
@@ -592,14 +594,13 @@ pub fn wkv7_chunk(
         }
     };
     if h > 1 && t * h * n * n >= WKV_PAR_MIN && threads() > 1 {
-        install(|| {
-            use rayon::prelude::*;
-            state
-                .par_chunks_mut(n * n)
-                .zip(yh.par_chunks_mut(t * n))
-                .enumerate()
-                .for_each(|(hi, (s, out))| head(hi, s, out));
-        });
+        // Through `share_out`, which a decode team's threads serve.
+        let heads: Vec<_> = state
+            .chunks_mut(n * n)
+            .zip(yh.chunks_mut(t * n))
+            .enumerate()
+            .collect();
+        share_out(heads, |(hi, (s, out))| head(hi, s, out));
     } else {
         for (hi, (s, out)) in state
             .chunks_mut(n * n)

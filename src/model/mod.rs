@@ -414,6 +414,11 @@ impl Model {
     pub fn forward(&self, tokens: &[u32], state: &mut State, want: Logits) -> Result<Vec<f32>> {
         // One hand-off to the kernel pool per call: the products inside
         // then fork cheaply from a pool thread (see `kernels::install`).
+        // A decode step keeps the other threads spinning between its
+        // passes instead (see `kernels::with_team`).
+        if tokens.len() == 1 {
+            return crate::kernels::with_team(|| self.forward_inner(tokens, state, want));
+        }
         install(|| self.forward_inner(tokens, state, want))
     }
 
