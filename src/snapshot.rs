@@ -23,6 +23,12 @@ use crate::session::Session;
 pub const FORMAT: &str = "quill-snapshot";
 /// Bumped when the layout changes incompatibly.
 pub const FORMAT_VERSION: u32 = 1;
+/// Free-form metadata key (`meta.extra`) naming the mode a snapshot was
+/// saved from: [`MODE_WRITE`] marks a story saved by `quill tui`'s Write
+/// mode; chat sessions have none.
+pub const MODE_KEY: &str = "tui.mode";
+/// The [`MODE_KEY`] value of a story.
+pub const MODE_WRITE: &str = "write";
 
 /// Everything in a snapshot besides the tensors.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,6 +55,12 @@ pub struct SnapshotMeta {
     pub text_tail: String,
     /// Free-form entries (model file name, tokenizer, …).
     pub extra: BTreeMap<String, String>,
+}
+
+/// Whether a snapshot is a story saved from `quill tui`'s Write mode
+/// (see [`MODE_KEY`]).
+pub fn is_story(meta: &SnapshotMeta) -> bool {
+    meta.extra.get(MODE_KEY).is_some_and(|m| m == MODE_WRITE)
 }
 
 /// A saved session state.

@@ -313,6 +313,29 @@ fn save_and_load_in_process_and_refusal_of_another_model() {
     assert!(err.to_string().contains("another model"), "{err}");
 }
 
+#[test]
+fn a_story_saved_from_the_tui_is_not_loaded_as_a_chat() {
+    let dir = tmpdir("story");
+    let mut e = engine_for(&v7(), 12, &dir);
+    e.send("first", &mut |_| true).unwrap();
+    message(&mut e, "/save tale");
+    // What `quill tui`'s Write mode writes: the same snapshot, marked.
+    let path = dir.join("tale.qs");
+    let mut snap = quill::snapshot::Snapshot::load(&path).unwrap();
+    snap.meta.extra.insert(
+        quill::snapshot::MODE_KEY.into(),
+        quill::snapshot::MODE_WRITE.into(),
+    );
+    snap.save(&path).unwrap();
+    let before = e.session().tokens_in_state();
+    let err = e.handle("/load tale", &mut |_| true).unwrap_err();
+    assert!(matches!(err, ChatError::StorySession(_)), "{err}");
+    assert!(err.to_string().contains("quill tui"), "{err}");
+    assert_eq!(e.session().tokens_in_state(), before, "nothing was loaded");
+    let list = message(&mut e, "/sessions");
+    assert!(list.contains("tale") && list.contains("a story"), "{list}");
+}
+
 // ---- the binary ------------------------------------------------------
 
 struct Run {

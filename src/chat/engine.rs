@@ -536,6 +536,9 @@ impl ChatEngine {
             });
         }
         let snap = Snapshot::load(&path)?;
+        if crate::snapshot::is_story(&snap.meta) {
+            return Err(ChatError::StorySession(name.to_string()));
+        }
         snap.check_model(self.session.model(), self.force)
             .map_err(|e| ChatError::WrongModel {
                 name: name.to_string(),
@@ -580,10 +583,15 @@ impl ChatEngine {
                 Ok(s) => (
                     s.meta.created.clone(),
                     format!(
-                        "  {name:<20} {:>7} tokens  {}  {}  “…{}”",
+                        "  {name:<20} {:>7} tokens  {}  {}{}  “…{}”",
                         s.meta.tokens,
                         s.meta.created,
                         s.meta.extra.get("model").map(String::as_str).unwrap_or("?"),
+                        if crate::snapshot::is_story(&s.meta) {
+                            "  (a story: quill tui)"
+                        } else {
+                            ""
+                        },
                         excerpt_tail(&s.meta.text_tail, 40)
                     ),
                 ),

@@ -70,6 +70,10 @@ pub enum ChatError {
         /// Where sessions are kept.
         dir: PathBuf,
     },
+    /// `/load` or `--session` of a story saved from `quill tui`'s Write
+    /// mode: its text is a story, not a conversation in the chat format.
+    #[error("`{0}` is a story saved from quill tui's Write mode, not a chat: continue it there (quill tui, then Ctrl-O)")]
+    StorySession(String),
     /// A session saved with another model.
     #[error(
         "session `{name}` was saved with another model and cannot continue with this one: {reason}"

@@ -19,7 +19,7 @@ use crate::tokenizer::Tokenizer;
 use crate::writer::Prompt;
 
 use super::protocol::{Mode, Request, Response, SessionEntry, Settings, Status};
-use super::story::{Story, MODE_KEY};
+use super::story::Story;
 
 /// The engine thread's name (the panic hook tells it apart by it).
 pub const THREAD_NAME: &str = "quill-engine";
@@ -471,7 +471,7 @@ fn entry(dir: &Path, name: String) -> SessionEntry {
     let path = dir.join(format!("{name}.{SNAPSHOT_EXT}"));
     match Snapshot::load(&path) {
         Ok(s) => SessionEntry {
-            mode: if s.meta.extra.get(MODE_KEY).is_some_and(|m| m == "write") {
+            mode: if crate::snapshot::is_story(&s.meta) {
                 Mode::Write
             } else {
                 Mode::Chat

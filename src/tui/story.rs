@@ -18,8 +18,7 @@ use crate::tokenizer::Tokenizer;
 use crate::writer::prompt::{ChapterSpec, Prompt, SEPARATOR};
 use crate::Result;
 
-/// Snapshot metadata key marking a session saved from Write mode.
-pub const MODE_KEY: &str = "tui.mode";
+pub use crate::snapshot::{MODE_KEY, MODE_WRITE};
 /// Snapshot metadata key holding the story text shown when it was saved.
 pub const TEXT_KEY: &str = "tui.story";
 /// Snapshot metadata key holding how many chapters the story had.
@@ -237,7 +236,7 @@ impl Story {
     pub fn snapshot(&self) -> Snapshot {
         let mut snap = Snapshot::capture(&self.session);
         let x = &mut snap.meta.extra;
-        x.insert(MODE_KEY.into(), "write".into());
+        x.insert(MODE_KEY.into(), MODE_WRITE.into());
         x.insert("story".into(), self.prompt.title.clone());
         x.insert(TEXT_KEY.into(), self.text());
         x.insert(CHAPTERS_KEY.into(), self.chapter_count().to_string());
