@@ -894,6 +894,7 @@ pub fn synthetic_model_with(
                     DType::F32 => e.copy_from_slice(&v.to_le_bytes()),
                     DType::F16 => e.copy_from_slice(&half::f16::from_f32(v).to_le_bytes()),
                     DType::BF16 => e.copy_from_slice(&half::bf16::from_f32(v).to_le_bytes()),
+                    DType::I8 => unreachable!("synthetic weights are floats"),
                 }
             }
         })

@@ -150,3 +150,101 @@ fn perplexity_prefers_real_text_on_a_trained_model() {
         b.mean_nll
     );
 }
+
+#[test]
+fn int8_files_load_as_quantising_at_load_does() {
+    use quill::kernels::WeightDtype;
+    use quill::model::weights::DType;
+    use quill::model::LoadOptions;
+    let int8 = LoadOptions {
+        dtype: Some(WeightDtype::Int8),
+    };
+    for v in ["v4", "v5", "v6", "v7"] {
+        let src = random_dir().join(format!("rand-{v}.safetensors"));
+        let (_dir, out) = tmp(&format!("{v}-int8.safetensors"));
+        let o = quill(&["convert", s(&src), s(&out), "--dtype", "int8"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        // Bit for bit what `--dtype int8` computes from the source.
+        let at_load = story_logits(&Model::load_with(&src, &int8).unwrap());
+        let model = Model::load(&out).unwrap();
+        assert_eq!(model.info().weight_dtype, WeightDtype::Int8, "{v}");
+        assert_eq!(story_logits(&model), at_load, "{v}: logits differ");
+        // The matrices are int8 in the file, each with its scales.
+        let wf = WeightFile::open(&out).unwrap();
+        let names = model.matrix_tensors();
+        assert!(names.iter().any(|n| n == "head.weight"), "{v}: {names:?}");
+        for n in names {
+            assert_eq!(wf.tensors[n].dtype, DType::I8, "{v}: {n}");
+            assert_eq!(wf.tensors[&format!("{n}.q8_scales")].dtype, DType::F32);
+        }
+        assert_eq!(
+            wf.tensors["emb.weight"].dtype,
+            WeightFile::open(&src).unwrap().tensors["emb.weight"].dtype
+        );
+        assert!(std::fs::metadata(&out).unwrap().len() < std::fs::metadata(&src).unwrap().len());
+        // An int8 file is not converted again.
+        let (_d2, again) = tmp(&format!("{v}-again.safetensors"));
+        let o = quill(&["convert", s(&out), s(&again), "--dtype", "bf16"]);
+        assert!(!o.status.success());
+        assert!(String::from_utf8_lossy(&o.stderr).contains("already quantised"));
+    }
+}
+
+/// A damaged int8 file (scales missing or of the wrong shape, int8 where a
+/// float vector belongs) is a one-line error, not a panic.
+#[test]
+fn damaged_int8_files_are_refused_with_a_reason() {
+    use quill::model::weights::{write_safetensors, DType, TensorOut};
+    let src = random_dir().join("rand-v7.safetensors");
+    let (dir, out) = tmp("v7-int8.safetensors");
+    assert!(quill(&["convert", s(&src), s(&out), "--dtype", "int8"])
+        .status
+        .success());
+    let wf = WeightFile::open(&out).unwrap();
+    let variant = |name: &str, edit: &dyn Fn(&str, &mut TensorOut) -> bool| {
+        let mut tensors = Vec::new();
+        for (n, info) in &wf.tensors {
+            let mut t = TensorOut {
+                name: n.clone(),
+                dtype: info.dtype,
+                shape: info.shape.clone(),
+                data: wf.raw(info).into(),
+            };
+            if edit(n, &mut t) {
+                tensors.push(t);
+            }
+        }
+        let path = dir.join(name);
+        std::fs::write(&path, write_safetensors(&tensors, &wf.metadata)).unwrap();
+        let o = quill(&["generate", "-m", s(&path), "--prompt", "hi", "-n", "1"]);
+        assert!(!o.status.success(), "{name} loaded");
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let e = variant("no-scales.safetensors", &|n, _| {
+        n != "blocks.0.att.key.weight.q8_scales"
+    });
+    assert!(
+        e.contains("blocks.0.att.key.weight") && e.contains("scales"),
+        "{e}"
+    );
+    assert_eq!(e.trim().lines().count(), 1, "{e}");
+    let e = variant("bad-scales.safetensors", &|n, t| {
+        if n == "head.weight.q8_scales" {
+            t.shape = vec![t.shape[0] * t.shape[1]];
+        }
+        true
+    });
+    assert!(
+        e.contains("head.weight.q8_scales") && e.contains("expected f32"),
+        "{e}"
+    );
+    let e = variant("int8-vector.safetensors", &|n, t| {
+        if n == "ln_out.weight" {
+            let bytes: Vec<u8> = t.data.chunks(4).map(|_| 1u8).collect();
+            t.dtype = DType::I8;
+            t.data = bytes.into();
+        }
+        true
+    });
+    assert!(e.contains("ln_out.weight") && e.contains("int8"), "{e}");
+}

@@ -152,6 +152,7 @@ impl From<DType> for WeightDtype {
             DType::F32 => WeightDtype::F32,
             DType::F16 => WeightDtype::F16,
             DType::BF16 => WeightDtype::BF16,
+            DType::I8 => WeightDtype::Int8,
         }
     }
 }
@@ -277,6 +278,7 @@ impl Matrix {
             DType::BF16 => MatData::BF16(
                 Store::mapped(file, info.start, n).unwrap_or_else(|| Store::Owned(le_u16(raw))),
             ),
+            DType::I8 => i8_from_file(file, name, rows, cols)?,
         };
         Ok(Matrix {
             rows,
@@ -285,6 +287,20 @@ impl Matrix {
             layout: Layout::Rows,
         })
     }
+    /// The int8 weights of a row-major `rows × cols` matrix (as
+    /// [`Matrix::convert`] to int8 makes them) as the bytes of a [`DType::I8`]
+    /// tensor and of its f32 scales tensor; `None` for other dtypes or
+    /// layouts.
+    pub fn i8_file_bytes(&self) -> Option<(Vec<u8>, Vec<u8>)> {
+        match (&self.data, self.layout) {
+            (MatData::I8 { q, scales }, Layout::Rows) => Some((
+                q.iter().map(|&v| v as u8).collect(),
+                scales.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            )),
+            _ => None,
+        }
+    }
+
     /// An owned f32 matrix.
     pub fn from_f32(rows: usize, cols: usize, data: Vec<f32>) -> Self {
         assert_eq!(data.len(), rows * cols);
@@ -322,6 +338,12 @@ impl Matrix {
             ))),
             DType::F16 => MatData::F16(Store::Owned(transpose(&le_u16(raw), inner, outer))),
             DType::BF16 => MatData::BF16(Store::Owned(transpose(&le_u16(raw), inner, outer))),
+            DType::I8 => {
+                return Err(QuillError::tensor(
+                    name,
+                    "is int8, but quill stores LoRA factors as floats: the file is damaged",
+                ))
+            }
         };
         Ok(Matrix {
             rows: outer,
@@ -738,4 +760,33 @@ fn le_u16(raw: &[u8]) -> Vec<u16> {
     raw.chunks_exact(2)
         .map(|b| u16::from_le_bytes([b[0], b[1]]))
         .collect()
+}
+
+/// An int8 matrix of a weight file ([`DType::I8`]): its values read in
+/// place, its scales from the companion tensor, which must be f32 of shape
+/// (rows, ⌈cols / [`I8_BLOCK`]⌉).
+fn i8_from_file(file: &Arc<WeightFile>, name: &str, rows: usize, cols: usize) -> Result<MatData> {
+    let sname = format!("{name}{}", crate::model::weights::INT8_SCALES_SUFFIX);
+    let nb = cols.div_ceil(I8_BLOCK);
+    let si = file.info(&sname).map_err(|_| {
+        QuillError::tensor(
+            name,
+            format!("is int8 but `{sname}` (its scales) is missing: the file is damaged"),
+        )
+    })?;
+    if si.dtype != DType::F32 || si.shape != [rows, nb] {
+        return Err(QuillError::tensor(
+            &sname,
+            format!(
+                "is {} {:?}, expected f32 ({rows}, {nb}): the file is damaged",
+                si.dtype, si.shape
+            ),
+        ));
+    }
+    let info = file.info(name)?;
+    let scales = Store::mapped(file, si.start, rows * nb)
+        .unwrap_or_else(|| Store::Owned(bytes_to_f32(DType::F32, file.raw(si))));
+    let q = Store::mapped(file, info.start, rows * cols)
+        .unwrap_or_else(|| Store::Owned(file.raw(info).iter().map(|&b| b as i8).collect()));
+    Ok(MatData::I8 { q, scales })
 }

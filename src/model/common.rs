@@ -25,6 +25,9 @@ pub struct Loader<'a> {
     /// ([`WeightFile::release`]). Off for an in-memory model someone else
     /// still holds: releasing its bytes would zero them for that holder.
     pub release: bool,
+    /// Tensors loaded through [`Loader::matrix`], in order (what `quill
+    /// convert --dtype int8` stores as int8).
+    pub matrix_names: std::sync::Mutex<Vec<String>>,
 }
 
 impl<'a> Loader<'a> {
@@ -34,6 +37,7 @@ impl<'a> Loader<'a> {
             file,
             dtype: None,
             release: false,
+            matrix_names: Default::default(),
         }
     }
 
@@ -85,6 +89,10 @@ impl<'a> Loader<'a> {
     /// cache (0.27 → 0.35 s).
     pub fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
         let m = self.matrix_as_stored(name, rows, cols)?;
+        self.matrix_names
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(name.to_string());
         // A mapped source hands the file's pages back band by band as they
         // are read — converted (--dtype) or copied into panels — so memory
         // never holds a whole tensor twice (the head is 128 MiB of a 0.4B

@@ -179,6 +179,8 @@ enum Blocks {
 /// A loaded model, ready to run.
 pub struct Model {
     info: ModelInfo,
+    /// The tensors loaded as weight matrices ([`Model::matrix_tensors`]).
+    matrix_names: Vec<String>,
     file: Arc<WeightFile>,
     emb: Matrix,
     ln0: Norm,
@@ -258,8 +260,12 @@ impl Model {
         let release = Arc::strong_count(&file) == 1 || file.is_file_map();
         let l = Loader {
             file: &file,
-            dtype: opts.dtype,
+            // A file of int8 matrices loads as `--dtype int8` would from
+            // its source: the factors converted at load (LoRAs, v6's
+            // token-shift mix) are quantised the same way.
+            dtype: opts.dtype.or(file.has_int8().then_some(WeightDtype::Int8)),
             release,
+            matrix_names: Default::default(),
         };
         let emb_info = file.info("emb.weight")?;
         if emb_info.shape.len() != 2 || emb_info.shape[0] == 0 || emb_info.shape[1] == 0 {
@@ -332,13 +338,19 @@ impl Model {
             fingerprint,
             dims,
         };
+        let (ln0, ln_out) = (l.norm("blocks.0.ln0", c)?, l.norm("ln_out", c)?);
+        let matrix_names = l
+            .matrix_names
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner());
         Ok(Model {
-            ln0: l.norm("blocks.0.ln0", c)?,
-            ln_out: l.norm("ln_out", c)?,
+            ln0,
+            ln_out,
             emb,
             head,
             blocks,
             info,
+            matrix_names,
             file,
         })
     }
@@ -357,6 +369,13 @@ impl Model {
     /// The underlying weight file.
     pub fn weight_file(&self) -> &Arc<WeightFile> {
         &self.file
+    }
+
+    /// Names of the tensors loaded as large weight matrices (projections,
+    /// channel mix, head; not the embedding, LoRA factors or vectors): the
+    /// ones `quill convert --dtype int8` stores as int8.
+    pub fn matrix_tensors(&self) -> &[String] {
+        &self.matrix_names
     }
 
     /// A fresh state for this model.
@@ -562,6 +581,8 @@ fn check_finite(file: &WeightFile) -> Result<()> {
                     DType::BF16 => band
                         .chunks_exact(2)
                         .position(|b| u16::from_le_bytes([b[0], b[1]]) & 0x7f80 == 0x7f80),
+                    // Integers are finite (their scales are f32, checked).
+                    DType::I8 => None,
                 };
                 file.evict(name, k * BAND, band.len());
                 pos.map(|i| k * BAND / size + i)

@@ -18,7 +18,15 @@ pub enum DType {
     F16,
     /// bfloat16 (the top half of an f32).
     BF16,
+    /// Quantised int8 weights (`quill convert --dtype int8`): a matrix
+    /// `NAME` whose per-block scales are the f32 tensor `NAME` +
+    /// [`INT8_SCALES_SUFFIX`] (rows × ⌈cols / 128⌉, see
+    /// [`crate::kernels::I8_BLOCK`]). Only weight matrices are stored so.
+    I8,
 }
+
+/// Name suffix of an int8 matrix's scales tensor ([`DType::I8`]).
+pub const INT8_SCALES_SUFFIX: &str = ".q8_scales";
 
 impl DType {
     /// Bytes per element.
@@ -26,6 +34,7 @@ impl DType {
         match self {
             DType::F32 => 4,
             DType::F16 | DType::BF16 => 2,
+            DType::I8 => 1,
         }
     }
 
@@ -35,6 +44,7 @@ impl DType {
             DType::F32 => "F32",
             DType::F16 => "F16",
             DType::BF16 => "BF16",
+            DType::I8 => "I8",
         }
     }
 
@@ -43,6 +53,7 @@ impl DType {
             "F32" => Some(DType::F32),
             "F16" => Some(DType::F16),
             "BF16" => Some(DType::BF16),
+            "I8" => Some(DType::I8),
             _ => None,
         }
     }
@@ -54,6 +65,7 @@ impl fmt::Display for DType {
             DType::F32 => "f32",
             DType::F16 => "f16",
             DType::BF16 => "bf16",
+            DType::I8 => "int8",
         })
     }
 }
@@ -262,10 +274,22 @@ impl WeightFile {
         &self.bytes()[info.start..info.start + info.byte_len()]
     }
 
-    /// A tensor converted to f32 (a copy; for the small vectors).
+    /// A tensor converted to f32 (a copy; for the small vectors). An int8
+    /// tensor is refused: its values mean nothing without its scales.
     pub fn to_f32(&self, name: &str) -> Result<Vec<f32>> {
         let info = self.info(name)?;
+        if info.dtype == DType::I8 {
+            return Err(QuillError::tensor(
+                name,
+                "is int8, which quill stores only for weight matrices: the file is damaged or not quill's",
+            ));
+        }
         Ok(bytes_to_f32(info.dtype, self.raw(info)))
+    }
+
+    /// Whether any tensor is stored as int8 (a `quill convert --dtype int8` file).
+    pub fn has_int8(&self) -> bool {
+        self.tensors.values().any(|t| t.dtype == DType::I8)
     }
 
     /// Total bytes of all tensors.
@@ -274,9 +298,11 @@ impl WeightFile {
     }
 }
 
-/// Converts little-endian stored elements to f32 (exact for all dtypes here).
+/// Converts little-endian stored elements to f32 (exact for all dtypes here;
+/// int8 values as they are, unscaled).
 pub fn bytes_to_f32(dtype: DType, raw: &[u8]) -> Vec<f32> {
     match dtype {
+        DType::I8 => raw.iter().map(|&b| b as i8 as f32).collect(),
         DType::F32 => raw
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
