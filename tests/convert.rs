@@ -153,9 +153,10 @@ fn perplexity_prefers_real_text_on_a_trained_model() {
 
 #[test]
 fn int8_files_load_as_quantising_at_load_does() {
-    use quill::kernels::WeightDtype;
+    use quill::kernels::{Matrix, WeightDtype};
     use quill::model::weights::DType;
     use quill::model::LoadOptions;
+    use std::sync::Arc;
     let int8 = LoadOptions {
         dtype: Some(WeightDtype::Int8),
     };
@@ -182,6 +183,33 @@ fn int8_files_load_as_quantising_at_load_does() {
             WeightFile::open(&src).unwrap().tensors["emb.weight"].dtype
         );
         assert!(std::fs::metadata(&out).unwrap().len() < std::fs::metadata(&src).unwrap().len());
+        // Asked for another dtype, an int8 matrix is widened from its
+        // scaled values: exactly what converting the quantised source gives.
+        let widened = Model::load_with(
+            &out,
+            &LoadOptions {
+                dtype: Some(WeightDtype::BF16),
+            },
+        )
+        .unwrap();
+        assert_eq!(widened.info().weight_dtype, WeightDtype::BF16, "{v}");
+        assert!(story_logits(&widened).iter().all(|x| x.is_finite()));
+        let shape = &wf.tensors["head.weight"].shape;
+        let (rows, cols) = (shape[0], shape[1]);
+        let from_file = Matrix::from_file(&wf, "head.weight", rows, cols)
+            .unwrap()
+            .convert(WeightDtype::BF16);
+        let src_file = Arc::new(WeightFile::open(&src).unwrap());
+        let expected = Matrix::from_file(&src_file, "head.weight", rows, cols)
+            .unwrap()
+            .convert(WeightDtype::Int8)
+            .convert(WeightDtype::BF16);
+        let (mut a, mut b) = (vec![0.0; cols], vec![0.0; cols]);
+        for r in 0..rows {
+            from_file.row_f32(r, &mut a);
+            expected.row_f32(r, &mut b);
+            assert_eq!(a, b, "{v}: head row {r}");
+        }
         // An int8 file is not converted again.
         let (_d2, again) = tmp(&format!("{v}-again.safetensors"));
         let o = quill(&["convert", s(&out), s(&again), "--dtype", "bf16"]);
