@@ -18,7 +18,7 @@ pub struct Args {
     output: PathBuf,
     /// Element type of the output: f32, f16 or bf16 (default: as stored);
     /// or int8: the weight matrices quantised as `--dtype int8` does at
-    /// load (0.52× the bytes of bf16), everything else as stored.
+    /// load, everything else as stored (a 0.4B bf16 file: 905 → 547 MB).
     #[arg(long, value_parser = parse_dtype)]
     dtype: Option<DType>,
     /// Tokenizer to record in the metadata (default: inferred from the model).
