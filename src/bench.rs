@@ -516,7 +516,7 @@ impl<'m> Decoding<'m> {
             state,
             logits,
             prefill_s,
-            prefill_share: cpu_share(c0, prefill_s, kernels::threads()),
+            prefill_share: cpu_share(cpu_since(c0), prefill_s, kernels::threads()),
             decode_s: 0.0,
             decoded: 0,
             decode_cpu: Some(0.0),
@@ -532,24 +532,17 @@ impl<'m> Decoding<'m> {
         }
         self.decode_s += t0.elapsed().as_secs_f64();
         self.decoded += n;
-        self.decode_cpu = match (self.decode_cpu, c0, process_cpu_seconds()) {
-            (Some(sum), Some(a), Some(b)) => Some(sum + (b - a)),
-            _ => None,
-        };
+        self.decode_cpu = self.decode_cpu.zip(cpu_since(c0)).map(|(sum, c)| sum + c);
         Ok(())
     }
 
     fn timing(&self) -> Timing {
-        let wall = self.decode_s * kernels::threads() as f64;
         Timing {
             prefill_s: self.prefill_s,
             decode_s: self.decode_s,
             decoded: self.decoded,
             prefill_share: self.prefill_share,
-            decode_share: match self.decode_cpu {
-                Some(cpu) if wall > 0.0 => cpu / wall,
-                _ => 0.0,
-            },
+            decode_share: cpu_share(self.decode_cpu, self.decode_s, kernels::threads()),
         }
     }
 }
@@ -640,10 +633,16 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-/// CPU seconds since `start` ÷ (wall seconds × threads); 0 if unknown.
-fn cpu_share(start: Option<f64>, wall: f64, threads: usize) -> f64 {
-    match (start, process_cpu_seconds()) {
-        (Some(a), Some(b)) if wall > 0.0 => (b - a) / (wall * threads as f64),
+/// CPU seconds used since `start` (a [`process_cpu_seconds`] reading);
+/// `None` if either reading is unknown.
+fn cpu_since(start: Option<f64>) -> Option<f64> {
+    Some(process_cpu_seconds()? - start?)
+}
+
+/// `cpu` seconds ÷ (wall seconds × threads); 0 if unknown.
+fn cpu_share(cpu: Option<f64>, wall: f64, threads: usize) -> f64 {
+    match cpu {
+        Some(c) if wall > 0.0 => c / (wall * threads as f64),
         _ => 0.0,
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::huge::HugeBuf;
 use crate::error::{QuillError, Result};
-use crate::model::weights::{bytes_to_f32, DType, WeightFile};
+use crate::model::weights::{bytes_to_f32, DType, TensorInfo, WeightFile};
 
 /// Elements of type `T`, either borrowed from a weight file or owned.
 pub enum Store<T: Copy + 'static> {
@@ -278,7 +278,7 @@ impl Matrix {
             DType::BF16 => MatData::BF16(
                 Store::mapped(file, info.start, n).unwrap_or_else(|| Store::Owned(le_u16(raw))),
             ),
-            DType::I8 => i8_from_file(file, name, rows, cols)?,
+            DType::I8 => i8_from_file(file, name, info, rows, cols)?,
         };
         Ok(Matrix {
             rows,
@@ -765,7 +765,13 @@ fn le_u16(raw: &[u8]) -> Vec<u16> {
 /// An int8 matrix of a weight file ([`DType::I8`]): its values read in
 /// place, its scales from the companion tensor, which must be f32 of shape
 /// (rows, ⌈cols / [`I8_BLOCK`]⌉).
-fn i8_from_file(file: &Arc<WeightFile>, name: &str, rows: usize, cols: usize) -> Result<MatData> {
+fn i8_from_file(
+    file: &Arc<WeightFile>,
+    name: &str,
+    info: &TensorInfo,
+    rows: usize,
+    cols: usize,
+) -> Result<MatData> {
     let sname = format!("{name}{}", crate::model::weights::INT8_SCALES_SUFFIX);
     let nb = cols.div_ceil(I8_BLOCK);
     let si = file.info(&sname).map_err(|_| {
@@ -783,7 +789,6 @@ fn i8_from_file(file: &Arc<WeightFile>, name: &str, rows: usize, cols: usize) ->
             ),
         ));
     }
-    let info = file.info(name)?;
     let scales = Store::mapped(file, si.start, rows * nb)
         .unwrap_or_else(|| Store::Owned(bytes_to_f32(DType::F32, file.raw(si))));
     let q = Store::mapped(file, info.start, rows * cols)

@@ -114,12 +114,11 @@ pub fn write_converted(
         w.write_all(&(json.len() as u64).to_le_bytes())?;
         w.write_all(json.as_bytes())?;
         let mut scales = Vec::new();
-        for (name, to, _) in &plan {
+        for (name, to, shape) in &plan {
             if let Some(info) = file.tensors.get(name).filter(|_| !quantised(name)) {
                 w.write_all(&convert_elements(info.dtype, *to, file.raw(info)))?;
             } else if *to == DType::I8 {
-                let (rows, cols) = (file.tensors[name].shape[0], file.tensors[name].shape[1]);
-                let m = Matrix::from_file(file, name, rows, cols)
+                let m = Matrix::from_file(file, name, shape[0], shape[1])
                     .map_err(std::io::Error::other)?
                     .convert(WeightDtype::Int8);
                 let (q, s) = m.i8_file_bytes().expect("converted to row-major int8");
