@@ -143,6 +143,11 @@ impl Snapshot {
             )));
         }
         if m.fingerprint != info.fingerprint && !force {
+            if let Some(hint) = crate::model::dtype_hint(&m.fingerprint, &info.fingerprint) {
+                return Err(QuillError::StateMismatch(format!(
+                    "the snapshot does not fit the weights as loaded: {hint} (or pass --force to use it anyway)"
+                )));
+            }
             return Err(QuillError::StateMismatch(format!(
                 "the snapshot was made with other weights (fingerprint {} vs this model's {}; model {}); pass --force to use it anyway",
                 m.fingerprint,
@@ -375,20 +380,10 @@ impl Snapshot {
         // A state or logits holding NaN/Inf would only ever produce NaN
         // (and the sampler could pick nothing from them): refuse them here,
         // naming the tensor, rather than continue a broken story.
-        for (slot, name) in state.official_tensors().into_iter().zip(&names) {
-            if slot.iter().any(|v| !v.is_finite()) {
-                return Err(bad(format!(
-                    "tensor `{name}` holds NaN or infinity: the saved state is broken and cannot be continued; start again from the prompt"
-                )));
-            }
-        }
-        if logits
-            .as_ref()
-            .is_some_and(|l| l.iter().any(|v| !v.is_finite()))
-        {
-            return Err(bad(
-                "`logits` hold NaN or infinity: the saved state is broken and cannot be continued; start again from the prompt".into(),
-            ));
+        if let Some(name) = first_non_finite(&state, logits.as_deref()) {
+            return Err(bad(format!(
+                "`{name}` holds NaN or infinity: the saved state is broken and cannot be continued; start again from the prompt"
+            )));
         }
         let words: Vec<u64> = get("rng_state")?
             .split(',')
@@ -423,8 +418,24 @@ impl Snapshot {
     /// Writes atomically: a temporary file in the same folder, fsync,
     /// rename over the target, fsync the folder. A crash at any point
     /// leaves either the old file or the new one, never a mix.
+    ///
+    /// A state holding NaN or ±Inf is refused, not written: loading
+    /// refuses it ([`Snapshot::from_bytes`]), so it could never be
+    /// continued, and the file it would replace may be one that can.
     pub fn save(&self, path: &Path) -> Result<()> {
+        self.check_finite()?;
         write_atomic(path, &self.to_bytes())
+    }
+
+    /// Refuses a state or logits holding NaN or ±Inf, which loading
+    /// refuses too ([`Snapshot::from_bytes`]): call before writing one.
+    pub fn check_finite(&self) -> Result<()> {
+        match first_non_finite(&self.state, self.logits.as_deref()) {
+            Some(name) => Err(QuillError::Invalid(format!(
+                "`{name}` holds NaN or infinity (the model produced values out of range): the state could never be continued, so it is not saved"
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// Reads and verifies a snapshot file.
@@ -655,6 +666,16 @@ pub fn now_rfc3339() -> String {
     )
 }
 
+/// The name of the first state tensor (or `logits`) holding NaN or ±Inf.
+fn first_non_finite(state: &State, logits: Option<&[f32]>) -> Option<String> {
+    let names = state_tensor_names(state.version, state.layers.len());
+    let bad = |v: &[f32]| v.iter().any(|x| !x.is_finite());
+    (state.official_tensors().into_iter().zip(names))
+        .find(|(slot, _)| bad(slot))
+        .map(|(_, name)| name)
+        .or_else(|| logits.filter(|l| bad(l)).map(|_| "logits".to_string()))
+}
+
 /// Imports a state-tuned initial state (`blocks.{i}.att.time_state`, as
 /// published for the official package, `.pth` or safetensors) as a
 /// snapshot for `model`. The official loader uses
@@ -689,6 +710,15 @@ pub fn import_time_state(path: &Path, model: &Model) -> Result<Snapshot> {
             )));
         }
         let vals = file.to_f32(&name)?;
+        // As the snapshot loader refuses such states: NaN or ±Inf in the
+        // state would only ever produce NaN (and then a snapshot that
+        // Quill itself refuses to load).
+        if vals.iter().any(|v| !v.is_finite()) {
+            return Err(QuillError::format(
+                &origin,
+                format!("`{name}` holds NaN or infinity: not a usable initial state"),
+            ));
+        }
         for hi in 0..h {
             for a in 0..n {
                 for b in 0..n {

@@ -85,6 +85,78 @@ fn dtype_conversion_matches_bf16_reference() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("overwrite"));
 }
 
+/// A file's bytes, to show it was not touched.
+fn bytes_of(p: &Path) -> Vec<u8> {
+    std::fs::read(p).unwrap()
+}
+
+#[test]
+fn the_input_is_never_overwritten_whatever_the_output_is_called() {
+    let dir = TempDir::new("convert-same");
+    let input = dir.join("mine.pth");
+    std::fs::copy(random_dir().join("rand-v5-bf16.pth"), &input).unwrap();
+    let before = bytes_of(&input);
+    let link = dir.join("link.pth");
+    std::os::unix::fs::symlink(&input, &link).unwrap();
+    let dotted = dir.join(".").join("mine.pth");
+    let via_parent = dir.join("sub").join("..").join("mine.pth");
+    std::fs::create_dir(dir.join("sub")).unwrap();
+    for (from, to) in [
+        (&input, &dotted),
+        (&input, &via_parent),
+        (&link, &input),
+        (&input, &link),
+    ] {
+        let o = quill(&["convert", s(from), s(to), "--dtype", "int8"]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{} -> {} was accepted", s(from), s(to));
+        assert!(err.contains("overwrite"), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+        assert_eq!(bytes_of(&input), before, "{} -> {}", s(from), s(to));
+    }
+    // Relative spellings, from inside the folder.
+    let o = Command::new(env!("CARGO_BIN_EXE_quill"))
+        .args(["convert", "mine.pth", "./mine.pth"])
+        .current_dir(&*dir)
+        .env_remove("QUILL_MODEL")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert_eq!(bytes_of(&input), before);
+    // A real second file is still written.
+    let (_d, out) = tmp("other.safetensors");
+    assert!(quill(&["convert", s(&link), s(&out)]).status.success());
+    assert!(Model::load(&out).is_ok());
+}
+
+#[test]
+fn a_tokenizer_with_more_ids_than_the_model_has_rows_is_refused() {
+    let src = random_dir().join("rand-v7.safetensors");
+    let (_d, out) = tmp("world.safetensors");
+    let o = quill(&["convert", s(&src), s(&out), "--tokenizer", "world"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "a 256-row model recorded as world");
+    assert!(err.contains("--tokenizer bytes"), "{err}");
+    assert!(!out.exists(), "nothing written");
+    // The same check guards every command that picks a tokenizer.
+    let o = quill(&[
+        "generate",
+        "-m",
+        s(&src),
+        "--tokenizer",
+        "world",
+        "--prompt",
+        "hi",
+        "-n",
+        "2",
+    ]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("256 vocabulary rows"));
+    // The tokenizer that fits is recorded.
+    let o = quill(&["convert", s(&src), s(&out), "--tokenizer", "bytes"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
 #[test]
 fn perplexity_is_the_mean_nll_and_chunking_does_not_change_it() {
     let model_path = random_dir().join("rand-v7.safetensors");

@@ -385,6 +385,87 @@ fn killing_the_process_during_a_save_keeps_the_previous_snapshot() {
 }
 
 #[test]
+fn a_state_holding_nan_is_never_saved() {
+    let dir = tmpdir("nan-save");
+    let model = quill::model::Model::load(&random_dir().join("rand-v7.safetensors")).unwrap();
+    let tok = quill::tokenizer::Tokenizer::new(quill::tokenizer::TokenizerKind::Bytes).unwrap();
+    let mut session = quill::session::Session::new(
+        std::sync::Arc::new(model),
+        std::sync::Arc::new(tok),
+        quill::sampler::Sampler::new(Default::default(), 1),
+    );
+    session.feed_text("abc").unwrap();
+    let good = dir.join("good.qs");
+    let snap = quill::snapshot::Snapshot::capture(&session);
+    snap.save(&good).unwrap();
+    let before = std::fs::read(&good).unwrap();
+    let mut broken = snap.clone();
+    broken.state.layers[1].wkv[5] = f32::INFINITY;
+    let err = broken.save(&good).unwrap_err().to_string();
+    assert!(
+        err.contains("blocks.1.att.wkv") && err.contains("NaN or infinity"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&good).unwrap(),
+        before,
+        "the good snapshot was replaced"
+    );
+    let mut broken = snap.clone();
+    broken.logits.as_mut().unwrap()[0] = f32::NAN;
+    assert!(broken
+        .check_finite()
+        .unwrap_err()
+        .to_string()
+        .contains("logits"));
+}
+
+#[test]
+fn a_state_made_with_converted_weights_does_not_pass_for_the_stored_ones() {
+    let dir = tmpdir("dtype");
+    let model = random_dir().join("rand-v7.safetensors");
+    let gen = |extra: &[&str]| {
+        let mut a = vec!["generate", "--model", s(&model), "-n", "2", "--seed", "1"];
+        a.extend_from_slice(extra);
+        quill(&a)
+    };
+    let as_stored = dir.join("stored.qs");
+    let int8 = dir.join("int8.qs");
+    ok(gen(&["--prompt", "abc", "--state-out", s(&as_stored)]));
+    ok(gen(&[
+        "--prompt",
+        "abc",
+        "--dtype",
+        "int8",
+        "--state-out",
+        s(&int8),
+    ]));
+    // A state made as stored, continued with int8 weights: refused, and
+    // told what to do.
+    let o = gen(&["--state-in", s(&as_stored), "--dtype", "int8"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "continued with other weights");
+    assert!(err.contains("leave out --dtype"), "{err}");
+    // And the other way round.
+    let o = gen(&["--state-in", s(&int8)]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("pass --dtype int8"), "{err}");
+    // Loaded as it was made, each continues; --force still overrides.
+    ok(gen(&["--state-in", s(&int8), "--dtype", "int8"]));
+    ok(gen(&["--state-in", s(&as_stored)]));
+    ok(gen(&[
+        "--state-in",
+        s(&as_stored),
+        "--dtype",
+        "int8",
+        "--force",
+    ]));
+    // A --dtype that is the file's own changes nothing.
+    ok(gen(&["--state-in", s(&as_stored), "--dtype", "f32"]));
+}
+
+#[test]
 fn state_tuned_time_state_imports_transposed() {
     use quill::model::weights::{f32_bytes, write_safetensors, DType, TensorOut};
     let dir = tmpdir("timestate");
@@ -434,6 +515,42 @@ fn state_tuned_time_state_imports_transposed() {
             "--seed",
             "1",
         ]));
+        // NaN in a time_state is refused at import, not generated from
+        // (which gave token 0 forever and a snapshot Quill refuses).
+        let nan_outs: Vec<TensorOut> = (outs.iter().enumerate())
+            .map(|(i, o)| TensorOut {
+                name: o.name.clone(),
+                dtype: DType::F32,
+                shape: o.shape.clone(),
+                data: if i == 0 {
+                    f32_bytes(&vec![f32::NAN; h * n * n]).into()
+                } else {
+                    o.data.clone()
+                },
+            })
+            .collect();
+        let nan = dir.join(format!("{v}-nan.safetensors"));
+        std::fs::write(&nan, write_safetensors(&nan_outs, &Default::default())).unwrap();
+        let err = quill::snapshot::load_for(&nan, &model)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("NaN") && err.contains("time_state"), "{err}");
+        let out = dir.join(format!("{v}-nan.qs"));
+        let o = quill(&[
+            "generate",
+            "--model",
+            s(&model_path),
+            "--state-in",
+            s(&nan),
+            "--prompt",
+            "Hi",
+            "-n",
+            "2",
+            "--state-out",
+            s(&out),
+        ]);
+        assert!(!o.status.success(), "{v}: a NaN time_state was used");
+        assert!(!out.exists(), "{v}: a snapshot was written from it");
         // A time_state for another shape is refused with the reason.
         let other = random_dir().join("rand-v7.safetensors");
         if v != "v7" {

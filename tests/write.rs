@@ -246,6 +246,15 @@ fn resume_after_kill_equals_single_run(model: &Path, tag: &str) {
     let err = refused(&quill(&args));
     assert!(err.contains("--resume") && err.contains("1 of 3"), "{err}");
 
+    // --resume with the weights converted at load would continue from
+    // chapter 1's state with other logits: refused, saying why.
+    let before = files(&split);
+    let mut args = base.to_vec();
+    args.extend(["--out", s(&split_out), "--resume", "--dtype", "int8"]);
+    let err = failed(&quill(&args));
+    assert!(err.contains("leave out --dtype"), "{err}");
+    assert_eq!(files(&split), before);
+
     // --resume (the seed comes from the manifest) finishes it.
     let args = [
         "write",

@@ -1,7 +1,7 @@
 //! `quill convert`: any supported checkpoint to safetensors.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use quill::model::convert::write_converted;
@@ -39,8 +39,11 @@ fn parse_dtype(s: &str) -> Result<DType, String> {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    if a.input == a.output {
-        anyhow::bail!("the output would overwrite the input; choose another output file");
+    if same_file(&a.input, &a.output) {
+        anyhow::bail!(
+            "{} is the input file itself: converting would overwrite it; choose another output file",
+            a.output.display()
+        );
     }
     // Loading validates the checkpoint fully before anything is written.
     // With the scalar kernels, which read matrices in place, row-major:
@@ -76,4 +79,24 @@ pub fn run(a: Args) -> Result<()> {
             .unwrap_or_else(|| "dtypes as stored".into())
     );
     Ok(())
+}
+
+/// Whether `output` names the file `input` is (spelled another way, or
+/// through a symbolic link): the output is written by renaming over it, so
+/// the input would be gone. An output that does not exist yet is compared
+/// by its folder's real path.
+fn same_file(input: &Path, output: &Path) -> bool {
+    let Ok(input) = std::fs::canonicalize(input) else {
+        // Loading reports a missing input.
+        return false;
+    };
+    let output = std::fs::canonicalize(output).ok().or_else(|| {
+        let name = output.file_name()?;
+        let folder = match output.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        Some(std::fs::canonicalize(folder).ok()?.join(name))
+    });
+    output.is_some_and(|o| o == input)
 }

@@ -56,16 +56,33 @@ impl ModelArgs {
     }
 }
 
-/// `--tokenizer`, else the model's `tokenizer` metadata, else its vocab size.
+/// `--tokenizer`, else the model's `tokenizer` metadata, else its vocab
+/// size. A tokenizer with more ids than the model has vocabulary rows is
+/// refused: most text would encode to ids the model cannot read.
 pub fn choose_tokenizer(model: &Model, flag: Option<TokenizerKind>) -> Result<TokenizerKind> {
-    if let Some(k) = flag {
-        return Ok(k);
-    }
     let info = model.info();
+    let fits = |kind: TokenizerKind, named_by: &str| -> Result<TokenizerKind> {
+        let ids = Tokenizer::new(kind)?.vocab_size();
+        if ids > info.dims.vocab {
+            let fix = match Tokenizer::for_vocab_size(info.dims.vocab) {
+                Some(k) => format!("use --tokenizer {k}"),
+                None => "pass the tokenizer the model was trained with".into(),
+            };
+            anyhow::bail!(
+                "{named_by} the {kind} tokenizer ({ids} ids), but the model has only {} vocabulary rows: {fix}",
+                info.dims.vocab
+            );
+        }
+        Ok(kind)
+    };
+    if let Some(k) = flag {
+        return fits(k, "--tokenizer asks for");
+    }
     if let Some(hint) = &info.tokenizer_hint {
-        return hint
+        let kind = hint
             .parse::<TokenizerKind>()
-            .map_err(|_| anyhow::anyhow!("the model's metadata names tokenizer `{hint}`, which Quill does not know; pass --tokenizer world|bytes|20b"));
+            .map_err(|_| anyhow::anyhow!("the model's metadata names tokenizer `{hint}`, which Quill does not know; pass --tokenizer world|bytes|20b"))?;
+        return fits(kind, "the model's metadata names");
     }
     Tokenizer::for_vocab_size(info.dims.vocab).ok_or_else(|| {
         anyhow::anyhow!(

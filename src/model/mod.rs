@@ -335,7 +335,7 @@ impl Model {
             origin: file.origin.clone(),
             tokenizer_hint: file.metadata.get("tokenizer").cloned(),
             metadata: file.metadata.clone(),
-            fingerprint,
+            fingerprint: with_load_dtype(fingerprint, stored_dtype, opts.dtype),
             dims,
         };
         let (ln0, ln_out) = (l.norm("blocks.0.ln0", c)?, l.norm("ln_out", c)?);
@@ -555,6 +555,45 @@ pub fn fingerprint(file: &WeightFile) -> String {
         }
     }
     h.hex()
+}
+
+/// The fingerprint of a model whose matrices were converted at load
+/// (`--dtype` other than the file's): the file's, plus `-DTYPE`. Converted
+/// weights compute other logits, so a state made with them must not pass
+/// for one made with the weights as stored, nor the other way round: every
+/// same-model check (snapshots, story manifests, the chat opening cache)
+/// compares fingerprints.
+fn with_load_dtype(file_fp: String, stored: Option<DType>, asked: Option<WeightDtype>) -> String {
+    match (stored, asked) {
+        (Some(s), Some(d)) if WeightDtype::from(s) != d => format!("{file_fp}-{d}"),
+        _ => file_fp,
+    }
+}
+
+/// What to tell a user whose saved state was made with model fingerprint
+/// `saved` when the model now loaded has `current`: when the two are the
+/// same file loaded with different `--dtype` conversions, which `--dtype`
+/// (or none) loads it as the state was made; `None` for other weights.
+pub fn dtype_hint(saved: &str, current: &str) -> Option<String> {
+    let split = |fp: &str| -> (String, Option<String>) {
+        match fp.split_once('-') {
+            Some((file, d)) => (file.to_string(), Some(d.to_string())),
+            None => (fp.to_string(), None),
+        }
+    };
+    let ((saved_file, saved_dtype), (current_file, current_dtype)) = (split(saved), split(current));
+    if saved_file != current_file || saved_dtype == current_dtype {
+        return None;
+    }
+    Some(match saved_dtype {
+        Some(d) => {
+            format!("it was made with the same weights converted to {d} at load: pass --dtype {d}")
+        }
+        None => format!(
+            "it was made with the same weights as stored, not converted to {}: leave out --dtype",
+            current_dtype.unwrap_or_default()
+        ),
+    })
 }
 
 /// Refuses weights holding NaN or ±Inf: they would poison the state

@@ -395,6 +395,11 @@ pub fn write(
         reason,
     };
     let wrong_model = |m: &Manifest| {
+        if let Some(hint) = crate::model::dtype_hint(&m.model_fingerprint, &info.fingerprint) {
+            return mismatch(format!(
+                "the model's weights are loaded differently: {hint}"
+            ));
+        }
         mismatch(format!(
             "it was written with model {} (fingerprint {}), this model is {} (fingerprint {}); pass the same --model",
             m.model,
@@ -543,6 +548,9 @@ fn write_chapter(
         .extra
         .insert("story".into(), manifest.title.clone());
     snap.meta.extra.insert("chapter".into(), n.to_string());
+    // Before the chapter's text: a chapter is never recorded without a
+    // snapshot the next one can continue from.
+    snap.check_finite()?;
     let snap_bytes = snap.to_bytes();
     let (file, snapshot) = (chapter_file(n), snapshot_file(n));
     write_atomic(&dir.join(&file), md.as_bytes())?;
