@@ -250,7 +250,8 @@ impl Snapshot {
     /// Parses and verifies snapshot bytes (`origin` names them in errors).
     pub fn from_bytes(bytes: &[u8], origin: &str) -> Result<Snapshot> {
         let bad = |r: String| QuillError::format(origin, r);
-        let (infos, meta) = parse_safetensors(bytes, origin)?;
+        let (infos, meta) =
+            parse_safetensors(bytes, origin, "a snapshot written by --state-out or /save")?;
         let get = |k: &str| -> Result<&String> {
             meta.get(k)
                 .ok_or_else(|| bad(format!("not a Quill snapshot (metadata `{k}` missing): pass a file written by --state-out or /save")))
@@ -770,7 +771,7 @@ pub fn load_for(path: &Path, model: &Model) -> Result<Snapshot> {
     if bytes.starts_with(b"PK") {
         return import_time_state(path, model);
     }
-    if let Ok((tensors, meta)) = parse_safetensors(&bytes, "") {
+    if let Ok((tensors, meta)) = parse_safetensors(&bytes, "", "") {
         if !meta.contains_key("format") && tensors.contains_key("blocks.0.att.time_state") {
             return import_time_state(path, model);
         }

@@ -191,8 +191,11 @@ fn damaged_snapshots_are_refused() {
     for cut in [0, 7, 8, 50, bytes.len() / 2, bytes.len() - 1] {
         std::fs::write(&bad, &bytes[..cut]).unwrap();
         let o = quill(&["state", "info", s(&bad)]);
+        let err = String::from_utf8_lossy(&o.stderr);
         assert!(!o.status.success(), "truncation at {cut} accepted");
-        assert!(!String::from_utf8_lossy(&o.stderr).contains("panicked"));
+        assert!(!err.contains("panicked"));
+        // It was meant to be a snapshot, not a model checkpoint.
+        assert!(!err.contains("checkpoint"), "cut at {cut}: {err}");
     }
     // The undamaged file still loads.
     ok(quill(&["state", "info", s(&snap)]));
@@ -291,7 +294,8 @@ fn state_info_shows_metadata() {
     let wf = quill::model::weights::WeightFile::open(&snap);
     // (A snapshot is not a model, but its tensor table parses.)
     let bytes = std::fs::read(&snap).unwrap();
-    let (tensors, _) = quill::model::weights::parse_safetensors(&bytes, "snap").unwrap();
+    let (tensors, _) =
+        quill::model::weights::parse_safetensors(&bytes, "snap", "a snapshot").unwrap();
     assert!(tensors.contains_key("blocks.0.att.wkv") && tensors.contains_key("logits"));
     assert_eq!(tensors["blocks.0.att.wkv"].shape, vec![2, 64, 64]);
     drop(wf);

@@ -35,7 +35,7 @@ fn model() -> Arc<Model> {
 /// Mirrors `snapshot::checksum`: tensors in file order (name, shape,
 /// bytes), then every metadata entry but `checksum`.
 fn reseal(bytes: &[u8]) -> Option<Vec<u8>> {
-    let (infos, mut meta) = parse_safetensors(bytes, "fuzz").ok()?;
+    let (infos, mut meta) = parse_safetensors(bytes, "fuzz", "").ok()?;
     meta.remove("checksum");
     let mut order: Vec<_> = infos.iter().collect();
     order.sort_by_key(|(_, i)| i.start);

@@ -184,7 +184,8 @@ impl WeightFile {
                 released: Default::default(),
             }));
         }
-        let (tensors, metadata) = parse_safetensors(bytes, &origin)?;
+        let (tensors, metadata) =
+            parse_safetensors(bytes, &origin, "a .safetensors or .pth checkpoint")?;
         Ok(Arc::new(WeightFile {
             backing,
             tensors,
@@ -323,11 +324,13 @@ type Parsed = (BTreeMap<String, TensorInfo>, BTreeMap<String, String>);
 /// Parses and validates a safetensors header: 8-byte little-endian length,
 /// a JSON object, then the data. Every offset is checked against the file
 /// before anything is read, so a lying header is an error, not a crash.
-pub fn parse_safetensors(bytes: &[u8], origin: &str) -> Result<Parsed> {
+/// `expected` says what the file should have been, for the errors about a
+/// file that is not safetensors at all (a checkpoint, a snapshot).
+pub fn parse_safetensors(bytes: &[u8], origin: &str, expected: &str) -> Result<Parsed> {
     let bad = |reason: String| QuillError::format(origin, reason);
     if bytes.len() < 8 {
         return Err(bad(format!(
-            "not a model file: {} bytes is too short for a safetensors header (expected a .safetensors or .pth checkpoint)",
+            "{} bytes is too short for a safetensors header (expected {expected})",
             bytes.len()
         )));
     }
@@ -335,7 +338,7 @@ pub fn parse_safetensors(bytes: &[u8], origin: &str) -> Result<Parsed> {
     let available = (bytes.len() - 8) as u64;
     if header_len > MAX_HEADER || header_len > available || header_len < 2 {
         return Err(bad(format!(
-            "not a safetensors file (header length {header_len} does not fit a {}-byte file); expected a .safetensors or .pth checkpoint",
+            "not a safetensors file (header length {header_len} does not fit a {}-byte file); expected {expected}",
             bytes.len()
         )));
     }
