@@ -461,6 +461,135 @@ fn save_then_load_in_a_new_process_continues_identically() {
 }
 
 #[test]
+fn save_refuses_to_replace_another_session_unless_told() {
+    let dir = tmpdir("overwrite");
+    let model = v7();
+    let common = ["--model", s(&model), "-n", "8", "--top-p", "0.9"];
+    let path = dir.join("data/sessions/one.qs");
+    chat(
+        &dir,
+        &[&common[..], &["--seed", "1"]].concat(),
+        "first conversation\n/save one\n",
+    )
+    .ok();
+    let original = std::fs::read(&path).expect("run 1 saved `one`");
+
+    // Another run, another conversation: `/save one` is refused, saying
+    // what is there and how to go on, and the file is untouched.
+    let b = chat(
+        &dir,
+        &[&common[..], &["--seed", "2"]].concat(),
+        "another conversation\n/save one\n",
+    )
+    .ok();
+    let err = b.stderr();
+    let refusal = err
+        .lines()
+        .find(|l| l.contains("already exists"))
+        .unwrap_or_else(|| panic!("no refusal: {err}"));
+    assert!(
+        refusal.starts_with("error: session `one` already exists (")
+            && refusal.contains(" tokens, saved 20")
+            && refusal.contains("`/save one!` replaces it, or pick another name"),
+        "{refusal}"
+    );
+    assert!(!b.stdout().contains("saved session"), "{}", b.stdout());
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        original,
+        "the refused save changed the earlier session"
+    );
+
+    // `/save one!` replaces it; saving again under the name this run has
+    // now saved needs no `!`.
+    let c = chat(
+        &dir,
+        &[&common[..], &["--seed", "3"]].concat(),
+        "a third conversation\n/save one!\nmore\n/save one\n",
+    )
+    .ok();
+    let saves = c.stdout().matches("saved session `one`").count();
+    assert_eq!(saves, 2, "{}\n{}", c.stdout(), c.stderr());
+    assert!(!c.stderr().contains("already exists"), "{}", c.stderr());
+    let replaced = std::fs::read(&path).unwrap();
+    assert_ne!(replaced, original, "`/save one!` did not replace it");
+
+    // The normal flow: resume `one`, talk, save it again, silently.
+    let d = chat(
+        &dir,
+        &[&common[..], &["--session", "one"]].concat(),
+        "go on\n/save one\n",
+    )
+    .ok();
+    assert!(d.stdout().contains("saved session `one`"), "{}", d.stderr());
+    assert!(!d.stderr().contains("already exists"), "{}", d.stderr());
+    assert_ne!(std::fs::read(&path).unwrap(), replaced);
+}
+
+#[test]
+fn flags_override_a_resumed_session_and_the_rest_is_kept() {
+    let dir = tmpdir("resumeflags");
+    let model = v7();
+    let m = ["--model", s(&model), "-n", "8"];
+    chat(
+        &dir,
+        &[&m[..], &["--seed", "4"]].concat(),
+        "hello\n/set temperature=0.7 top_p=0.9 top_k=5\n/save s\n",
+    )
+    .ok();
+
+    // Without flags: the session's settings, not the persona's
+    // (assistant: temperature 1, top_p 0.3, top_k 0).
+    let kept = chat(&dir, &[&m[..], &["--session", "s"]].concat(), "/show\n").ok();
+    let show = kept.stdout();
+    assert!(
+        show.contains("temperature=0.7 top_p=0.9 top_k=5 "),
+        "the session's settings were not kept: {show}"
+    );
+    assert!(show.contains("think auto"), "{show}");
+    assert!(
+        kept.stderr()
+            .contains("· seed: the random state saved in session s]"),
+        "{}",
+        kept.stderr()
+    );
+
+    // Flags given win; the others keep the session's values.
+    let over = chat(
+        &dir,
+        &[
+            &m[..],
+            &[
+                "--session",
+                "s",
+                "--temperature",
+                "0.2",
+                "--think",
+                "off",
+                "--seed",
+                "999",
+            ],
+        ]
+        .concat(),
+        "/show\n",
+    )
+    .ok();
+    let show = over.stdout();
+    assert!(
+        show.contains("temperature=0.2 top_p=0.9 top_k=5 "),
+        "--temperature did not override the session: {show}"
+    );
+    assert!(show.contains("think off"), "{show}");
+    // The banner says which seed is in use: not the flag's, the session's.
+    let err = over.stderr();
+    assert!(
+        err.contains("seed: the random state saved in session s (--seed 999 not used: /set seed=999 reseeds)"),
+        "{err}"
+    );
+    assert!(!err.contains("· seed 999]"), "{err}");
+}
+
+#[test]
 fn persona_opening_is_cached_across_starts() {
     let dir = tmpdir("cache");
     let model = v7();

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use quill::sampler::SamplerSettings;
-use quill::tui::app::{App, Overlay, Speaker, KEYS};
+use quill::tui::app::{App, NameFor, Overlay, Replace, Speaker, KEYS};
 use quill::tui::protocol::{Mode, Request, Response, SessionEntry, Settings, Status};
 use quill::tui::ui;
 use ratatui::backend::TestBackend;
@@ -362,6 +362,87 @@ fn save_and_branch_ask_for_a_name() {
 }
 
 #[test]
+fn saving_over_another_session_asks_first() {
+    let mut app = ready_app();
+    app.mode = Mode::Write;
+    app.handle_key(ctrl('s'));
+    type_text(&mut app, "one");
+    app.handle_key(key(KeyCode::Enter));
+    assert_eq!(
+        app.take_requests(),
+        vec![Request::Save(Mode::Write, "one".into())]
+    );
+    // Meanwhile the user went to Chat; the question is about Write's save.
+    app.handle_key(key(KeyCode::Tab));
+    let taken = Response::NameTaken {
+        mode: Mode::Write,
+        name: "one".into(),
+        branch: false,
+        about: "900 tokens, saved 2026-11-26T20:00:00Z".into(),
+    };
+    app.handle_response(taken);
+    app.handle_response(Response::Idle);
+    assert_eq!(app.mode, Mode::Write);
+    assert_eq!(
+        app.overlay.as_ref().and_then(|o| match o {
+            Overlay::Replace(r) => Some(r.clone()),
+            _ => None,
+        }),
+        Some(Replace {
+            what: NameFor::Save,
+            mode: Mode::Write,
+            name: "one".into(),
+            about: "900 tokens, saved 2026-11-26T20:00:00Z".into(),
+        })
+    );
+    let s = render(&app);
+    assert_shows(&s, "Replace session `one`?");
+    assert_shows(&s, "900 tokens, saved 2026-11-26T20:00:00Z");
+    assert_shows(&s, "y replaces it");
+    assert_shows(&s, "session `one` already exists");
+    for (w, h) in [(1, 1), (30, 6)] {
+        assert_eq!(render_at(&app, w, h).len(), h as usize);
+    }
+    // A stray Enter or other key does not replace it.
+    app.handle_key(key(KeyCode::Enter));
+    app.handle_key(key(KeyCode::Char('x')));
+    assert!(app.take_requests().is_empty());
+    assert!(matches!(app.overlay, Some(Overlay::Replace(_))));
+    // n: back to the name, to pick another one.
+    app.handle_key(key(KeyCode::Char('n')));
+    match &app.overlay {
+        Some(Overlay::Name(NameFor::Save, input)) => assert_eq!(input.text(), "one"),
+        other => panic!("expected the name prompt, got {other:?}"),
+    }
+    assert!(app.take_requests().is_empty());
+    type_text(&mut app, "-2");
+    app.handle_key(key(KeyCode::Enter));
+    assert_eq!(
+        app.take_requests(),
+        vec![Request::Save(Mode::Write, "one-2".into())]
+    );
+    app.handle_response(Response::Idle);
+    // y replaces, for a branch too.
+    app.handle_response(Response::NameTaken {
+        mode: Mode::Write,
+        name: "one".into(),
+        branch: true,
+        about: "900 tokens, saved 2026-11-26T20:00:00Z".into(),
+    });
+    app.handle_key(key(KeyCode::Char('y')));
+    assert!(app.overlay.is_none());
+    assert_eq!(
+        app.take_requests(),
+        vec![Request::Replace {
+            mode: Mode::Write,
+            name: "one".into(),
+            branch: true
+        }]
+    );
+    assert!(app.busy.is_some());
+}
+
+#[test]
 fn typing_and_enter_send_a_message() {
     let mut app = ready_app();
     type_text(&mut app, "Hi");
@@ -570,6 +651,76 @@ mod engine {
             .collect()
     }
 
+    fn name_taken(rs: &[Response]) -> Option<(Mode, String, bool, String)> {
+        rs.iter().find_map(|r| match r {
+            Response::NameTaken {
+                mode,
+                name,
+                branch,
+                about,
+            } => Some((*mode, name.clone(), *branch, about.clone())),
+            _ => None,
+        })
+    }
+
+    /// QA's case: a story saved under a chat session's name replaced it
+    /// unasked. Now the engine asks (NameTaken) and writes nothing until
+    /// told to replace; a mode saves silently over what it saved itself.
+    #[test]
+    fn saving_over_another_session_needs_replace() {
+        let dir = temp_dir("replace");
+        let h = Harness::start(&dir, untitled(&dir), 8);
+        let path = dir.join("sessions/one.qs");
+        h.ask(Request::Send("Hello".into()));
+        let rs = h.ask(Request::Save(Mode::Chat, "one".into()));
+        assert!(name_taken(&rs).is_none(), "a new name is free: {rs:?}");
+        let chat_bytes = std::fs::read(&path).expect("chat saved");
+        // The chat saves over its own session silently.
+        h.ask(Request::Send("More".into()));
+        let rs = h.ask(Request::Save(Mode::Chat, "one".into()));
+        assert!(name_taken(&rs).is_none(), "{rs:?}");
+        let chat_bytes_2 = std::fs::read(&path).unwrap();
+        assert_ne!(chat_bytes_2, chat_bytes);
+
+        h.ask(Request::WriteChapter(String::new()));
+        for req in [
+            Request::Save(Mode::Write, "one".into()),
+            Request::Branch(Mode::Write, "one".into()),
+        ] {
+            let branch = matches!(req, Request::Branch(..));
+            let rs = h.ask(req);
+            let (mode, name, b, about) = name_taken(&rs).expect("asks first");
+            assert_eq!((mode, name.as_str(), b), (Mode::Write, "one", branch));
+            assert!(about.contains(" tokens, saved 20"), "{about}");
+            assert!(!about.contains("story"), "it is a chat: {about}");
+            assert!(!rs.iter().any(|r| matches!(r, Response::Notice(_))));
+            assert_eq!(
+                std::fs::read(&path).unwrap(),
+                chat_bytes_2,
+                "the chat session was touched"
+            );
+        }
+        let rs = h.ask(Request::Replace {
+            mode: Mode::Write,
+            name: "one".into(),
+            branch: false,
+        });
+        assert!(
+            rs.iter()
+                .any(|r| matches!(r, Response::Notice(m) if m.contains("saved story `one`"))),
+            "{rs:?}"
+        );
+        let story_bytes = std::fs::read(&path).unwrap();
+        assert_ne!(story_bytes, chat_bytes_2);
+        // Write now owns `one`; the chat, whose session was replaced, asks.
+        let rs = h.ask(Request::Save(Mode::Write, "one".into()));
+        assert!(name_taken(&rs).is_none(), "{rs:?}");
+        let rs = h.ask(Request::Save(Mode::Chat, "one".into()));
+        let (_, _, _, about) = name_taken(&rs).expect("the chat asks");
+        assert!(about.starts_with("a story of "), "{about}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     fn untitled(dir: &std::path::Path) -> Prompt {
         let p = dir.join("lighthouse.toml");
         std::fs::write(
@@ -718,6 +869,13 @@ mod engine {
                 _ => None,
             })
             .expect("loaded");
+        // Saving again under the name loaded: no question.
+        let rs = h.ask(Request::Save(Mode::Write, "tale".into()));
+        assert!(
+            rs.iter()
+                .any(|r| matches!(r, Response::Notice(m) if m.contains("saved story `tale`"))),
+            "{rs:?}"
+        );
         assert!(
             text.starts_with("# The Lighthouse\n\nA keeper alone.\n\n## The Letter"),
             "{text:?}"

@@ -17,8 +17,11 @@ pub enum Command {
     Continue,
     /// `/undo`: drop the last exchange.
     Undo,
-    /// `/save NAME`: keep the conversation as a named session.
+    /// `/save NAME`: keep the conversation as a named session (refused
+    /// when NAME holds a session this chat did not load or save).
     Save(String),
+    /// `/save NAME!`: the same, replacing whatever session NAME holds.
+    SaveOver(String),
     /// `/load NAME`: go back to a saved session.
     Load(String),
     /// `/sessions`: list the saved sessions.
@@ -52,7 +55,11 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
     ("/retry", "", "a new reply in place of the last one"),
     ("/continue", "", "let the assistant go on with its last reply"),
     ("/undo", "", "drop the last exchange (your message and the reply)"),
-    ("/save", "NAME", "save the conversation as session NAME"),
+    (
+        "/save",
+        "NAME[!]",
+        "save the conversation as session NAME (NAME! replaces another session of that name)",
+    ),
     ("/load", "NAME", "go back to session NAME"),
     ("/sessions", "", "list saved sessions"),
     (
@@ -125,7 +132,21 @@ pub fn parse_input(line: &str) -> Result<Input> {
         "/retry" => no_args("/retry", Command::Retry)?,
         "/continue" | "/cont" => no_args("/continue", Command::Continue)?,
         "/undo" => no_args("/undo", Command::Undo)?,
-        "/save" => Command::Save(one_name("/save")?),
+        // `!` cannot be part of a session name, so `/save one!` is
+        // unambiguous: save over whatever `one` holds.
+        "/save" => {
+            let name = one_name("/save")?;
+            match name.strip_suffix('!') {
+                Some("") => {
+                    return Err(ChatError::Usage {
+                        command: "/save",
+                        message: "give one session name, as in `/save mychat`".into(),
+                    })
+                }
+                Some(n) => Command::SaveOver(n.to_string()),
+                None => Command::Save(name),
+            }
+        }
         "/load" => Command::Load(one_name("/load")?),
         "/sessions" => no_args("/sessions", Command::Sessions)?,
         "/show" => no_args("/show", Command::Show)?,
@@ -194,6 +215,7 @@ mod tests {
         assert_eq!(cmd("/continue"), Command::Continue);
         assert_eq!(cmd("/undo"), Command::Undo);
         assert_eq!(cmd("/save my-chat.1"), Command::Save("my-chat.1".into()));
+        assert_eq!(cmd("/save one!"), Command::SaveOver("one".into()));
         assert_eq!(cmd("/load x"), Command::Load("x".into()));
         assert_eq!(cmd("/sessions"), Command::Sessions);
         assert_eq!(cmd("/show"), Command::Show);
@@ -225,6 +247,8 @@ mod tests {
             "/bogus",
             "/save",
             "/save a b",
+            "/save !",
+            "/save one !",
             "/set",
             "/set temperature",
             "/set =3",
@@ -239,5 +263,6 @@ mod tests {
             .to_string()
             .contains("/help"));
         assert!(help_text().contains("/think on|off"));
+        assert!(help_text().contains("/save NAME[!]"));
     }
 }

@@ -12,13 +12,14 @@ use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use super::claims::SessionClaims;
 use super::commands::{help_text, parse_input, Command, Input};
 use super::format::{normalize_message, ChatFormat, ReplyFilter, Think};
 use super::persona::Persona;
 use super::{ChatError, Result};
 use crate::error::QuillError;
 use crate::hash::Fnv64;
-use crate::sampler::Sampler;
+use crate::sampler::{Sampler, SamplerSettings};
 use crate::session::{Checkpoint, Session, StopReason};
 use crate::snapshot::Snapshot;
 
@@ -180,6 +181,8 @@ pub struct ChatEngine {
     history: VecDeque<Exchange>,
     max_tokens: usize,
     sessions_dir: Option<PathBuf>,
+    /// Sessions this chat loaded or saved: `/save` replaces only these.
+    claims: SessionClaims,
     force: bool,
 }
 
@@ -215,6 +218,7 @@ impl ChatEngine {
             user_tag_consumed: false,
             history: VecDeque::new(),
             sessions_dir: options.sessions_dir,
+            claims: SessionClaims::default(),
             force: options.force,
         };
         Ok((engine, report))
@@ -264,6 +268,7 @@ impl ChatEngine {
                 Command::Continue => Outcome::Reply(self.continue_reply(on_text)?),
                 Command::Undo => Outcome::Message(self.undo()?),
                 Command::Save(n) => Outcome::Message(self.save(&n)?),
+                Command::SaveOver(n) => Outcome::Message(self.save_over(&n)?),
                 Command::Load(n) => Outcome::Message(self.load(&n)?),
                 Command::Sessions => Outcome::Message(self.sessions()?),
                 Command::Set(pairs) => Outcome::Message(self.set(&pairs)?),
@@ -428,6 +433,17 @@ impl ChatEngine {
         Ok(self.settings_line())
     }
 
+    /// Replaces the sampler settings (validated; token 0 stays banned),
+    /// keeping the RNG and the penalty counts: for command-line flags
+    /// that override a resumed session's settings. Returns
+    /// [`settings_line`](Self::settings_line).
+    pub fn set_sampler(&mut self, settings: SamplerSettings) -> Result<String> {
+        settings.validate()?;
+        self.session.sampler_mut().settings = settings;
+        ban_end_of_text(&mut self.session);
+        Ok(self.settings_line())
+    }
+
     /// `/think on|off`.
     pub fn set_think(&mut self, think: Think) -> String {
         self.format.think = think;
@@ -497,9 +513,25 @@ impl ChatEngine {
     }
 
     /// `/save NAME`: the state, sampler (RNG and penalties included) and
-    /// chat format as a snapshot file, written atomically.
+    /// chat format as a snapshot file, written atomically. Refused with
+    /// [`ChatError::SessionExists`] when NAME holds a session this chat
+    /// did not load or save (or one replaced since), which would be lost;
+    /// [`save_over`](Self::save_over) replaces it.
     pub fn save(&mut self, name: &str) -> Result<String> {
+        self.save_inner(name, false)
+    }
+
+    /// `/save NAME!`: as [`save`](Self::save), replacing whatever session
+    /// NAME holds.
+    pub fn save_over(&mut self, name: &str) -> Result<String> {
+        self.save_inner(name, true)
+    }
+
+    fn save_inner(&mut self, name: &str, replace: bool) -> Result<String> {
         let path = self.session_path(name)?;
+        if !replace {
+            self.claims.check(name, &path)?;
+        }
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|error| ChatError::Io {
                 path: dir.to_path_buf(),
@@ -517,6 +549,7 @@ impl ChatEngine {
             self.user_tag_consumed.to_string(),
         );
         snap.save(&path)?;
+        self.claims.claim(&path);
         Ok(format!(
             "saved session `{name}` ({} tokens) to {}",
             self.session.tokens_in_state(),
@@ -561,6 +594,9 @@ impl ChatEngine {
         }
         self.user_tag_consumed = x.get("chat.user_tag_consumed").is_some_and(|v| v == "true");
         self.history.clear();
+        // Saving this conversation under the name it came from is the
+        // normal flow: no question asked.
+        self.claims.claim(&path);
         Ok(format!(
             "loaded session `{name}` ({} tokens, saved {}): “…{}”",
             snap.meta.tokens,

@@ -4,6 +4,7 @@
 //! which carries out messages and commands without any terminal I/O so a
 //! front end only reads lines and prints what it gets back.
 
+pub mod claims;
 pub mod commands;
 pub mod engine;
 pub mod format;
@@ -14,6 +15,7 @@ use std::path::PathBuf;
 
 use crate::error::QuillError;
 
+pub use claims::SessionClaims;
 pub use commands::{Command, Input};
 pub use engine::{ChatEngine, ChatOptions, OpeningReport, Outcome, Reply};
 pub use format::{normalize_message, ChatFormat, Think};
@@ -74,6 +76,15 @@ pub enum ChatError {
     /// mode: its text is a story, not a conversation in the chat format.
     #[error("`{0}` is a story saved from quill tui's Write mode, not a chat: continue it there (quill tui, then Ctrl-O)")]
     StorySession(String),
+    /// `/save NAME` where NAME holds a session this chat did not load or
+    /// save (or one replaced since): saving would lose it.
+    #[error("session `{name}` already exists ({about}): `/save {name}!` replaces it, or pick another name")]
+    SessionExists {
+        /// The name asked for.
+        name: String,
+        /// The session there: tokens and when it was saved.
+        about: String,
+    },
     /// A session saved with another model.
     #[error(
         "session `{name}` was saved with another model and cannot continue with this one: {reason}"

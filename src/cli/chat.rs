@@ -143,21 +143,41 @@ pub fn run(a: Args) -> Result<()> {
         colour_err: std::io::stderr().is_terminal() && !no_color(),
     };
     let (mut engine, report) = ChatEngine::start(session, persona, options)?;
+    // Resumed before the banner, so it shows what the chat goes on with.
+    let loaded = match &a.session {
+        Some(name) => {
+            let msg = engine.load(name)?;
+            resume_overrides(&mut engine, &a)?;
+            Some(msg)
+        }
+        None => None,
+    };
     let info = engine.session().model().info();
     let model_name = Path::new(&info.origin)
         .file_name()
         .map(|f| f.to_string_lossy().into_owned())
         .unwrap_or_default();
+    let seed_note = match &a.session {
+        // A resumed session keeps its random generator, so it continues
+        // exactly as it would have: the seed is not what decides.
+        Some(name) => format!(
+            "seed: the random state saved in session {name}{}",
+            a.sampler
+                .seed
+                .map(|s| format!(" (--seed {s} not used: /set seed={s} reseeds)"))
+                .unwrap_or_default()
+        ),
+        None => format!("seed {seed}"),
+    };
     ui.note(&format!(
-        "quill chat: {model_name} ({}, {} tokenizer) · persona {} · think {} · seed {seed}",
+        "quill chat: {model_name} ({}, {} tokenizer) · persona {} · think {} · {seed_note}",
         info.version,
         engine.session().tokenizer().kind(),
         engine.persona().name,
         engine.format().think.as_str()
     ));
     ui.note(&opening_note(&report));
-    if let Some(name) = &a.session {
-        let msg = engine.load(name)?;
+    if let Some(msg) = loaded {
         ui.note(&msg);
     }
     if interactive {
@@ -166,6 +186,20 @@ pub fn run(a: Args) -> Result<()> {
     } else {
         piped_loop(&mut engine, ui)
     }
+}
+
+/// After `--session`: the flags given on the command line win over what
+/// the session restored (as they win over the persona); flags not given
+/// keep the session's values. The seed is the exception (see `run`).
+fn resume_overrides(engine: &mut ChatEngine, a: &Args) -> Result<()> {
+    let settings = a
+        .sampler
+        .apply(engine.session().sampler().settings.clone())?;
+    engine.set_sampler(settings)?;
+    if let Some(t) = a.think {
+        engine.set_think(t);
+    }
+    Ok(())
 }
 
 fn opening_note(r: &OpeningReport) -> String {

@@ -66,6 +66,11 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("settings", "← →", "lower / raise it"),
     ("settings", "Enter", "type a value (Enter again applies it)"),
     ("picker", "↑ ↓ Enter", "choose a session and load it"),
+    (
+        "save",
+        "y / n",
+        "another session has that name: y replaces it, n renames",
+    ),
 ];
 
 /// The settings panel's rows: (key for `SamplerSettings::set`, label, step).
@@ -186,6 +191,22 @@ pub enum Overlay {
     Picker(Picker),
     /// Asks for a session name.
     Name(NameFor, TextInput),
+    /// The name given holds another session: asks whether to replace it.
+    Replace(Replace),
+}
+
+/// A save waiting for the user's word because its name holds another
+/// session (one this mode did not load or save).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replace {
+    /// Save or branch.
+    pub what: NameFor,
+    /// The mode whose session is saved.
+    pub mode: Mode,
+    /// The name asked for.
+    pub name: String,
+    /// The session there, in a few words (tokens, when saved).
+    pub about: String,
 }
 
 /// The whole UI state.
@@ -574,6 +595,27 @@ impl App {
                 }
                 return;
             }
+            Overlay::Replace(r) => {
+                match key.code {
+                    KeyCode::Char('y') | KeyCode::Char('Y') => {
+                        let req = Request::Replace {
+                            mode: r.mode,
+                            name: r.name.clone(),
+                            branch: r.what == NameFor::Branch,
+                        };
+                        self.start(r.mode, "saving", req);
+                    }
+                    // Back to the name, to change it.
+                    KeyCode::Char('n') | KeyCode::Char('N') | KeyCode::Esc => {
+                        self.message = None;
+                        self.overlay = Some(Overlay::Name(r.what, TextInput::with_text(&r.name)));
+                    }
+                    // Only an explicit y loses the other session: a
+                    // stray Enter must not.
+                    _ => self.overlay = Some(Overlay::Replace(r)),
+                }
+                return;
+            }
         };
         if keep {
             self.overlay = Some(o);
@@ -736,6 +778,28 @@ impl App {
                 "{tokens} tokens, {tokens_per_s:.1} tokens/s ({stop})"
             )),
             Response::Notice(m) => self.note(m),
+            Response::NameTaken {
+                mode,
+                name,
+                branch,
+                about,
+            } => {
+                // The question is about that mode's session: show it.
+                self.mode = mode;
+                self.error(format!(
+                    "session `{name}` already exists ({about}): y replaces it, n picks another name"
+                ));
+                self.overlay = Some(Overlay::Replace(Replace {
+                    what: if branch {
+                        NameFor::Branch
+                    } else {
+                        NameFor::Save
+                    },
+                    mode,
+                    name,
+                    about,
+                }));
+            }
             Response::Error(m) => self.error(m),
             Response::Sessions(list) => {
                 if let Some(Overlay::Picker(p)) = &mut self.overlay {

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crate::chat::engine::{list_sessions, valid_session_name, SNAPSHOT_EXT};
-use crate::chat::{ChatEngine, ChatOptions, Persona};
+use crate::chat::{ChatEngine, ChatError, ChatOptions, Persona, SessionClaims};
 use crate::model::Model;
 use crate::sampler::{Sampler, SamplerSettings};
 use crate::session::{Session, StopReason};
@@ -93,6 +93,17 @@ struct Worker<'a> {
     emit: &'a dyn Fn(Response),
     tokens_per_s: [f64; 2],
     session_name: [Option<String>; 2],
+    /// Sessions Write mode loaded or saved (the chat keeps its own), so a
+    /// save never replaces another session unasked.
+    story_claims: SessionClaims,
+}
+
+/// Why a save was not done.
+enum SaveError {
+    /// The name holds another session; the text describes it.
+    Taken(String),
+    /// Anything else, as the message line shows it.
+    Failed(String),
 }
 
 fn idx(mode: Mode) -> usize {
@@ -116,6 +127,7 @@ fn run(
         emit,
         tokens_per_s: [0.0; 2],
         session_name: [None, None],
+        story_claims: SessionClaims::default(),
     };
     w.start(config);
     // Lets the tmux test check that a panic on this thread restores the
@@ -329,23 +341,9 @@ impl Worker<'_> {
                 }
                 self.send_status(mode);
             }
-            Request::Save(mode, name) => {
-                let m = self.save(mode, &name)?;
-                emit(Response::Notice(m));
-                self.session_name[idx(mode)] = Some(name);
-                self.send_status(mode);
-            }
-            Request::Branch(mode, name) => {
-                let old = self.session_name[idx(mode)].clone();
-                self.save(mode, &name)?;
-                emit(Response::Notice(format!(
-                    "branched: now on `{name}`{}",
-                    old.map(|o| format!("; `{o}` stays as it was saved"))
-                        .unwrap_or_default()
-                )));
-                self.session_name[idx(mode)] = Some(name);
-                self.send_status(mode);
-            }
+            Request::Save(mode, name) => self.save_as(mode, name, false, false)?,
+            Request::Branch(mode, name) => self.save_as(mode, name, true, false)?,
+            Request::Replace { mode, name, branch } => self.save_as(mode, name, branch, true)?,
             Request::Load(mode, name) => {
                 let text = self.load(mode, &name)?;
                 emit(Response::Loaded {
@@ -386,16 +384,76 @@ impl Worker<'_> {
         Ok(dir.join(format!("{name}.{SNAPSHOT_EXT}")))
     }
 
-    fn save(&mut self, mode: Mode, name: &str) -> Result<String, String> {
+    /// Save or branch (`branch`) under `name`; a name taken by another
+    /// session is reported as [`Response::NameTaken`] unless `replace`.
+    fn save_as(
+        &mut self,
+        mode: Mode,
+        name: String,
+        branch: bool,
+        replace: bool,
+    ) -> Result<(), String> {
+        let emit = self.emit;
+        let old = self.session_name[idx(mode)].clone();
+        let m = match self.save(mode, &name, replace) {
+            Ok(m) => m,
+            Err(SaveError::Taken(about)) => {
+                emit(Response::NameTaken {
+                    mode,
+                    name,
+                    branch,
+                    about,
+                });
+                return Ok(());
+            }
+            Err(SaveError::Failed(e)) => return Err(e),
+        };
+        emit(Response::Notice(if branch {
+            format!(
+                "branched: now on `{name}`{}",
+                old.map(|o| format!("; `{o}` stays as it was saved"))
+                    .unwrap_or_default()
+            )
+        } else {
+            m
+        }));
+        self.session_name[idx(mode)] = Some(name);
+        self.send_status(mode);
+        Ok(())
+    }
+
+    fn save(&mut self, mode: Mode, name: &str, replace: bool) -> Result<String, SaveError> {
+        let chat_error = |e: ChatError| match e {
+            ChatError::SessionExists { about, .. } => SaveError::Taken(about),
+            other => SaveError::Failed(other.to_string()),
+        };
         match mode {
-            Mode::Chat => self.chat()?.save(name).map_err(|e| e.to_string()),
-            Mode::Write => {
-                let path = self.session_path(name)?;
-                if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            Mode::Chat => {
+                let chat = self.chat().map_err(SaveError::Failed)?;
+                if replace {
+                    chat.save_over(name).map_err(chat_error)
+                } else {
+                    chat.save(name).map_err(chat_error)
                 }
-                let story = self.story()?;
-                story.snapshot().save(&path).map_err(|e| e.to_string())?;
+            }
+            Mode::Write => {
+                let path = self.session_path(name).map_err(SaveError::Failed)?;
+                if !replace {
+                    self.story_claims.check(name, &path).map_err(chat_error)?;
+                }
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| SaveError::Failed(format!("{}: {e}", dir.display())))?;
+                }
+                let story = self
+                    .story
+                    .as_ref()
+                    .ok_or_else(|| SaveError::Failed("write is unavailable".to_string()))?;
+                story
+                    .snapshot()
+                    .save(&path)
+                    .map_err(|e| SaveError::Failed(e.to_string()))?;
+                self.story_claims.claim(&path);
                 Ok(format!(
                     "saved story `{name}` ({} tokens) to {}",
                     story.session().tokens_in_state(),
@@ -414,7 +472,9 @@ impl Worker<'_> {
                 let snap = Snapshot::load(&path).map_err(|e| e.to_string())?;
                 let story = self.story()?;
                 story.load(&snap).map_err(|e| e.to_string())?;
-                Ok(story.text())
+                let text = story.text();
+                self.story_claims.claim(&path);
+                Ok(text)
             }
         }
     }

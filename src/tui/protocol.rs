@@ -60,11 +60,24 @@ pub enum Request {
     WriteChapter(String),
     /// Replace one mode's settings.
     Settings(Mode, Settings),
-    /// Save the mode's session under a name in the sessions folder.
+    /// Save the mode's session under a name in the sessions folder. A
+    /// name that holds a session this mode did not load or save is not
+    /// written over: the engine answers [`Response::NameTaken`].
     Save(Mode, String),
     /// Save a copy under a new name and go on under that name, leaving
-    /// the original as it was (a branch point to come back to).
+    /// the original as it was (a branch point to come back to). Refused
+    /// as `Save` is.
     Branch(Mode, String),
+    /// `Save` (or `Branch`, when `branch`) after the user agreed to
+    /// replace the session the name holds.
+    Replace {
+        /// The mode whose session is saved.
+        mode: Mode,
+        /// The name to save under.
+        name: String,
+        /// Whether this is a branch (go on under the new name).
+        branch: bool,
+    },
     /// Load a saved session into a mode.
     Load(Mode, String),
     /// List the saved sessions (for the picker).
@@ -161,6 +174,19 @@ pub enum Response {
     Idle,
     /// The engine thread died (a panic); the app quits with this error.
     Fatal(String),
+    /// A save was not done: `name` holds another session (one this mode
+    /// did not load or save), which saving would lose. The app asks
+    /// whether to replace it.
+    NameTaken {
+        /// The mode whose session was to be saved.
+        mode: Mode,
+        /// The name asked for.
+        name: String,
+        /// Whether it was a branch.
+        branch: bool,
+        /// The session there, in a few words (tokens, when saved).
+        about: String,
+    },
     /// A mode was started over; `intro` as in `Ready`.
     WasReset {
         /// The mode.

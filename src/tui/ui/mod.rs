@@ -15,7 +15,7 @@ use ratatui::widgets::{Clear, Paragraph};
 use ratatui::Frame;
 use unicode_width::UnicodeWidthChar;
 
-use super::app::{App, NameFor, Overlay};
+use super::app::{App, NameFor, Overlay, Replace};
 use super::protocol::Mode;
 
 /// Draws the whole screen.
@@ -40,6 +40,7 @@ pub fn draw(frame: &mut Frame, app: &App) {
         Some(Overlay::Settings(p)) => settings::draw(frame, app, p, frame.area()),
         Some(Overlay::Picker(p)) => picker::draw(frame, p, frame.area()),
         Some(Overlay::Name(what, input)) => draw_name(frame, *what, input, frame.area()),
+        Some(Overlay::Replace(r)) => draw_replace(frame, r, frame.area()),
     }
 }
 
@@ -89,6 +90,24 @@ fn draw_name(frame: &mut Frame, what: NameFor, input: &super::input::TextInput, 
     frame.render_widget(Paragraph::new(input.text()).block(block), r);
     let (_, col) = input.cursor_line_col();
     frame.set_cursor_position((inner.x + col as u16, inner.y));
+}
+
+fn draw_replace(frame: &mut Frame, r: &Replace, area: Rect) {
+    let r_area = centered(area, 64, 4);
+    frame.render_widget(Clear, r_area);
+    let block = ratatui::widgets::Block::bordered()
+        .title(format!(" Replace session `{}`? ", r.name))
+        .title_bottom(" y replaces it · n / Esc: another name ");
+    let text = vec![
+        Line::from(format!("`{}` holds another session: {}.", r.name, r.about)),
+        Line::from("Replacing it loses that session."),
+    ];
+    frame.render_widget(
+        Paragraph::new(text)
+            .wrap(ratatui::widgets::Wrap { trim: true })
+            .block(block),
+        r_area,
+    );
 }
 
 /// A rectangle of at most `w` × `h` in the middle of `area`.
