@@ -682,3 +682,28 @@ fn tmux_interactive_session() {
     assert!(out.status.success(), "tmux chat script failed:\n{log}");
     assert!(log.contains("tmux chat: all checks passed"), "{log}");
 }
+
+#[test]
+fn a_missing_session_fails_before_the_opening_and_a_folder_is_not_called_missing() {
+    let dir = tmpdir("nosession");
+    let model = v7();
+    let r = chat(&dir, &["--model", s(&model), "--session", "nope"], "");
+    let err = r.stderr();
+    assert!(!r.out.status.success(), "a missing session was accepted");
+    assert!(err.contains("no session named `nope`"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    // Nothing was pre-filled (and cached) for a chat that never started.
+    let cached = std::fs::read_dir(dir.join("cache"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(cached, 0, "the opening was pre-filled first");
+
+    // A folder where a session file would be: /sessions lists it as
+    // unreadable, so /load must not say there is no such session.
+    let sessions = dir.join("data").join("sessions");
+    std::fs::create_dir_all(sessions.join("odd.qs")).unwrap();
+    let r = chat(&dir, &["--model", s(&model), "-n", "2"], "/load odd\n").ok();
+    let err = r.stderr();
+    assert!(err.contains("not a file"), "{err}");
+    assert!(!err.contains("no session named"), "{err}");
+}

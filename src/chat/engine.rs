@@ -561,13 +561,7 @@ impl ChatEngine {
     /// RNG, penalties, settings, format). A session from another model is
     /// refused; undo history is cleared.
     pub fn load(&mut self, name: &str) -> Result<String> {
-        let path = self.session_path(name)?;
-        if !path.is_file() {
-            return Err(ChatError::NoSuchSession {
-                name: name.to_string(),
-                dir: self.sessions_dir.clone().unwrap_or_default(),
-            });
-        }
+        let path = existing_session(self.sessions_dir.as_deref(), name)?;
         let snap = Snapshot::load(&path)?;
         if crate::snapshot::is_story(&snap.meta) {
             return Err(ChatError::StorySession(name.to_string()));
@@ -645,11 +639,7 @@ impl ChatEngine {
     }
 
     fn session_path(&self, name: &str) -> Result<PathBuf> {
-        if !valid_session_name(name) {
-            return Err(ChatError::BadSessionName(name.to_string()));
-        }
-        let dir = self.sessions_dir.as_ref().ok_or(ChatError::NoDataDir)?;
-        Ok(dir.join(format!("{name}.{SNAPSHOT_EXT}")))
+        session_file(self.sessions_dir.as_deref(), name)
     }
 
     fn point(&self) -> Point {
@@ -839,6 +829,37 @@ pub fn valid_session_name(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// The file of session `name` in `dir` (which need not exist yet).
+pub fn session_file(dir: Option<&Path>, name: &str) -> Result<PathBuf> {
+    if !valid_session_name(name) {
+        return Err(ChatError::BadSessionName(name.to_string()));
+    }
+    let dir = dir.ok_or(ChatError::NoDataDir)?;
+    Ok(dir.join(format!("{name}.{SNAPSHOT_EXT}")))
+}
+
+/// The file of session `name` in `dir`, which must be there: what
+/// `/load` and `--session` open. (`--session` checks it before the
+/// opening is pre-filled, so a mistyped name fails at once.)
+pub fn existing_session(dir: Option<&Path>, name: &str) -> Result<PathBuf> {
+    let path = session_file(dir, name)?;
+    if path.is_file() {
+        return Ok(path);
+    }
+    if path.exists() {
+        // `/sessions` lists it (as unreadable): "no session" would
+        // contradict it.
+        return Err(ChatError::Io {
+            path,
+            error: std::io::Error::other("not a file, so not a session: remove or rename it"),
+        });
+    }
+    Err(ChatError::NoSuchSession {
+        name: name.to_string(),
+        dir: dir.map(Path::to_path_buf).unwrap_or_default(),
+    })
 }
 
 /// Session names in a folder, sorted.

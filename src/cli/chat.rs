@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 use quill::chat::commands::{parse_input, Command, Input, COMMANDS};
-use quill::chat::engine::{list_sessions, SET_KEYS};
+use quill::chat::engine::{existing_session, list_sessions, SET_KEYS};
 use quill::chat::{paths, ChatEngine, ChatOptions, OpeningReport, Outcome, Persona, Reply, Think};
 use quill::sampler::{Sampler, SamplerSettings};
 use quill::session::{Session, StopReason};
@@ -142,6 +142,10 @@ pub fn run(a: Args) -> Result<()> {
         colour_out: interactive && !no_color(),
         colour_err: std::io::stderr().is_terminal() && !no_color(),
     };
+    // A mistyped --session fails before the opening is pre-filled.
+    if let Some(name) = &a.session {
+        existing_session(options.sessions_dir.as_deref(), name)?;
+    }
     let (mut engine, report) = ChatEngine::start(session, persona, options)?;
     // Resumed before the banner, so it shows what the chat goes on with.
     let loaded = match &a.session {
