@@ -448,3 +448,65 @@ fn nan_and_inf_weights_are_refused_at_load() {
         assert_clean_error(&quill(&["info", p(&path)]), "blocks.2.ffn.value.weight");
     }
 }
+
+#[test]
+fn threads_beyond_the_bound_are_refused_naming_it() {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let max = (4 * cpus).max(8);
+    let too_many = (max + 1).to_string();
+    for args in [
+        vec![
+            "generate",
+            "--prompt",
+            "Hello",
+            "-n",
+            "5",
+            "--threads",
+            "5000",
+        ],
+        vec![
+            "generate",
+            "--prompt",
+            "Hello",
+            "-n",
+            "5",
+            "--threads",
+            &too_many,
+        ],
+        // Refused before any measurement starts.
+        vec!["bench", "--threads", "5000"],
+    ] {
+        let o = quill(&args);
+        assert_clean_error(&o, &format!("at most {max}"));
+        assert!(
+            stderr(&o).contains(&format!("{cpus} CPUs")),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+    }
+    assert_clean_error(&quill(&["bench", "--threads", "0"]), "at least 1");
+    // The bound itself is accepted.
+    let o = quill(&[
+        "generate",
+        "--prompt",
+        "Hello",
+        "-n",
+        "2",
+        "--threads",
+        &max.to_string(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn bench_help_shows_no_made_up_thread_default() {
+    let o = quill(&["bench", "--help"]);
+    assert!(o.status.success());
+    let help = stdout(&o);
+    let line = help
+        .lines()
+        .find(|l| l.contains("--threads"))
+        .expect("--threads in bench --help");
+    assert!(!line.contains("[default: 0]"), "{line}");
+    assert!(line.contains("physical cores"), "{line}");
+}
