@@ -510,3 +510,39 @@ fn bench_help_shows_no_made_up_thread_default() {
     assert!(!line.contains("[default: 0]"), "{line}");
     assert!(line.contains("physical cores"), "{line}");
 }
+
+#[test]
+fn negative_numbers_reach_the_options_own_checks() {
+    // A negative presence penalty is a legitimate setting.
+    let o = quill(&[
+        "generate",
+        "--prompt",
+        "Hello",
+        "-n",
+        "3",
+        "--seed",
+        "1",
+        "--presence",
+        "-0.5",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for (flag, value, needle) in [
+        ("--temperature", "-1", "temperature -1 must be ≥ 0"),
+        ("--top-p", "-0.5", "top_p -0.5 must be in (0, 1]"),
+    ] {
+        let o = quill(&["generate", "--prompt", "Hello", "-n", "3", flag, value]);
+        assert_clean_error(&o, needle);
+    }
+    let o = quill(&["chat", "--temperature", "-2"]);
+    assert_clean_error(&o, "temperature -2 must be ≥ 0");
+    // A count that cannot be negative: the value is refused, not taken
+    // for an unknown flag.
+    let o = quill(&["generate", "--prompt", "Hello", "-n", "-1"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("invalid value '-1'"), "{}", stderr(&o));
+    assert!(
+        !stderr(&o).contains("unexpected argument"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -28,7 +28,7 @@ mod tokenize;
 mod tui;
 mod write;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 pub use load::ModelArgs;
 
@@ -70,7 +70,9 @@ enum Command {
 
 /// Parses the command line and runs the subcommand; returns the exit code.
 pub fn run() -> anyhow::Result<i32> {
-    let cli = Cli::parse();
+    let mut cmd = allow_negative_numbers(Cli::command());
+    let matches = cmd.get_matches_mut();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut cmd).exit());
     match cli.command {
         Command::Chat(a) => chat::run(a).map(|_| 0),
         Command::Generate(a) => generate::run(a).map(|_| 0),
@@ -84,6 +86,22 @@ pub fn run() -> anyhow::Result<i32> {
         Command::Write(a) => write::run(a).map(|_| 0),
         Command::Tui(a) => tui::run(a).map(|_| 0),
     }
+}
+
+/// Lets every option that takes a value take a negative number
+/// (`--presence -0.5`, `--temperature -1`, `-n -1`), in every subcommand.
+/// Without it clap reads `-0.5` as an unknown flag and says so, instead
+/// of the option's own check saying what range it wants. No option of
+/// quill is spelt like a number, so nothing is lost.
+fn allow_negative_numbers(cmd: clap::Command) -> clap::Command {
+    cmd.mut_args(|a| {
+        if a.get_action().takes_values() {
+            a.allow_negative_numbers(true)
+        } else {
+            a
+        }
+    })
+    .mut_subcommands(allow_negative_numbers)
 }
 
 /// Parses `1,2,3` (spaces allowed) into token ids.
