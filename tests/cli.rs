@@ -546,3 +546,46 @@ fn negative_numbers_reach_the_options_own_checks() {
         stderr(&o)
     );
 }
+
+#[test]
+fn tokenize_follows_the_default_model_and_decodes_its_own_output() {
+    // No --model: the built-in model, which is byte-level, as for generate.
+    let o = quill(&["tokenize", "--text", "Hi"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).trim(), "[72,105]");
+    // $QUILL_MODEL is the default model here too (this one does not exist,
+    // so the error proves it was the one used)...
+    let env = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_quill"))
+            .args(args)
+            .env("QUILL_MODEL", "/nonexistent/quill-env-model.safetensors")
+            .output()
+            .unwrap()
+    };
+    assert_clean_error(
+        &env(&["tokenize", "--text", "Hi"]),
+        "quill-env-model.safetensors",
+    );
+    // ...unless --tokenizer names the tokenizer outright.
+    let o = env(&[
+        "tokenize",
+        "--tokenizer",
+        "world",
+        "--text",
+        "Hello, world!",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let printed = stdout(&o);
+    assert_eq!(printed.trim(), "[33155,45,40213,34]");
+    // What encoding printed decodes back, brackets, spaces and all.
+    for ids in [
+        printed.trim(),
+        "[33155, 45, 40213, 34]",
+        " [ 33155,45,40213,34 ] ",
+    ] {
+        let o = quill(&["tokenize", "--tokenizer", "world", "--decode", ids]);
+        assert!(o.status.success(), "{ids}: {}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+        assert_eq!(v["text"], "Hello, world!", "{ids}");
+    }
+}

@@ -104,8 +104,14 @@ fn allow_negative_numbers(cmd: clap::Command) -> clap::Command {
     .mut_subcommands(allow_negative_numbers)
 }
 
-/// Parses `1,2,3` (spaces allowed) into token ids.
+/// Parses `1,2,3` (spaces allowed) into token ids; `[1, 2, 3]`, as
+/// `quill tokenize` prints them, too.
 pub fn parse_ids(s: &str) -> anyhow::Result<Vec<u32>> {
+    let t = s.trim();
+    let s = t
+        .strip_prefix('[')
+        .and_then(|t| t.strip_suffix(']'))
+        .unwrap_or(t);
     s.split(',')
         .map(str::trim)
         .filter(|t| !t.is_empty())
