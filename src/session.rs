@@ -26,6 +26,20 @@ pub enum StopReason {
     Cancelled,
 }
 
+impl StopReason {
+    /// Its name in machine-readable output (`quill generate --json`'s
+    /// `stop`, a story manifest's `stop_reason`): `length`, `stop`,
+    /// `end-of-text` or `cancelled`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            StopReason::Length => "length",
+            StopReason::StopString(_) => "stop",
+            StopReason::EndOfText => "end-of-text",
+            StopReason::Cancelled => "cancelled",
+        }
+    }
+}
+
 /// The result of [`Session::generate`].
 #[derive(Debug, Clone)]
 pub struct Generated {

@@ -198,10 +198,11 @@ fn generate_zero_tokens_reads_prompt_only_and_stop_strings_cut() {
         "0",
         "--json",
     ]);
-    let text = serde_json::from_str::<serde_json::Value>(&stdout(&base)).unwrap()["text"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let base: serde_json::Value = serde_json::from_str(&stdout(&base)).unwrap();
+    // The reason is a plain name, not Rust's Debug text.
+    assert_eq!(base["stop"], "length");
+    assert!(base["stop_string"].is_null(), "{base}");
+    let text = base["text"].as_str().unwrap().to_string();
     let chars: Vec<char> = text.chars().collect();
     assert!(chars.len() > 12, "need some text: {text:?}");
     let stop: String = chars[8..11].iter().collect();
@@ -222,6 +223,8 @@ fn generate_zero_tokens_reads_prompt_only_and_stop_strings_cut() {
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     let cut = v["text"].as_str().unwrap();
     assert!(!cut.contains(&stop));
+    assert_eq!(v["stop"], "stop");
+    assert_eq!(v["stop_string"], stop.as_str());
     assert!(text.starts_with(cut) && cut.len() < text.len());
 }
 

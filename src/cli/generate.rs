@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use quill::sampler::{Sampler, SamplerSettings};
-use quill::session::Session;
+use quill::session::{Session, StopReason};
 use quill::snapshot::Snapshot;
 
 use super::{parse_ids, ModelArgs};
@@ -264,19 +264,26 @@ pub fn run(a: Args) -> Result<()> {
             "prefill_tokens_per_s": prompt_ids.len() as f64 / prefill_s.max(1e-9),
             "seed": seed,
             "tokens_in_state": session.tokens_in_state(),
-            "stop": format!("{:?}", out.stop),
+            "stop": out.stop.name(),
+            "stop_string": match &out.stop {
+                StopReason::StopString(s) => Some(s.as_str()),
+                _ => None,
+            },
         });
         writeln!(stdout, "{v}")?;
     } else {
         if a.state_out.is_none() && !out.text.is_empty() && !out.text.ends_with('\n') {
             writeln!(stdout)?;
         }
+        let stop = match &out.stop {
+            StopReason::StopString(s) => format!("stop string {s:?}"),
+            other => other.name().to_string(),
+        };
         eprintln!(
-            "[{} tokens in {:.2}s ({:.1} tokens/s); stop: {:?}]",
+            "[{} tokens in {:.2}s ({:.1} tokens/s); stop: {stop}]",
             out.tokens.len(),
             out.seconds,
             out.tokens_per_s(),
-            out.stop
         );
     }
     Ok(())
