@@ -277,6 +277,11 @@ impl Session {
         stops: &[String],
         mut on_text: impl FnMut(&str) -> bool,
     ) -> Result<Generated> {
+        // Front ends check this when they load their settings; this is for
+        // those that do not (settings arrive from files and panels).
+        self.sampler
+            .settings
+            .check_vocab(self.model.info().dims.vocab)?;
         let start = Instant::now();
         let mut tokens = Vec::new();
         let mut matcher = StopMatcher::new(stops);

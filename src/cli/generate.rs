@@ -141,6 +141,11 @@ fn read_prompt_file(f: &std::path::Path) -> Result<String> {
 }
 
 pub fn run(a: Args) -> Result<()> {
+    if a.stop.iter().any(String::is_empty) {
+        anyhow::bail!(
+            "--stop \"\" is empty: a stop string needs at least one character (or leave --stop out)"
+        );
+    }
     // The prompt is read and checked before the model loads: a mistake in
     // it should not cost a model load to find out.
     let text = match (&a.prompt, &a.prompt_file) {
@@ -204,6 +209,10 @@ pub fn run(a: Args) -> Result<()> {
             )
         }
     };
+    // Before the prompt is read: --ban or a snapshot's ban list may name
+    // ids this model does not have.
+    let vocab = session.model().info().dims.vocab;
+    session.sampler().settings.check_vocab(vocab)?;
     let t0 = Instant::now();
     session.feed_tokens(&prompt_ids)?;
     let prefill_s = t0.elapsed().as_secs_f64();

@@ -112,10 +112,20 @@ pub fn parse_ids(s: &str) -> anyhow::Result<Vec<u32>> {
         .strip_prefix('[')
         .and_then(|t| t.strip_suffix(']'))
         .unwrap_or(t);
+    // Nothing at all is an empty list (the command says whether that will
+    // do); an empty item between commas is a mistake, not nothing.
+    if s.trim().is_empty() {
+        return Ok(Vec::new());
+    }
     s.split(',')
         .map(str::trim)
-        .filter(|t| !t.is_empty())
         .map(|t| {
+            if t.is_empty() {
+                anyhow::bail!(
+                    "`{}` has an empty item between commas: give token ids like 1,2,3",
+                    s.trim()
+                );
+            }
             t.parse::<u32>().map_err(|_| {
                 anyhow::anyhow!("`{t}` is not a token id (expected numbers like 1,2,3)")
             })
