@@ -592,3 +592,35 @@ fn tokenize_follows_the_default_model_and_decodes_its_own_output() {
         assert_eq!(v["text"], "Hello, world!", "{ids}");
     }
 }
+
+#[test]
+fn an_unwritable_state_out_is_refused_before_generating() {
+    let dir = TempDir::new("cli-state-out");
+    let missing = dir.join("missing/story.qs");
+    let file = dir.join("file.txt");
+    std::fs::write(&file, "x").unwrap();
+    let under_file = file.join("story.qs");
+    for (out, needle) in [
+        (p(&missing), "does not exist"),
+        (p(&under_file), "is not a folder"),
+        (p(&dir), "is a folder"),
+    ] {
+        // One line on stderr: the prompt and generation summaries, which a
+        // run prints before saving, never appear.
+        let o = quill(&[
+            "generate",
+            "--prompt",
+            "Hello",
+            "-n",
+            "50",
+            "--state-out",
+            out,
+        ]);
+        assert_clean_error(&o, needle);
+        assert!(stdout(&o).is_empty(), "generated: {}", stdout(&o));
+    }
+    // convert checks its output the same way, before loading.
+    let o = quill(&["convert", p(&v7()), p(&missing)]);
+    assert_clean_error(&o, "does not exist");
+    assert!(!missing.exists());
+}

@@ -42,6 +42,7 @@ pub fn run(a: Args) -> Result<()> {
     if a.input == a.output {
         anyhow::bail!("the output would overwrite the input; choose another output file");
     }
+    super::check_output_path(&a.output, "the output")?;
     // Loading validates the checkpoint fully before anything is written.
     // With the scalar kernels, which read matrices in place, row-major:
     // the SIMD sets' load would copy every matrix into panels first, memory

@@ -146,6 +146,9 @@ pub fn run(a: Args) -> Result<()> {
             "--stop \"\" is empty: a stop string needs at least one character (or leave --stop out)"
         );
     }
+    if let Some(path) = &a.state_out {
+        super::check_output_path(path, "--state-out")?;
+    }
     // The prompt is read and checked before the model loads: a mistake in
     // it should not cost a model load to find out.
     let text = match (&a.prompt, &a.prompt_file) {

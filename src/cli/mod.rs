@@ -104,6 +104,36 @@ fn allow_negative_numbers(cmd: clap::Command) -> clap::Command {
     .mut_subcommands(allow_negative_numbers)
 }
 
+/// Checks, before the work whose result it will hold, that a file can be
+/// saved at `path` (named `what` in the message): its folder exists and
+/// it is not itself a folder. Otherwise a typo in the path would be found
+/// only once a whole generation or conversion had run.
+pub fn check_output_path(path: &std::path::Path, what: &str) -> anyhow::Result<()> {
+    if path.is_dir() {
+        anyhow::bail!(
+            "{what} {} is a folder: give the path of a file in it",
+            path.display()
+        );
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    if !dir.is_dir() {
+        let problem = if dir.exists() {
+            "is not a folder"
+        } else {
+            "does not exist"
+        };
+        anyhow::bail!(
+            "{what} {}: {} {problem}; create the folder first or choose another path",
+            path.display(),
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
 /// Parses `1,2,3` (spaces allowed) into token ids; `[1, 2, 3]`, as
 /// `quill tokenize` prints them, too.
 pub fn parse_ids(s: &str) -> anyhow::Result<Vec<u32>> {
