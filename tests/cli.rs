@@ -624,3 +624,58 @@ fn an_unwritable_state_out_is_refused_before_generating() {
     assert_clean_error(&o, "does not exist");
     assert!(!missing.exists());
 }
+
+#[test]
+fn errors_name_a_file_once_and_hint_at_a_tokenizer_mismatch() {
+    let dir = TempDir::new("cli-wording");
+    let garbage = dir.join("garbage.safetensors");
+    std::fs::write(&garbage, "not a model at all").unwrap();
+    let missing = dir.join("missing.safetensors");
+    let out = dir.join("out.safetensors");
+    for model in [&garbage, &missing] {
+        for args in [
+            vec!["generate", "-m", p(model), "--prompt", "hi", "-n", "1"],
+            vec!["info", p(model)],
+            vec!["convert", p(model), p(&out)],
+            vec!["tokenize", "-m", p(model), "--text", "hi"],
+        ] {
+            let o = quill(&args);
+            assert_clean_error(&o, p(model));
+            assert_eq!(
+                stderr(&o).matches(p(model)).count(),
+                1,
+                "{args:?}: the path is said more than once: {}",
+                stderr(&o)
+            );
+        }
+    }
+    // World ids fed to the byte-level built-in model: say which option fixes it.
+    let o = quill(&[
+        "generate",
+        "--tokenizer",
+        "world",
+        "--prompt",
+        "Hello world",
+        "-n",
+        "2",
+    ]);
+    assert_clean_error(&o, "outside the vocabulary");
+    assert!(
+        stderr(&o).contains("the world tokenizer has 65536 tokens")
+            && stderr(&o).contains("use --tokenizer bytes"),
+        "{}",
+        stderr(&o)
+    );
+    let o = Command::new(env!("CARGO_BIN_EXE_quill"))
+        .args(["chat", "--tokenizer", "world", "--no-cache"])
+        .env_remove("QUILL_MODEL")
+        .env("QUILL_DATA_DIR", &dir)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_clean_error(&o, "use --tokenizer bytes");
+    // Ids typed in by hand are not blamed on a tokenizer.
+    let o = quill(&["generate", "--tokens", "300", "-n", "1"]);
+    assert_clean_error(&o, "token id 300 is outside the vocabulary");
+    assert!(!stderr(&o).contains("--tokenizer"), "{}", stderr(&o));
+}

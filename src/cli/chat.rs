@@ -128,7 +128,11 @@ pub fn run(a: Args) -> Result<()> {
         .check_vocab(model.info().dims.vocab)
         .with_context(|| format!("sampler settings (persona {} and the flags)", persona.name))?;
     let seed = a.sampler.seed_or_clock();
-    let session = Session::new(model, tokenizer, Sampler::new(settings, seed));
+    let session = Session::new(
+        Arc::clone(&model),
+        Arc::clone(&tokenizer),
+        Sampler::new(settings, seed),
+    );
     let data_dir = paths::data_dir();
     let options = ChatOptions {
         max_tokens: a.max_tokens,
@@ -145,7 +149,8 @@ pub fn run(a: Args) -> Result<()> {
         colour_out: interactive && !no_color(),
         colour_err: std::io::stderr().is_terminal() && !no_color(),
     };
-    let (mut engine, report) = ChatEngine::start(session, persona, options)?;
+    let (mut engine, report) = ChatEngine::start(session, persona, options)
+        .map_err(|e| super::load::vocab_hint(e.into(), &model, &tokenizer))?;
     let info = engine.session().model().info();
     let model_name = Path::new(&info.origin)
         .file_name()

@@ -9,7 +9,7 @@ use quill::sampler::{Sampler, SamplerSettings};
 use quill::session::{Session, StopReason};
 use quill::snapshot::Snapshot;
 
-use super::{parse_ids, ModelArgs};
+use super::{parse_ids, ModelArgs, PathContext};
 
 /// Sampler flags shared by the commands that generate.
 #[derive(clap::Args, Clone, Debug)]
@@ -173,7 +173,15 @@ pub fn run(a: Args) -> Result<()> {
         (_, Some(ids)) => parse_ids(ids)?,
         _ => Vec::new(),
     };
-    model.check_tokens(&prompt_ids)?;
+    model.check_tokens(&prompt_ids).map_err(|e| {
+        // Ids the tokenizer made (not --tokens) may be a tokenizer mismatch.
+        let e = anyhow::Error::new(e);
+        if text.is_some() {
+            super::load::vocab_hint(e, &model, &tokenizer)
+        } else {
+            e
+        }
+    })?;
     let (mut session, seed) = match &a.state_in {
         Some(path) => {
             let snap = quill::snapshot::load_for(path, &model)?;
@@ -186,7 +194,7 @@ pub fn run(a: Args) -> Result<()> {
             let settings = a.sampler.apply(base)?;
             let mut session = Session::new(model, tokenizer, Sampler::new(settings.clone(), 0));
             snap.restore_into(&mut session, a.force)
-                .with_context(|| format!("restoring {}", path.display()))?;
+                .path_context("restoring", path)?;
             session.sampler_mut().settings = settings;
             // An explicit --seed reseeds; otherwise the saved RNG goes on.
             let imported = snap.meta.extra.contains_key("imported_from");
@@ -252,7 +260,7 @@ pub fn run(a: Args) -> Result<()> {
         // and are printed by the run that continues it.
         Snapshot::capture(&session)
             .save(path)
-            .with_context(|| format!("saving the state to {}", path.display()))?;
+            .path_context("saving the state to", path)?;
     } else {
         let rest = session.flush_text();
         if streaming && !rest.is_empty() {

@@ -4,9 +4,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use quill::chat::ChatError;
 use quill::kernels::WeightDtype;
 use quill::model::{LoadOptions, Model};
 use quill::tokenizer::{Tokenizer, TokenizerKind};
+use quill::QuillError;
+
+use super::PathContext;
 
 /// Options for choosing a model and its tokenizer.
 #[derive(clap::Args, Clone, Debug)]
@@ -42,8 +46,7 @@ impl ModelArgs {
         }
         let opts = LoadOptions { dtype: self.dtype };
         let model = match self.path() {
-            Some(path) => Model::load_with(&path, &opts)
-                .with_context(|| format!("loading {}", path.display()))?,
+            Some(path) => Model::load_with(&path, &opts).path_context("loading", &path)?,
             None => quill::model::default::load_default_with(&opts)
                 .context("loading the built-in model")?,
         };
@@ -97,4 +100,34 @@ pub fn choose_tokenizer(model: &Model, flag: Option<TokenizerKind>) -> Result<To
             info.dims.vocab
         )
     })
+}
+
+/// Adds what to do to a "token id outside the vocabulary" error when the
+/// ids came from `tokenizer` and it has more tokens than the model: the
+/// usual cause is a `--tokenizer` (or a model's metadata) naming the
+/// wrong tokenizer, which the bare message does not say.
+pub fn vocab_hint(e: anyhow::Error, model: &Model, tokenizer: &Tokenizer) -> anyhow::Error {
+    let out_of_range = e.chain().any(|c| {
+        // A chat error wraps the engine's transparently: look inside.
+        let q = c
+            .downcast_ref::<QuillError>()
+            .or_else(|| match c.downcast_ref() {
+                Some(ChatError::Quill(q)) => Some(q),
+                _ => None,
+            });
+        matches!(q, Some(QuillError::TokenOutOfRange { .. }))
+    });
+    let vocab = model.info().dims.vocab;
+    if !out_of_range || tokenizer.vocab_size() <= vocab {
+        return e;
+    }
+    let fix = match Tokenizer::for_vocab_size(vocab) {
+        Some(kind) => format!("use --tokenizer {kind}"),
+        None => "use the tokenizer the model was trained with (--tokenizer world|bytes|20b)".into(),
+    };
+    anyhow::anyhow!(
+        "{e:#} (the {} tokenizer has {} tokens, the model's vocabulary {vocab}: {fix})",
+        tokenizer.kind(),
+        tokenizer.vocab_size()
+    )
 }

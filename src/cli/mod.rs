@@ -104,6 +104,30 @@ fn allow_negative_numbers(cmd: clap::Command) -> clap::Command {
     .mut_subcommands(allow_negative_numbers)
 }
 
+/// Context naming the file an error is about, for errors that may not.
+pub trait PathContext<T> {
+    /// Adds "`what` `path`" as context, unless the error's message already
+    /// names `path` (the library's I/O and format errors do): otherwise
+    /// the path is said twice, `loading x: x: not a safetensors file`.
+    fn path_context(self, what: &str, path: &std::path::Path) -> anyhow::Result<T>;
+}
+
+impl<T, E> PathContext<T> for Result<T, E>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    fn path_context(self, what: &str, path: &std::path::Path) -> anyhow::Result<T> {
+        self.map_err(|e| {
+            let shown = path.display().to_string();
+            if e.to_string().contains(&shown) {
+                anyhow::Error::new(e)
+            } else {
+                anyhow::Error::new(e).context(format!("{what} {shown}"))
+            }
+        })
+    }
+}
+
 /// Checks, before the work whose result it will hold, that a file can be
 /// saved at `path` (named `what` in the message): its folder exists and
 /// it is not itself a folder. Otherwise a typo in the path would be found

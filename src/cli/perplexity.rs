@@ -53,7 +53,8 @@ pub fn run(a: Args) -> Result<()> {
         if let Some(b) = &bar {
             b.set_position(done as u64);
         }
-    })?;
+    })
+    .map_err(|e| super::load::vocab_hint(e.into(), &model, &tokenizer))?;
     if let Some(b) = bar {
         b.finish_and_clear();
     }
