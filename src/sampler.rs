@@ -72,6 +72,17 @@ impl SamplerSettings {
         Ok(())
     }
 
+    /// Checks the banned ids against a model's vocabulary of `vocab`
+    /// tokens: an id outside it would silently ban nothing.
+    pub fn check_vocab(&self, vocab: usize) -> Result<()> {
+        match self.banned.iter().find(|&&id| id as usize >= vocab) {
+            Some(id) => Err(QuillError::Invalid(format!(
+                "banned token id {id} is outside the model's vocabulary (size {vocab}): ban only ids below {vocab}"
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// Whether sampling is deterministic argmax.
     pub fn is_greedy(&self) -> bool {
         self.temperature == 0.0 || self.top_k == 1

@@ -26,6 +26,20 @@ pub enum StopReason {
     Cancelled,
 }
 
+impl StopReason {
+    /// Its name in machine-readable output (`quill generate --json`'s
+    /// `stop`, a story manifest's `stop_reason`): `length`, `stop`,
+    /// `end-of-text` or `cancelled`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            StopReason::Length => "length",
+            StopReason::StopString(_) => "stop",
+            StopReason::EndOfText => "end-of-text",
+            StopReason::Cancelled => "cancelled",
+        }
+    }
+}
+
 /// The result of [`Session::generate`].
 #[derive(Debug, Clone)]
 pub struct Generated {
@@ -263,6 +277,11 @@ impl Session {
         stops: &[String],
         mut on_text: impl FnMut(&str) -> bool,
     ) -> Result<Generated> {
+        // Front ends check this when they load their settings; this is for
+        // those that do not (settings arrive from files and panels).
+        self.sampler
+            .settings
+            .check_vocab(self.model.info().dims.vocab)?;
         let start = Instant::now();
         let mut tokens = Vec::new();
         let mut matcher = StopMatcher::new(stops);

@@ -1123,3 +1123,83 @@ fn a_prompt_error_naming_a_key_with_a_line_break_is_one_line() {
     refused(&o, "key.toml:2:", "key with a line break");
     let _ = std::fs::remove_dir_all(&d);
 }
+
+// ---------------------------------------------------------------------------
+// Values that used to be accepted and then silently did nothing (or the
+// wrong thing)
+// ---------------------------------------------------------------------------
+
+#[test]
+fn bans_outside_the_vocabulary_empty_stops_and_empty_ids_are_refused() {
+    let d = tmpdir("silent");
+    let gen = |extra: &[&str]| {
+        let mut args = vec!["generate", "--prompt", "Hello", "-n", "5"];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    // The built-in model has 256 tokens.
+    refused(
+        &gen(&["--ban", "99999"]),
+        "banned token id 99999",
+        "--ban 99999",
+    );
+    refused(&gen(&["--ban", "1,256"]), "size 256", "--ban 1,256");
+    refused(&gen(&["--stop", ""]), "--stop \"\" is empty", "--stop ''");
+    refused(
+        &gen(&["--stop", "x", "--stop", ""]),
+        "empty",
+        "a second --stop ''",
+    );
+    for ids in ["1,,2", "1,2,", ",1"] {
+        let o = run(&["generate", "--tokens", ids, "-n", "1"]);
+        refused(&o, "empty item", &format!("--tokens {ids}"));
+        let o = run(&["logits", "--tokens", ids]);
+        refused(&o, "empty item", &format!("logits --tokens {ids}"));
+    }
+    let text = put(&d, "t.txt", b"What light through yonder window breaks?");
+    refused(
+        &run(&["perplexity", "--chunk", "0", s(&text)]),
+        "--chunk must be at least 1",
+        "--chunk 0",
+    );
+    // The same through files: a prompt file's and a persona's ban list,
+    // a prompt file's stop list. Nothing is written.
+    let out = d.join("out");
+    let story = |extra: &str| {
+        format!(
+            "title = \"T\"\npremise = \"x\"\n{extra}\n[[chapter]]\nheading = \"One\"\nlength = 5\n"
+        )
+    };
+    let f = put(
+        &d,
+        "ban.toml",
+        story("[sampler]\nbanned = [999]\n").as_bytes(),
+    );
+    let o = run(&["write", s(&f), "--out", s(&out)]);
+    let err = refused(&o, "banned token id 999", "prompt file banned = [999]");
+    assert!(err.contains("ban.toml"), "{err}");
+    assert!(!out.exists(), "something was written");
+    let f = put(
+        &d,
+        "stop.toml",
+        format!("{}stop = [\"a\", \"\"]\n", story("")).as_bytes(),
+    );
+    let o = run(&["write", s(&f), "--out", s(&out)]);
+    refused(
+        &o,
+        "stop.toml:7: field `chapter[1].stop[2]`: is empty",
+        "stop = [\"\"]",
+    );
+    assert!(!out.exists(), "something was written");
+    let persona = put(
+        &d,
+        "p.toml",
+        b"[sampler]\nbanned = [999]\n\n[[opening]]\nuser = \"Hi\"\nassistant = \"Hello.\"\n",
+    );
+    let o = run_with(
+        &["chat", "--persona", s(&persona), "--no-cache"],
+        b"Hi\n",
+        &[("QUILL_DATA_DIR", &*d)],
+    );
+    refused(&o, "banned token id 999", "persona banned = [999]");
+}

@@ -198,10 +198,11 @@ fn generate_zero_tokens_reads_prompt_only_and_stop_strings_cut() {
         "0",
         "--json",
     ]);
-    let text = serde_json::from_str::<serde_json::Value>(&stdout(&base)).unwrap()["text"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let base: serde_json::Value = serde_json::from_str(&stdout(&base)).unwrap();
+    // The reason is a plain name, not Rust's Debug text.
+    assert_eq!(base["stop"], "length");
+    assert!(base["stop_string"].is_null(), "{base}");
+    let text = base["text"].as_str().unwrap().to_string();
     let chars: Vec<char> = text.chars().collect();
     assert!(chars.len() > 12, "need some text: {text:?}");
     let stop: String = chars[8..11].iter().collect();
@@ -222,6 +223,8 @@ fn generate_zero_tokens_reads_prompt_only_and_stop_strings_cut() {
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     let cut = v["text"].as_str().unwrap();
     assert!(!cut.contains(&stop));
+    assert_eq!(v["stop"], "stop");
+    assert_eq!(v["stop_string"], stop.as_str());
     assert!(text.starts_with(cut) && cut.len() < text.len());
 }
 
@@ -447,4 +450,232 @@ fn nan_and_inf_weights_are_refused_at_load() {
         std::fs::write(&path, write_safetensors(&ts, &Default::default())).unwrap();
         assert_clean_error(&quill(&["info", p(&path)]), "blocks.2.ffn.value.weight");
     }
+}
+
+#[test]
+fn threads_beyond_the_bound_are_refused_naming_it() {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let max = (4 * cpus).max(8);
+    let too_many = (max + 1).to_string();
+    for args in [
+        vec![
+            "generate",
+            "--prompt",
+            "Hello",
+            "-n",
+            "5",
+            "--threads",
+            "5000",
+        ],
+        vec![
+            "generate",
+            "--prompt",
+            "Hello",
+            "-n",
+            "5",
+            "--threads",
+            &too_many,
+        ],
+        // Refused before any measurement starts.
+        vec!["bench", "--threads", "5000"],
+    ] {
+        let o = quill(&args);
+        assert_clean_error(&o, &format!("at most {max}"));
+        assert!(
+            stderr(&o).contains(&format!("{cpus} CPUs")),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+    }
+    assert_clean_error(&quill(&["bench", "--threads", "0"]), "at least 1");
+    // The bound itself is accepted.
+    let o = quill(&[
+        "generate",
+        "--prompt",
+        "Hello",
+        "-n",
+        "2",
+        "--threads",
+        &max.to_string(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn bench_help_shows_no_made_up_thread_default() {
+    let o = quill(&["bench", "--help"]);
+    assert!(o.status.success());
+    let help = stdout(&o);
+    let line = help
+        .lines()
+        .find(|l| l.contains("--threads"))
+        .expect("--threads in bench --help");
+    assert!(!line.contains("[default: 0]"), "{line}");
+    assert!(line.contains("physical cores"), "{line}");
+}
+
+#[test]
+fn negative_numbers_reach_the_options_own_checks() {
+    // A negative presence penalty is a legitimate setting.
+    let o = quill(&[
+        "generate",
+        "--prompt",
+        "Hello",
+        "-n",
+        "3",
+        "--seed",
+        "1",
+        "--presence",
+        "-0.5",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for (flag, value, needle) in [
+        ("--temperature", "-1", "temperature -1 must be ≥ 0"),
+        ("--top-p", "-0.5", "top_p -0.5 must be in (0, 1]"),
+    ] {
+        let o = quill(&["generate", "--prompt", "Hello", "-n", "3", flag, value]);
+        assert_clean_error(&o, needle);
+    }
+    let o = quill(&["chat", "--temperature", "-2"]);
+    assert_clean_error(&o, "temperature -2 must be ≥ 0");
+    // A count that cannot be negative: the value is refused, not taken
+    // for an unknown flag.
+    let o = quill(&["generate", "--prompt", "Hello", "-n", "-1"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("invalid value '-1'"), "{}", stderr(&o));
+    assert!(
+        !stderr(&o).contains("unexpected argument"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn tokenize_follows_the_default_model_and_decodes_its_own_output() {
+    // No --model: the built-in model, which is byte-level, as for generate.
+    let o = quill(&["tokenize", "--text", "Hi"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).trim(), "[72,105]");
+    // $QUILL_MODEL is the default model here too (this one does not exist,
+    // so the error proves it was the one used)...
+    let env = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_quill"))
+            .args(args)
+            .env("QUILL_MODEL", "/nonexistent/quill-env-model.safetensors")
+            .output()
+            .unwrap()
+    };
+    assert_clean_error(
+        &env(&["tokenize", "--text", "Hi"]),
+        "quill-env-model.safetensors",
+    );
+    // ...unless --tokenizer names the tokenizer outright.
+    let o = env(&[
+        "tokenize",
+        "--tokenizer",
+        "world",
+        "--text",
+        "Hello, world!",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let printed = stdout(&o);
+    assert_eq!(printed.trim(), "[33155,45,40213,34]");
+    // What encoding printed decodes back, brackets, spaces and all.
+    for ids in [
+        printed.trim(),
+        "[33155, 45, 40213, 34]",
+        " [ 33155,45,40213,34 ] ",
+    ] {
+        let o = quill(&["tokenize", "--tokenizer", "world", "--decode", ids]);
+        assert!(o.status.success(), "{ids}: {}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+        assert_eq!(v["text"], "Hello, world!", "{ids}");
+    }
+}
+
+#[test]
+fn an_unwritable_state_out_is_refused_before_generating() {
+    let dir = TempDir::new("cli-state-out");
+    let missing = dir.join("missing/story.qs");
+    let file = dir.join("file.txt");
+    std::fs::write(&file, "x").unwrap();
+    let under_file = file.join("story.qs");
+    for (out, needle) in [
+        (p(&missing), "does not exist"),
+        (p(&under_file), "is not a folder"),
+        (p(&dir), "is a folder"),
+    ] {
+        // One line on stderr: the prompt and generation summaries, which a
+        // run prints before saving, never appear.
+        let o = quill(&[
+            "generate",
+            "--prompt",
+            "Hello",
+            "-n",
+            "50",
+            "--state-out",
+            out,
+        ]);
+        assert_clean_error(&o, needle);
+        assert!(stdout(&o).is_empty(), "generated: {}", stdout(&o));
+    }
+    // convert checks its output the same way, before loading.
+    let o = quill(&["convert", p(&v7()), p(&missing)]);
+    assert_clean_error(&o, "does not exist");
+    assert!(!missing.exists());
+}
+
+#[test]
+fn errors_name_a_file_once_and_hint_at_a_tokenizer_mismatch() {
+    let dir = TempDir::new("cli-wording");
+    let garbage = dir.join("garbage.safetensors");
+    std::fs::write(&garbage, "not a model at all").unwrap();
+    let missing = dir.join("missing.safetensors");
+    let out = dir.join("out.safetensors");
+    for model in [&garbage, &missing] {
+        for args in [
+            vec!["generate", "-m", p(model), "--prompt", "hi", "-n", "1"],
+            vec!["info", p(model)],
+            vec!["convert", p(model), p(&out)],
+            vec!["tokenize", "-m", p(model), "--text", "hi"],
+        ] {
+            let o = quill(&args);
+            assert_clean_error(&o, p(model));
+            assert_eq!(
+                stderr(&o).matches(p(model)).count(),
+                1,
+                "{args:?}: the path is said more than once: {}",
+                stderr(&o)
+            );
+        }
+    }
+    // World ids fed to the byte-level built-in model: say which option fixes it.
+    let o = quill(&[
+        "generate",
+        "--tokenizer",
+        "world",
+        "--prompt",
+        "Hello world",
+        "-n",
+        "2",
+    ]);
+    assert_clean_error(&o, "only 256 vocabulary rows");
+    assert!(
+        stderr(&o).contains("the world tokenizer (65536 ids)")
+            && stderr(&o).contains("use --tokenizer bytes"),
+        "{}",
+        stderr(&o)
+    );
+    let o = Command::new(env!("CARGO_BIN_EXE_quill"))
+        .args(["chat", "--tokenizer", "world", "--no-cache"])
+        .env_remove("QUILL_MODEL")
+        .env("QUILL_DATA_DIR", &dir)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_clean_error(&o, "use --tokenizer bytes");
+    // Ids typed in by hand are not blamed on a tokenizer.
+    let o = quill(&["generate", "--tokens", "300", "-n", "1"]);
+    assert_clean_error(&o, "token id 300 is outside the vocabulary");
+    assert!(!stderr(&o).contains("--tokenizer"), "{}", stderr(&o));
 }

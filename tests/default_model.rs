@@ -112,3 +112,92 @@ fn every_command_works_without_a_model_flag() {
     std::fs::write(&f, "What light through yonder window breaks?").unwrap();
     assert!(q(&["perplexity", f.to_str().unwrap()]).contains("perplexity"));
 }
+
+/// The built-in model is shown by name everywhere a model file's name
+/// would be: the chat banner, `/show`, `/sessions`, a snapshot's model
+/// field and a story manifest's `model` (it once showed as
+/// `quill-default.safetensors)`, the tail of a name holding a `/`).
+#[test]
+fn the_built_in_models_name_shows_whole() {
+    const NAME: &str = "built-in quill-default";
+    let stray = |what: &str, text: &str| {
+        assert!(
+            !text.contains("safetensors)") && !text.contains("quill-default)"),
+            "{what}: stray parenthesis: {text}"
+        );
+    };
+    let dir = common::TempDir::new("default-name");
+    let run = |args: &[&str], stdin: &[u8]| {
+        use std::io::Write as _;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_quill"))
+            .args(args)
+            .env_remove("QUILL_MODEL")
+            .env("QUILL_DATA_DIR", dir.join("data"))
+            .env("QUILL_CACHE_DIR", dir.join("cache"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        let o = child.wait_with_output().unwrap();
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let mut all = String::from_utf8_lossy(&o.stdout).into_owned();
+        all.push_str(&String::from_utf8_lossy(&o.stderr));
+        all
+    };
+    let chat = run(&["chat", "--seed", "1"], b"/show\n/save s1\n/sessions\n");
+    stray("chat", &chat);
+    assert!(
+        chat.contains(&format!("quill chat: {NAME} (")),
+        "banner: {chat}"
+    );
+    assert!(
+        chat.contains(&format!("model      {NAME} (")),
+        "/show: {chat}"
+    );
+    let listed = chat.lines().find(|l| l.trim_start().starts_with("s1 "));
+    assert!(
+        listed.is_some_and(|l| l.contains(NAME)),
+        "/sessions: {chat}"
+    );
+    let snap = dir.join("s.qs");
+    let snap = snap.to_str().unwrap();
+    run(
+        &["generate", "--prompt", "Hi", "-n", "3", "--state-out", snap],
+        b"",
+    );
+    let info = run(&["state", "info", snap], b"");
+    stray("state info", &info);
+    assert!(
+        info.lines()
+            .any(|l| l.starts_with("x.model") && l.trim_end().ends_with(NAME)),
+        "snapshot model field: {info}"
+    );
+    let prompt = dir.join("p.toml");
+    std::fs::write(
+        &prompt,
+        "title = \"T\"\npremise = \"x\"\n[[chapter]]\nheading = \"One\"\nlength = 3\n",
+    )
+    .unwrap();
+    let out = dir.join("stories");
+    run(
+        &[
+            "write",
+            prompt.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--seed",
+            "1",
+        ],
+        b"",
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("p/manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(manifest["model"], NAME);
+}

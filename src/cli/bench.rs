@@ -20,8 +20,8 @@ pub struct Args {
     #[arg(long)]
     dtype: Option<WeightDtype>,
     /// Kernel threads (default: physical cores).
-    #[arg(long, default_value_t = 0)]
-    threads: usize,
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
     /// Prompt tokens for the prefill measurement.
     #[arg(long, default_value_t = 512)]
     prompt: usize,
@@ -47,6 +47,8 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
+    // 0 asks the library for one thread per physical core.
+    let threads = a.threads.map(super::load::check_threads).transpose()?;
     let opts = BenchOptions {
         synthetic: if a.model.is_none() {
             Some(a.synthetic.unwrap_or(SyntheticSize::B0p4))
@@ -55,7 +57,7 @@ pub fn run(a: Args) -> Result<()> {
         },
         model: a.model,
         dtype: a.dtype,
-        threads: a.threads,
+        threads: threads.unwrap_or(0),
         prompt_tokens: a.prompt,
         gen_tokens: a.gen,
         rounds: a.rounds as usize,

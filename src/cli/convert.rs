@@ -3,11 +3,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use quill::model::convert::write_converted;
 use quill::model::weights::DType;
 use quill::model::Model;
 use quill::tokenizer::TokenizerKind;
+
+use super::PathContext;
 
 /// Arguments of `quill convert`.
 #[derive(clap::Args)]
@@ -45,13 +47,14 @@ pub fn run(a: Args) -> Result<()> {
             a.output.display()
         );
     }
+    super::check_output_path(&a.output, "the output")?;
     // Loading validates the checkpoint fully before anything is written.
     // With the scalar kernels, which read matrices in place, row-major:
     // the SIMD sets' load would copy every matrix into panels first, memory
     // this one-off pass has no use for (0.4B bf16 to int8: peak resident
     // 1.79 GB with the copies, 1.06 GB without).
     let model = quill::kernels::with_kernels("scalar", || Model::load(&a.input))?
-        .with_context(|| format!("loading {}", a.input.display()))?;
+        .path_context("loading", &a.input)?;
     let tokenizer = super::load::choose_tokenizer(&model, a.tokenizer)?;
     let info = model.info();
     let mut meta: BTreeMap<String, String> = info.metadata.clone();

@@ -6,10 +6,10 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use quill::sampler::{Sampler, SamplerSettings};
-use quill::session::Session;
+use quill::session::{Session, StopReason};
 use quill::snapshot::Snapshot;
 
-use super::{parse_ids, ModelArgs};
+use super::{parse_ids, ModelArgs, PathContext};
 
 /// Sampler flags shared by the commands that generate.
 #[derive(clap::Args, Clone, Debug)]
@@ -141,6 +141,14 @@ fn read_prompt_file(f: &std::path::Path) -> Result<String> {
 }
 
 pub fn run(a: Args) -> Result<()> {
+    if a.stop.iter().any(String::is_empty) {
+        anyhow::bail!(
+            "--stop \"\" is empty: a stop string needs at least one character (or leave --stop out)"
+        );
+    }
+    if let Some(path) = &a.state_out {
+        super::check_output_path(path, "--state-out")?;
+    }
     // The prompt is read and checked before the model loads: a mistake in
     // it should not cost a model load to find out.
     let text = match (&a.prompt, &a.prompt_file) {
@@ -165,6 +173,8 @@ pub fn run(a: Args) -> Result<()> {
         (_, Some(ids)) => parse_ids(ids)?,
         _ => Vec::new(),
     };
+    // (A tokenizer with more ids than the model has rows was refused at
+    // load: ids out of range here were typed in with --tokens.)
     model.check_tokens(&prompt_ids)?;
     let (mut session, seed) = match &a.state_in {
         Some(path) => {
@@ -178,7 +188,7 @@ pub fn run(a: Args) -> Result<()> {
             let settings = a.sampler.apply(base)?;
             let mut session = Session::new(model, tokenizer, Sampler::new(settings.clone(), 0));
             snap.restore_into(&mut session, a.force)
-                .with_context(|| format!("restoring {}", path.display()))?;
+                .path_context("restoring", path)?;
             session.sampler_mut().settings = settings;
             // An explicit --seed reseeds; otherwise the saved RNG goes on.
             let imported = snap.meta.extra.contains_key("imported_from");
@@ -204,6 +214,10 @@ pub fn run(a: Args) -> Result<()> {
             )
         }
     };
+    // Before the prompt is read: --ban or a snapshot's ban list may name
+    // ids this model does not have.
+    let vocab = session.model().info().dims.vocab;
+    session.sampler().settings.check_vocab(vocab)?;
     let t0 = Instant::now();
     session.feed_tokens(&prompt_ids)?;
     let prefill_s = t0.elapsed().as_secs_f64();
@@ -240,7 +254,7 @@ pub fn run(a: Args) -> Result<()> {
         // and are printed by the run that continues it.
         Snapshot::capture(&session)
             .save(path)
-            .with_context(|| format!("saving the state to {}", path.display()))?;
+            .path_context("saving the state to", path)?;
     } else {
         let rest = session.flush_text();
         if streaming && !rest.is_empty() {
@@ -264,19 +278,26 @@ pub fn run(a: Args) -> Result<()> {
             "prefill_tokens_per_s": prompt_ids.len() as f64 / prefill_s.max(1e-9),
             "seed": seed,
             "tokens_in_state": session.tokens_in_state(),
-            "stop": format!("{:?}", out.stop),
+            "stop": out.stop.name(),
+            "stop_string": match &out.stop {
+                StopReason::StopString(s) => Some(s.as_str()),
+                _ => None,
+            },
         });
         writeln!(stdout, "{v}")?;
     } else {
         if a.state_out.is_none() && !out.text.is_empty() && !out.text.ends_with('\n') {
             writeln!(stdout)?;
         }
+        let stop = match &out.stop {
+            StopReason::StopString(s) => format!("stop string {s:?}"),
+            other => other.name().to_string(),
+        };
         eprintln!(
-            "[{} tokens in {:.2}s ({:.1} tokens/s); stop: {:?}]",
+            "[{} tokens in {:.2}s ({:.1} tokens/s); stop: {stop}]",
             out.tokens.len(),
             out.seconds,
             out.tokens_per_s(),
-            out.stop
         );
     }
     Ok(())

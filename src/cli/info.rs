@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use quill::model::Model;
 
+use super::PathContext;
+
 /// Arguments of `quill info`.
 #[derive(clap::Args)]
 pub struct Args {
@@ -18,7 +20,7 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<()> {
     let model = match &a.model {
-        Some(path) => Model::load(path).with_context(|| format!("loading {}", path.display()))?,
+        Some(path) => Model::load(path).path_context("loading", path)?,
         None => quill::model::default::load_default().context("loading the built-in model")?,
     };
     let i = model.info();

@@ -8,6 +8,8 @@ use quill::kernels::WeightDtype;
 use quill::model::{LoadOptions, Model};
 use quill::tokenizer::{Tokenizer, TokenizerKind};
 
+use super::PathContext;
+
 /// Options for choosing a model and its tokenizer.
 #[derive(clap::Args, Clone, Debug)]
 pub struct ModelArgs {
@@ -38,15 +40,11 @@ impl ModelArgs {
     /// Loads the model and picks its tokenizer.
     pub fn load(&self) -> Result<(Arc<Model>, Arc<Tokenizer>)> {
         if let Some(n) = self.threads {
-            if n == 0 {
-                anyhow::bail!("--threads must be at least 1");
-            }
-            quill::kernels::set_threads(n);
+            quill::kernels::set_threads(check_threads(n)?);
         }
         let opts = LoadOptions { dtype: self.dtype };
         let model = match self.path() {
-            Some(path) => Model::load_with(&path, &opts)
-                .with_context(|| format!("loading {}", path.display()))?,
+            Some(path) => Model::load_with(&path, &opts).path_context("loading", &path)?,
             None => quill::model::default::load_default_with(&opts)
                 .context("loading the built-in model")?,
         };
@@ -54,6 +52,33 @@ impl ModelArgs {
         let tokenizer = Tokenizer::new(kind)?;
         Ok((Arc::new(model), Arc::new(tokenizer)))
     }
+}
+
+/// The most `--threads` accepted on a machine with `cpus` CPUs: 4 × the
+/// CPUs, and at least 8.
+///
+/// Threads beyond the CPUs only add hand-offs (and a decoding team spins
+/// between passes, so oversubscribed threads steal each other's time), yet
+/// a few times the CPUs leaves room to experiment. Thousands of threads,
+/// each with its own stack and scratch buffers, exhaust memory before any
+/// work is done. The floor of 8 lets a 1- or 2-CPU VM still try a few.
+pub fn max_threads(cpus: usize) -> usize {
+    cpus.saturating_mul(4).max(8)
+}
+
+/// Checks a `--threads` value: at least 1, at most [`max_threads`].
+pub fn check_threads(n: usize) -> Result<usize> {
+    let cpus = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let max = max_threads(cpus);
+    if n == 0 {
+        anyhow::bail!("--threads must be at least 1 (leave it out for one per physical core)");
+    }
+    if n > max {
+        anyhow::bail!(
+            "--threads {n} is too many for this machine's {cpus} CPUs: give at most {max} (4 × the CPUs, never fewer than 8), or leave it out for one thread per physical core"
+        );
+    }
+    Ok(n)
 }
 
 /// `--tokenizer`, else the model's `tokenizer` metadata, else its vocab

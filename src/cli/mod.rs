@@ -28,7 +28,7 @@ mod tokenize;
 mod tui;
 mod write;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 pub use load::ModelArgs;
 
@@ -70,7 +70,9 @@ enum Command {
 
 /// Parses the command line and runs the subcommand; returns the exit code.
 pub fn run() -> anyhow::Result<i32> {
-    let cli = Cli::parse();
+    let mut cmd = allow_negative_numbers(Cli::command());
+    let matches = cmd.get_matches_mut();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut cmd).exit());
     match cli.command {
         Command::Chat(a) => chat::run(a).map(|_| 0),
         Command::Generate(a) => generate::run(a).map(|_| 0),
@@ -86,12 +88,98 @@ pub fn run() -> anyhow::Result<i32> {
     }
 }
 
-/// Parses `1,2,3` (spaces allowed) into token ids.
+/// Lets every option that takes a value take a negative number
+/// (`--presence -0.5`, `--temperature -1`, `-n -1`), in every subcommand.
+/// Without it clap reads `-0.5` as an unknown flag and says so, instead
+/// of the option's own check saying what range it wants. No option of
+/// quill is spelt like a number, so nothing is lost.
+fn allow_negative_numbers(cmd: clap::Command) -> clap::Command {
+    cmd.mut_args(|a| {
+        if a.get_action().takes_values() {
+            a.allow_negative_numbers(true)
+        } else {
+            a
+        }
+    })
+    .mut_subcommands(allow_negative_numbers)
+}
+
+/// Context naming the file an error is about, for errors that may not.
+pub trait PathContext<T> {
+    /// Adds "`what` `path`" as context, unless the error's message already
+    /// names `path` (the library's I/O and format errors do): otherwise
+    /// the path is said twice, `loading x: x: not a safetensors file`.
+    fn path_context(self, what: &str, path: &std::path::Path) -> anyhow::Result<T>;
+}
+
+impl<T, E> PathContext<T> for Result<T, E>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    fn path_context(self, what: &str, path: &std::path::Path) -> anyhow::Result<T> {
+        self.map_err(|e| {
+            let shown = path.display().to_string();
+            if e.to_string().contains(&shown) {
+                anyhow::Error::new(e)
+            } else {
+                anyhow::Error::new(e).context(format!("{what} {shown}"))
+            }
+        })
+    }
+}
+
+/// Checks, before the work whose result it will hold, that a file can be
+/// saved at `path` (named `what` in the message): its folder exists and
+/// it is not itself a folder. Otherwise a typo in the path would be found
+/// only once a whole generation or conversion had run.
+pub fn check_output_path(path: &std::path::Path, what: &str) -> anyhow::Result<()> {
+    if path.is_dir() {
+        anyhow::bail!(
+            "{what} {} is a folder: give the path of a file in it",
+            path.display()
+        );
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    if !dir.is_dir() {
+        let problem = if dir.exists() {
+            "is not a folder"
+        } else {
+            "does not exist"
+        };
+        anyhow::bail!(
+            "{what} {}: {} {problem}; create the folder first or choose another path",
+            path.display(),
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// Parses `1,2,3` (spaces allowed) into token ids; `[1, 2, 3]`, as
+/// `quill tokenize` prints them, too.
 pub fn parse_ids(s: &str) -> anyhow::Result<Vec<u32>> {
+    let t = s.trim();
+    let s = t
+        .strip_prefix('[')
+        .and_then(|t| t.strip_suffix(']'))
+        .unwrap_or(t);
+    // Nothing at all is an empty list (the command says whether that will
+    // do); an empty item between commas is a mistake, not nothing.
+    if s.trim().is_empty() {
+        return Ok(Vec::new());
+    }
     s.split(',')
         .map(str::trim)
-        .filter(|t| !t.is_empty())
         .map(|t| {
+            if t.is_empty() {
+                anyhow::bail!(
+                    "`{}` has an empty item between commas: give token ids like 1,2,3",
+                    s.trim()
+                );
+            }
             t.parse::<u32>().map_err(|_| {
                 anyhow::anyhow!("`{t}` is not a token id (expected numbers like 1,2,3)")
             })

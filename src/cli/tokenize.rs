@@ -5,16 +5,16 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use quill::tokenizer::{Tokenizer, TokenizerKind};
 
-use super::parse_ids;
+use super::{parse_ids, ModelArgs};
 
 /// Arguments of `quill tokenize`.
 #[derive(clap::Args)]
 #[command(group(clap::ArgGroup::new("input").required(true).args(["text", "file", "decode"])))]
 pub struct Args {
-    /// Use this model's tokenizer.
+    /// Use this model's tokenizer (default: $QUILL_MODEL, else the built-in model, as every command).
     #[arg(short, long, value_name = "FILE", conflicts_with = "tokenizer")]
     model: Option<PathBuf>,
-    /// Tokenizer: world, bytes or 20b.
+    /// Tokenizer: world, bytes or 20b (default: the model's).
     #[arg(long, value_name = "NAME")]
     tokenizer: Option<TokenizerKind>,
     /// Text to encode.
@@ -23,22 +23,27 @@ pub struct Args {
     /// File whose contents to encode.
     #[arg(long, value_name = "FILE")]
     file: Option<PathBuf>,
-    /// Token ids to decode instead (e.g. 1,2,3).
+    /// Token ids to decode instead (e.g. 1,2,3, or [1,2,3] as encoding prints them).
     #[arg(long, value_name = "IDS")]
     decode: Option<String>,
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let kind = match (&a.model, a.tokenizer) {
-        (_, Some(k)) => k,
-        (Some(path), None) => {
-            let model = quill::model::Model::load(path)
-                .with_context(|| format!("loading {}", path.display()))?;
-            super::load::choose_tokenizer(&model, None)?
+    // Without --tokenizer, the tokenizer of the model the other commands
+    // would load (--model, else $QUILL_MODEL, else the built-in one), so
+    // the ids are the ones `generate --tokens` and `logits` take.
+    let tok = match a.tokenizer {
+        Some(kind) => std::sync::Arc::new(Tokenizer::new(kind)?),
+        None => {
+            let args = ModelArgs {
+                model: a.model.clone(),
+                tokenizer: None,
+                threads: None,
+                dtype: None,
+            };
+            args.load()?.1
         }
-        (None, None) => TokenizerKind::World,
     };
-    let tok = Tokenizer::new(kind)?;
     if let Some(ids) = &a.decode {
         let ids = parse_ids(ids)?;
         let text = tok.decode(&ids)?;

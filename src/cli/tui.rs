@@ -52,6 +52,17 @@ pub fn run(a: Args) -> Result<()> {
         model_args.model = prompt.model.clone();
     }
     let (model, tokenizer) = model_args.load()?;
+    // Ban lists naming ids this model lacks: said here, before the screen
+    // is taken over, not at the first reply.
+    let vocab = model.info().dims.vocab;
+    if let Some(s) = &persona.sampler {
+        s.check_vocab(vocab)
+            .with_context(|| format!("persona {}", persona.name))?;
+    }
+    if let Some(s) = &prompt.sampler {
+        s.check_vocab(vocab)
+            .with_context(|| format!("sampler settings for {}", prompt.path.display()))?;
+    }
     let seed = a.seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -129,6 +129,11 @@ pub fn run(a: Args) -> Result<()> {
                     models.insert(key.clone(), loaded);
                 }
                 let (m, t) = &models[&key];
+                plan.sampler
+                    .check_vocab(m.info().dims.vocab)
+                    .with_context(|| {
+                        format!("sampler settings for {}", plan.prompt.path.display())
+                    })?;
                 work.push((i, m.clone(), t.clone()));
                 results.push(None);
             }

@@ -16,8 +16,11 @@ struct Aligned<B: ?Sized>(B);
 static DEFAULT_MODEL: &Aligned<[u8]> =
     &Aligned(*include_bytes!("../../models/quill-default.safetensors"));
 
-/// How the built-in model is named in messages and snapshots.
-pub const DEFAULT_MODEL_NAME: &str = "built-in quill-default (models/quill-default.safetensors)";
+/// How the built-in model is named in messages and snapshots. Front ends
+/// show a model by the file name of its origin (the last `/`-separated
+/// part), so the name holds no `/`: with one, the built-in model showed
+/// as `quill-default.safetensors)`.
+pub const DEFAULT_MODEL_NAME: &str = "built-in quill-default";
 
 /// The embedded model file's bytes.
 pub fn default_model_bytes() -> &'static [u8] {

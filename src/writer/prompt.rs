@@ -468,7 +468,7 @@ struct RawChapter {
     // Signed, so that a negative length gets our message, not serde's.
     length: Spanned<i64>,
     #[serde(default)]
-    stop: Vec<String>,
+    stop: Vec<Spanned<String>>,
 }
 
 fn check_chapter(
@@ -501,11 +501,24 @@ fn check_chapter(
             format!("must be a positive number of tokens, got {length}"),
         ));
     }
+    // An empty stop string would end the chapter before its first token.
+    if let Some((k, s)) = c
+        .stop
+        .iter()
+        .enumerate()
+        .find(|(_, s)| s.get_ref().is_empty())
+    {
+        return Err(err(
+            s.span(),
+            &format!("stop[{}]", k + 1),
+            "is empty: a stop string needs at least one character (or leave it out)".into(),
+        ));
+    }
     Ok(ChapterSpec {
         heading: heading.to_string(),
         guidance: c.guidance.clone(),
         length: usize::try_from(length).unwrap_or(usize::MAX),
-        stop: c.stop.clone(),
+        stop: c.stop.iter().map(|s| s.get_ref().clone()).collect(),
     })
 }
 

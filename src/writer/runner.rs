@@ -16,7 +16,7 @@ use std::time::Instant;
 use crate::hash::Fnv64;
 use crate::model::Model;
 use crate::sampler::{Sampler, SamplerSettings};
-use crate::session::{Session, StopReason};
+use crate::session::Session;
 use crate::snapshot::{now_rfc3339, write_atomic, Snapshot};
 use crate::tokenizer::Tokenizer;
 use crate::writer::manifest::{
@@ -565,13 +565,7 @@ fn write_chapter(
         snapshot_fnv64: fnv_hex(&snap_bytes),
         prompt_tokens,
         tokens: out.tokens.len(),
-        stop_reason: match out.stop {
-            StopReason::Length => "length",
-            StopReason::StopString(_) => "stop",
-            StopReason::EndOfText => "end-of-text",
-            StopReason::Cancelled => "cancelled",
-        }
-        .into(),
+        stop_reason: out.stop.name().into(),
         tokens_in_state: session.tokens_in_state(),
         seconds,
         tokens_per_s: out.tokens.len() as f64 / seconds.max(1e-9),
