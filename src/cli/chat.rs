@@ -128,11 +128,7 @@ pub fn run(a: Args) -> Result<()> {
         .check_vocab(model.info().dims.vocab)
         .with_context(|| format!("sampler settings (persona {} and the flags)", persona.name))?;
     let seed = a.sampler.seed_or_clock();
-    let session = Session::new(
-        Arc::clone(&model),
-        Arc::clone(&tokenizer),
-        Sampler::new(settings, seed),
-    );
+    let session = Session::new(model, tokenizer, Sampler::new(settings, seed));
     let data_dir = paths::data_dir();
     let options = ChatOptions {
         max_tokens: a.max_tokens,
