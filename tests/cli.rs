@@ -541,8 +541,7 @@ fn negative_numbers_reach_the_options_own_checks() {
     // A count that cannot be negative: the value is refused, not taken
     // for an unknown flag.
     let o = quill(&["generate", "--prompt", "Hello", "-n", "-1"]);
-    assert!(!o.status.success());
-    assert!(stderr(&o).contains("invalid value '-1'"), "{}", stderr(&o));
+    assert_clean_error(&o, "invalid value '-1'");
     assert!(
         !stderr(&o).contains("unexpected argument"),
         "{}",
@@ -678,4 +677,36 @@ fn errors_name_a_file_once_and_hint_at_a_tokenizer_mismatch() {
     let o = quill(&["generate", "--tokens", "300", "-n", "1"]);
     assert_clean_error(&o, "token id 300 is outside the vocabulary");
     assert!(!stderr(&o).contains("--tokenizer"), "{}", stderr(&o));
+}
+
+#[test]
+fn usage_mistakes_are_one_line_and_help_still_prints() {
+    // Missing arguments: the names and the usage stay, on one line.
+    let o = quill(&["convert"]);
+    assert_clean_error(&o, "<INPUT>");
+    assert!(
+        stderr(&o).contains("usage: quill convert"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(o.status.code(), Some(2), "clap's usage-error status");
+    let o = quill(&["generate", "--no-such-flag"]);
+    assert_clean_error(&o, "--no-such-flag");
+    let o = quill(&["frobnicate"]);
+    assert_clean_error(&o, "frobnicate");
+    // Help and version are not errors: stdout, exit 0, as before.
+    let o = quill(&["generate", "--help"]);
+    assert!(o.status.success());
+    assert!(
+        stdout(&o).contains("Usage: quill generate"),
+        "{}",
+        stdout(&o)
+    );
+    let o = quill(&["--version"]);
+    assert!(o.status.success());
+    assert!(stdout(&o).starts_with("quill "), "{}", stdout(&o));
+    // `quill` alone shows the help (on stderr, as clap does) and fails.
+    let o = quill(&[]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("Commands:"), "{}", stderr(&o));
 }

@@ -71,8 +71,10 @@ enum Command {
 /// Parses the command line and runs the subcommand; returns the exit code.
 pub fn run() -> anyhow::Result<i32> {
     let mut cmd = allow_negative_numbers(Cli::command());
-    let matches = cmd.get_matches_mut();
-    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut cmd).exit());
+    let matches = cmd
+        .try_get_matches_from_mut(std::env::args_os())
+        .unwrap_or_else(|e| exit_on(e));
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| exit_on(e.format(&mut cmd)));
     match cli.command {
         Command::Chat(a) => chat::run(a).map(|_| 0),
         Command::Generate(a) => generate::run(a).map(|_| 0),
@@ -86,6 +88,33 @@ pub fn run() -> anyhow::Result<i32> {
         Command::Write(a) => write::run(a).map(|_| 0),
         Command::Tui(a) => tui::run(a).map(|_| 0),
     }
+}
+
+/// Exits as clap would (`--help` and `--version` print as they do), but
+/// with a usage mistake said on one line, as every other error is (see
+/// `main`): clap's own message spreads it over several, with a blank line
+/// and a tip, which scripts reading stderr cannot rely on. The usage line
+/// it names stays, in brackets.
+fn exit_on(e: clap::Error) -> ! {
+    // `quill` alone shows the whole help, which is not a mistake to sum up.
+    if !e.use_stderr()
+        || e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    {
+        e.exit();
+    }
+    let text = e.render().to_string();
+    let mut parts: Vec<String> = Vec::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if line.starts_with("For more information") {
+            continue;
+        }
+        match line.strip_prefix("Usage: ") {
+            Some(usage) => parts.push(format!("(usage: {usage}; see --help)")),
+            None => parts.push(line.trim_start_matches("error: ").to_string()),
+        }
+    }
+    eprintln!("quill: error: {}", parts.join(" "));
+    std::process::exit(2);
 }
 
 /// Lets every option that takes a value take a negative number
