@@ -51,7 +51,21 @@ impl SamplerSettings {
     /// Checks ranges, with a message saying which value is wrong.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(QuillError::Invalid(m));
-        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
+        // NaN and ±∞ first: "temperature inf must be ≥ 0" would blame the
+        // sign of a value whose problem is that it is not a number at all.
+        for (name, v) in [
+            ("temperature", self.temperature),
+            ("top_p", self.top_p),
+            ("min_p", self.min_p),
+            ("presence", self.presence),
+            ("frequency", self.frequency),
+            ("penalty_decay", self.penalty_decay),
+        ] {
+            if !v.is_finite() {
+                return bad(format!("{name} must be a finite number, not {v}"));
+            }
+        }
+        if self.temperature < 0.0 {
             return bad(format!("temperature {} must be ≥ 0", self.temperature));
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
@@ -59,9 +73,6 @@ impl SamplerSettings {
         }
         if !(0.0..=1.0).contains(&self.min_p) {
             return bad(format!("min_p {} must be in [0, 1]", self.min_p));
-        }
-        if !(self.presence.is_finite() && self.frequency.is_finite()) {
-            return bad("presence and frequency penalties must be finite numbers".into());
         }
         if !(0.0..=1.0).contains(&self.penalty_decay) {
             return bad(format!(
@@ -332,6 +343,49 @@ mod tests {
 
     fn logits() -> Vec<f32> {
         vec![2.0, 1.0, 0.5, 0.0, -1.0, 3.0]
+    }
+
+    #[test]
+    fn values_that_are_not_numbers_are_called_so() {
+        for (set, name) in [
+            (
+                SamplerSettings {
+                    temperature: f32::INFINITY,
+                    ..Default::default()
+                },
+                "temperature",
+            ),
+            (
+                SamplerSettings {
+                    top_p: f32::NAN,
+                    ..Default::default()
+                },
+                "top_p",
+            ),
+            (
+                SamplerSettings {
+                    penalty_decay: f32::NEG_INFINITY,
+                    ..Default::default()
+                },
+                "penalty_decay",
+            ),
+        ] {
+            let err = set.validate().unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("{name} must be a finite number")),
+                "{err}"
+            );
+            assert!(!err.contains('≥'), "{err}");
+        }
+        let negative = SamplerSettings {
+            temperature: -1.0,
+            ..Default::default()
+        };
+        assert!(negative
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("must be ≥ 0"));
     }
 
     #[test]

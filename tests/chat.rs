@@ -707,3 +707,32 @@ fn a_missing_session_fails_before_the_opening_and_a_folder_is_not_called_missing
     assert!(err.contains("not a file"), "{err}");
     assert!(!err.contains("no session named"), "{err}");
 }
+
+#[test]
+fn a_saved_session_keeps_its_reply_length() {
+    let dir = tmpdir("maxtokens");
+    // Where `quill chat` (below) keeps sessions with QUILL_DATA_DIR=dir/data.
+    let sessions = dir.join("data").join("sessions");
+    let mut e = engine_for(&v7(), 3, &sessions);
+    message(&mut e, "/set max_tokens=77 temperature=0.7");
+    e.send("hello", &mut |_| true).unwrap();
+    message(&mut e, "/save mt");
+    let mut other = engine_for(&v7(), 4, &sessions);
+    assert_ne!(other.max_tokens(), 77);
+    message(&mut other, "/load mt");
+    assert_eq!(other.max_tokens(), 77, "the length was not restored");
+    assert!(message(&mut other, "/show").contains("max_tokens=77"));
+    // Resumed from the command line: the session's length, unless -n
+    // says otherwise.
+    let model = v7();
+    let shown = |extra: &[&str]| {
+        let mut args = vec!["--model", s(&model), "--session", "mt"];
+        args.extend_from_slice(extra);
+        let r = chat(&dir, &args, "/show\n").ok();
+        format!("{}{}", r.stdout(), r.stderr())
+    };
+    let out = shown(&[]);
+    assert!(out.contains("max_tokens=77"), "{out}");
+    let out = shown(&["-n", "12"]);
+    assert!(out.contains("max_tokens=12"), "{out}");
+}

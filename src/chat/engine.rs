@@ -244,6 +244,12 @@ impl ChatEngine {
         self.max_tokens
     }
 
+    /// Sets the most tokens a reply may take (`-n` over a resumed
+    /// session's own length); 0 is taken as 1.
+    pub fn set_max_tokens(&mut self, n: usize) {
+        self.max_tokens = n.max(1);
+    }
+
     /// Exchanges that `/undo` can still take back.
     pub fn undo_depth(&self) -> usize {
         self.history.len()
@@ -548,6 +554,9 @@ impl ChatEngine {
             "chat.user_tag_consumed".into(),
             self.user_tag_consumed.to_string(),
         );
+        // The reply length is one of the settings `/set` changes: a loaded
+        // session goes on with it as with the sampler's.
+        x.insert("chat.max_tokens".into(), self.max_tokens.to_string());
         snap.save(&path)?;
         self.claims.claim(&path);
         Ok(format!(
@@ -587,6 +596,14 @@ impl ChatEngine {
             self.format.think = t;
         }
         self.user_tag_consumed = x.get("chat.user_tag_consumed").is_some_and(|v| v == "true");
+        // Sessions saved before it was recorded keep the current length.
+        if let Some(n) = x
+            .get("chat.max_tokens")
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|&n| n > 0)
+        {
+            self.max_tokens = n;
+        }
         self.history.clear();
         // Saving this conversation under the name it came from is the
         // normal flow: no question asked.

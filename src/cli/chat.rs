@@ -206,6 +206,9 @@ fn resume_overrides(engine: &mut ChatEngine, a: &Args) -> Result<()> {
     if let Some(t) = a.think {
         engine.set_think(t);
     }
+    if let Some(n) = a.max_tokens {
+        engine.set_max_tokens(n);
+    }
     Ok(())
 }
 
