@@ -731,6 +731,74 @@ mod engine {
         Prompt::load(&p, None).unwrap()
     }
 
+    fn fable(dir: &std::path::Path) -> Prompt {
+        let p = dir.join("fable.toml");
+        std::fs::write(
+            &p,
+            "title = \"The Fox\"\npremise = \"A proud fox.\"\n[[chapter]]\nheading = \"I. The Boast\"\nguidance = \"The fox boasts.\"\nlength = 8\n[[chapter]]\nheading = \"II. The Night\"\nlength = 8\n[[chapter]]\nheading = \"III. The Moral\"\nlength = 8\n",
+        )
+        .unwrap();
+        Prompt::load(&p, None).unwrap()
+    }
+
+    fn label_of(rs: &[Response]) -> Option<String> {
+        rs.iter().rev().find_map(|r| match r {
+            Response::Status(Mode::Write, s) => Some(s.label.clone()),
+            _ => None,
+        })
+    }
+
+    /// QA's case: with a fable as the prompt file, a story saved from
+    /// another prompt file was loaded under the fable's title and its next
+    /// chapter got the fable's heading and guidance. A story from another
+    /// prompt file keeps its title and goes on with plain "Chapter N"; the
+    /// prompt file's own story keeps its plan.
+    #[test]
+    fn a_loaded_story_keeps_its_own_identity() {
+        let dir = temp_dir("identity");
+        {
+            let h = Harness::start(&dir, untitled(&dir), 8);
+            h.ask(Request::WriteChapter(String::new()));
+            h.ask(Request::Save(Mode::Write, "light".into()));
+        }
+        let h = Harness::start(&dir, fable(&dir), 8);
+        h.ask(Request::WriteChapter(String::new()));
+        h.ask(Request::Save(Mode::Write, "fox".into()));
+        let rs = h.ask(Request::Load(Mode::Write, "light".into()));
+        assert_eq!(label_of(&rs).as_deref(), Some("The Lighthouse"), "{rs:?}");
+        assert!(
+            rs.iter().any(|r| matches!(r, Response::Notice(m)
+                if m.contains("`The Lighthouse` is not `The Fox`") && m.contains("Chapter N"))),
+            "{rs:?}"
+        );
+        let rs = h.ask(Request::WriteChapter(String::new()));
+        let ch = text_of(&rs, Mode::Write);
+        assert!(ch.starts_with("\n\n## Chapter 2\n\n"), "{ch:?}");
+        // Saved again, it is still the lighthouse's story.
+        h.ask(Request::Save(Mode::Write, "light".into()));
+        let rs = h.ask(Request::Load(Mode::Write, "light".into()));
+        assert_eq!(label_of(&rs).as_deref(), Some("The Lighthouse"));
+        let rs = h.ask(Request::WriteChapter(String::new()));
+        assert!(text_of(&rs, Mode::Write).starts_with("\n\n## Chapter 3\n\n"));
+        // The fable's own story follows the fable's plan.
+        let rs = h.ask(Request::Load(Mode::Write, "fox".into()));
+        assert_eq!(label_of(&rs).as_deref(), Some("The Fox"));
+        assert!(
+            !rs.iter().any(|r| matches!(r, Response::Notice(_))),
+            "{rs:?}"
+        );
+        let rs = h.ask(Request::WriteChapter(String::new()));
+        let ch = text_of(&rs, Mode::Write);
+        assert!(ch.starts_with("\n\n## II. The Night\n\n"), "{ch:?}");
+        // Start over returns to the fable, plan and title.
+        h.ask(Request::Load(Mode::Write, "light".into()));
+        let rs = h.ask(Request::Reset(Mode::Write));
+        assert_eq!(label_of(&rs).as_deref(), Some("The Fox"));
+        let rs = h.ask(Request::WriteChapter(String::new()));
+        assert!(text_of(&rs, Mode::Write).starts_with("## I. The Boast\n\n"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn chat_streams_stops_saves_lists_and_loads() {
         let dir = temp_dir("chat");
