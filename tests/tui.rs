@@ -146,6 +146,58 @@ fn long_replies_wrap_and_follow_the_bottom() {
     assert!(!screen_has(&s, "w1499"));
 }
 
+/// The numbers of the `Lnnn|` lines on screen, first and last.
+fn numbered_span(screen: &[String]) -> (usize, usize) {
+    let ns: Vec<usize> = screen
+        .iter()
+        .filter_map(|l| {
+            let i = l.find('L')?;
+            l[i + 1..].split('|').next()?.parse().ok()
+        })
+        .collect();
+    (*ns.iter().min().unwrap(), *ns.iter().max().unwrap())
+}
+
+/// QA's case: 10 PgUp past the top, then PgDn, left the view at the top
+/// until the 11th PgDn; and a page was 10 lines in a 30-line view. Both
+/// panes now stop at the top and move a page less two lines.
+#[test]
+fn page_keys_move_a_page_and_stop_at_the_top() {
+    let story: Vec<String> = (0..200).map(|i| format!("L{i:03}|")).collect();
+    // (mode, pane height, lines above L000: the chat's "Quill" header)
+    for (mode, height, above) in [(Mode::Write, 30, 0), (Mode::Chat, 31, 1)] {
+        let mut app = ready_app();
+        app.handle_response(Response::Ready {
+            mode,
+            intro: story.join("\n"),
+        });
+        app.mode = mode;
+        let page = height - 2;
+        let (first, last) = numbered_span(&render(&app));
+        assert_eq!(last, 199, "{mode:?}");
+        app.handle_key(key(KeyCode::PageUp));
+        assert_eq!(numbered_span(&render(&app)).0, first - page, "{mode:?}");
+        for _ in 0..30 {
+            app.handle_key(key(KeyCode::PageUp));
+        }
+        assert_eq!(numbered_span(&render(&app)).0, 0, "{mode:?}");
+        app.handle_key(key(KeyCode::PageDown));
+        assert_eq!(numbered_span(&render(&app)).0, page - above, "{mode:?}");
+        for _ in 0..30 {
+            app.handle_key(key(KeyCode::PageDown));
+        }
+        assert_eq!(numbered_span(&render(&app)).1, 199, "{mode:?}");
+        assert_eq!(
+            if mode == Mode::Chat {
+                app.chat.scroll
+            } else {
+                app.write.scroll
+            },
+            0
+        );
+    }
+}
+
 #[test]
 fn write_screen_shows_story_guidance_and_actions() {
     let mut app = ready_app();

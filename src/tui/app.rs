@@ -3,6 +3,7 @@
 //! the engine pile up in an outbox that the event loop drains — so tests
 //! drive it with key events and engine responses alone.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -39,7 +40,7 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     (
         "anywhere",
         "PgUp / PgDn",
-        "scroll the conversation or story",
+        "scroll the conversation or story by a page",
     ),
     (
         "editing",
@@ -105,6 +106,49 @@ pub struct ChatEntry {
     pub text: String,
 }
 
+/// What the last draw of a scrolled pane measured. The wrapped line count
+/// depends on the terminal's width, which only the drawing knows; the
+/// scroll keys need it to keep the offset in range, else scrolling past
+/// the top piles up an offset that PgDn must first work off unseen.
+#[derive(Debug, Default, Clone)]
+pub struct Viewport {
+    height: Cell<usize>,
+    lines: Cell<usize>,
+}
+
+impl Viewport {
+    /// Records the pane's height and its number of wrapped lines (called
+    /// by the drawing, which only has `&App`: hence the cells).
+    pub fn record(&self, height: usize, lines: usize) {
+        self.height.set(height);
+        self.lines.set(lines);
+    }
+
+    /// The largest useful offset: the first line at the top of the pane.
+    pub fn max_scroll(&self) -> usize {
+        self.lines.get().saturating_sub(self.height.get())
+    }
+
+    /// Lines PgUp / PgDn move: a page, less two lines kept for context
+    /// (10 before the pane has been drawn).
+    pub fn page(&self) -> usize {
+        match self.height.get() {
+            0 => 10,
+            h => h.saturating_sub(2).max(1),
+        }
+    }
+
+    /// The offset `scroll` moved `up` (or down) by a page, within range.
+    pub fn paged(&self, scroll: usize, up: bool) -> usize {
+        let scroll = scroll.min(self.max_scroll());
+        if up {
+            (scroll + self.page()).min(self.max_scroll())
+        } else {
+            scroll.saturating_sub(self.page())
+        }
+    }
+}
+
 /// The Chat screen's state.
 #[derive(Debug, Default)]
 pub struct ChatView {
@@ -114,6 +158,8 @@ pub struct ChatView {
     pub input: TextInput,
     /// Lines scrolled up from the bottom (0 follows new text).
     pub scroll: usize,
+    /// The conversation pane as last drawn.
+    pub view: Viewport,
 }
 
 /// The Write screen's state.
@@ -127,6 +173,8 @@ pub struct WriteView {
     pub guidance: TextInput,
     /// Lines scrolled up from the bottom.
     pub scroll: usize,
+    /// The story pane as last drawn.
+    pub view: Viewport,
 }
 
 impl WriteView {
@@ -434,10 +482,13 @@ impl App {
             KeyCode::Char('j') if ctrl => self.input_mut().insert('\n'),
             KeyCode::Enter if alt => self.input_mut().insert('\n'),
             KeyCode::Enter => self.submit(),
-            KeyCode::PageUp => *self.scroll_mut() += 10,
-            KeyCode::PageDown => {
-                let s = self.scroll_mut();
-                *s = s.saturating_sub(10);
+            KeyCode::PageUp | KeyCode::PageDown => {
+                let up = key.code == KeyCode::PageUp;
+                let (scroll, view) = match self.mode {
+                    Mode::Chat => (&mut self.chat.scroll, &self.chat.view),
+                    Mode::Write => (&mut self.write.scroll, &self.write.view),
+                };
+                *scroll = view.paged(*scroll, up);
             }
             KeyCode::Char('?') if self.input().is_empty() => self.toggle_help(),
             KeyCode::Char(c) if !ctrl => self.input_mut().insert(c),
@@ -484,13 +535,6 @@ impl App {
         match self.mode {
             Mode::Chat => &mut self.chat.input,
             Mode::Write => &mut self.write.guidance,
-        }
-    }
-
-    fn scroll_mut(&mut self) -> &mut usize {
-        match self.mode {
-            Mode::Chat => &mut self.chat.scroll,
-            Mode::Write => &mut self.write.scroll,
         }
     }
 
