@@ -413,6 +413,71 @@ fn save_and_branch_ask_for_a_name() {
     );
 }
 
+/// QA's case: the name field was pre-filled with the last name, typing
+/// appended to it (`story1story1`) and Ctrl-U did nothing there or in the
+/// settings value field. The suggestion is now selected (typing replaces
+/// it, a cursor key keeps it) and Ctrl-U clears both fields.
+#[test]
+fn name_and_value_fields_clear_and_replace_their_suggestion() {
+    let mut app = ready_app();
+    let mut st = status("assistant");
+    st.session = Some("story1".into());
+    app.handle_response(Response::Status(Mode::Chat, st));
+    app.handle_key(ctrl('s'));
+    type_text(&mut app, "story2");
+    app.handle_key(key(KeyCode::Enter));
+    assert_eq!(
+        app.take_requests(),
+        vec![Request::Save(Mode::Chat, "story2".into())]
+    );
+    app.handle_response(Response::Idle);
+    // A cursor key keeps the suggestion, to edit it.
+    app.handle_key(ctrl('b'));
+    app.handle_key(key(KeyCode::End));
+    type_text(&mut app, "2");
+    app.handle_key(key(KeyCode::Enter));
+    assert_eq!(
+        app.take_requests(),
+        vec![Request::Branch(Mode::Chat, "story1-branch2".into())]
+    );
+    app.handle_response(Response::Idle);
+    app.handle_key(ctrl('s'));
+    app.handle_key(key(KeyCode::End));
+    app.handle_key(ctrl('u'));
+    match &app.overlay {
+        Some(Overlay::Name(NameFor::Save, input)) => assert_eq!(input.text(), ""),
+        other => panic!("expected the name prompt, got {other:?}"),
+    }
+    assert_shows(&render(&app), "Ctrl-U clears");
+    type_text(&mut app, "fresh");
+    app.handle_key(key(KeyCode::Enter));
+    assert_eq!(
+        app.take_requests(),
+        vec![Request::Save(Mode::Chat, "fresh".into())]
+    );
+    app.handle_response(Response::Idle);
+    // Settings: top-p's value is replaced by typing, and Ctrl-U clears.
+    app.handle_key(key(KeyCode::F(2)));
+    app.handle_key(key(KeyCode::Down));
+    app.handle_key(key(KeyCode::Enter));
+    type_text(&mut app, "0.4");
+    app.handle_key(key(KeyCode::Enter));
+    assert_eq!(
+        app.chat_status.settings.as_ref().unwrap().sampler.top_p,
+        0.4
+    );
+    app.handle_key(key(KeyCode::Enter));
+    app.handle_key(key(KeyCode::Home));
+    app.handle_key(ctrl('u'));
+    type_text(&mut app, "0.3");
+    assert_shows(&render(&app), "0.3▏");
+    app.handle_key(key(KeyCode::Enter));
+    assert_eq!(
+        app.chat_status.settings.as_ref().unwrap().sampler.top_p,
+        0.3
+    );
+}
+
 #[test]
 fn saving_over_another_session_asks_first() {
     let mut app = ready_app();

@@ -50,7 +50,11 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("editing", "Alt-Enter / Ctrl-J", "new line in the input box"),
     ("editing", "← → Home End", "move the cursor"),
     ("editing", "Backspace / Del", "delete a character"),
-    ("editing", "Ctrl-U", "clear the input box"),
+    (
+        "editing",
+        "Ctrl-U",
+        "clear the input box (or the name or value being typed)",
+    ),
     ("chat", "Ctrl-R", "retry: a new reply to the last message"),
     ("chat", "Ctrl-E", "continue the last reply"),
     ("chat", "Ctrl-Z", "undo the last exchange"),
@@ -65,8 +69,17 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("write", "Ctrl-N", "start the story over"),
     ("settings", "↑ ↓", "choose a setting"),
     ("settings", "← →", "lower / raise it"),
-    ("settings", "Enter", "type a value (Enter again applies it)"),
+    (
+        "settings",
+        "Enter",
+        "type a value, replacing the shown one (Enter again applies it)",
+    ),
     ("picker", "↑ ↓ Enter", "choose a session and load it"),
+    (
+        "save",
+        "Ctrl-U",
+        "clear the name (typing replaces the suggested one too)",
+    ),
     (
         "save",
         "y / n",
@@ -590,7 +603,9 @@ impl App {
             NameFor::Branch if current.is_empty() => String::new(),
             NameFor::Branch => format!("{current}-branch"),
         };
-        self.overlay = Some(Overlay::Name(what, TextInput::with_text(&start)));
+        // Selected, so typing a new name replaces it (rather than append
+        // to it, `story1story1`) while a cursor key keeps it to edit.
+        self.overlay = Some(Overlay::Name(what, TextInput::with_selected_text(&start)));
     }
 
     /// Keys while a panel is open; `o` has been taken out of `self.overlay`
@@ -701,7 +716,7 @@ impl App {
                     .setting_value(k)
                     .map(|v| format_value(k, v))
                     .unwrap_or_default();
-                p.editing = Some(TextInput::with_text(&v));
+                p.editing = Some(TextInput::with_selected_text(&v));
             }
             _ => {}
         }
@@ -893,8 +908,11 @@ impl App {
 
 /// Applies an editing key to a one-line field (name prompts, values).
 fn edit(input: &mut TextInput, key: KeyEvent) {
+    let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
     match key.code {
-        KeyCode::Char(c) if !key.modifiers.contains(KeyModifiers::CONTROL) => input.insert(c),
+        // As in the message box.
+        KeyCode::Char('u') if ctrl => input.clear(),
+        KeyCode::Char(c) if !ctrl => input.insert(c),
         KeyCode::Backspace => input.backspace(),
         KeyCode::Delete => input.delete(),
         KeyCode::Left => input.left(),

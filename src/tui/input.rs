@@ -9,6 +9,10 @@ use unicode_width::UnicodeWidthStr;
 pub struct TextInput {
     text: String,
     cursor: usize,
+    /// The whole text is selected: a suggestion (a name, a value) that the
+    /// first typed character or deletion replaces, so typing a new one
+    /// does not append to it; moving the cursor keeps it for editing.
+    selected: bool,
 }
 
 impl TextInput {
@@ -17,7 +21,27 @@ impl TextInput {
         TextInput {
             text: text.to_string(),
             cursor: text.len(),
+            selected: false,
         }
+    }
+
+    /// A field holding `text` selected, cursor at the end: typing
+    /// replaces it, a cursor key keeps it.
+    pub fn with_selected_text(text: &str) -> Self {
+        TextInput {
+            selected: !text.is_empty(),
+            ..TextInput::with_text(text)
+        }
+    }
+
+    /// Whether the whole text is selected (see [`TextInput::with_selected_text`]).
+    pub fn is_selected(&self) -> bool {
+        self.selected
+    }
+
+    /// Empties the field.
+    pub fn clear(&mut self) {
+        self.take();
     }
 
     /// The text.
@@ -39,20 +63,29 @@ impl TextInput {
             c if c.is_control() => return,
             c => c,
         };
+        if self.selected {
+            self.clear();
+        }
         self.text.insert(self.cursor, c);
         self.cursor += c.len_utf8();
     }
 
-    /// Deletes the character before the cursor.
+    /// Deletes the character before the cursor (or the selected text).
     pub fn backspace(&mut self) {
+        if self.selected {
+            return self.clear();
+        }
         if let Some((i, _)) = self.text[..self.cursor].char_indices().next_back() {
             self.text.remove(i);
             self.cursor = i;
         }
     }
 
-    /// Deletes the character under the cursor.
+    /// Deletes the character under the cursor (or the selected text).
     pub fn delete(&mut self) {
+        if self.selected {
+            return self.clear();
+        }
         if self.cursor < self.text.len() {
             self.text.remove(self.cursor);
         }
@@ -60,6 +93,7 @@ impl TextInput {
 
     /// Moves one character left.
     pub fn left(&mut self) {
+        self.selected = false;
         if let Some((i, _)) = self.text[..self.cursor].char_indices().next_back() {
             self.cursor = i;
         }
@@ -67,6 +101,7 @@ impl TextInput {
 
     /// Moves one character right.
     pub fn right(&mut self) {
+        self.selected = false;
         if let Some(c) = self.text[self.cursor..].chars().next() {
             self.cursor += c.len_utf8();
         }
@@ -74,11 +109,13 @@ impl TextInput {
 
     /// Moves to the start of the current line.
     pub fn home(&mut self) {
+        self.selected = false;
         self.cursor = self.text[..self.cursor].rfind('\n').map_or(0, |i| i + 1);
     }
 
     /// Moves to the end of the current line.
     pub fn end(&mut self) {
+        self.selected = false;
         self.cursor += self.text[self.cursor..]
             .find('\n')
             .unwrap_or(self.text.len() - self.cursor);
@@ -87,6 +124,7 @@ impl TextInput {
     /// Empties the field and returns what it held.
     pub fn take(&mut self) -> String {
         self.cursor = 0;
+        self.selected = false;
         std::mem::take(&mut self.text)
     }
 
@@ -133,5 +171,26 @@ mod tests {
         assert_eq!(t.cursor_line_col(), (1, 2));
         assert_eq!(t.take(), "h\nlo");
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn a_selected_suggestion_is_replaced_by_typing_and_kept_by_moving() {
+        let mut t = TextInput::with_selected_text("story1");
+        assert!(t.is_selected());
+        t.insert('x');
+        assert_eq!(t.text(), "x");
+        assert!(!t.is_selected());
+        let mut t = TextInput::with_selected_text("story1");
+        t.backspace();
+        assert!(t.is_empty());
+        let mut t = TextInput::with_selected_text("story1");
+        t.left();
+        t.insert('b');
+        assert_eq!(t.text(), "story1".replace('1', "b1"));
+        // A dropped control character leaves the selection alone.
+        let mut t = TextInput::with_selected_text("v");
+        t.insert('\u{7}');
+        assert_eq!((t.text(), t.is_selected()), ("v", true));
+        assert!(!TextInput::with_selected_text("").is_selected());
     }
 }

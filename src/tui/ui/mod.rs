@@ -85,9 +85,9 @@ fn draw_name(frame: &mut Frame, what: NameFor, input: &super::input::TextInput, 
     frame.render_widget(Clear, r);
     let block = ratatui::widgets::Block::bordered()
         .title(title)
-        .title_bottom(" Enter saves · Esc cancels ");
+        .title_bottom(" Enter saves · Ctrl-U clears · Esc cancels ");
     let inner = block.inner(r);
-    frame.render_widget(Paragraph::new(input.text()).block(block), r);
+    frame.render_widget(Paragraph::new(selectable(input)).block(block), r);
     let (_, col) = input.cursor_line_col();
     frame.set_cursor_position((inner.x + col as u16, inner.y));
 }
@@ -108,6 +108,17 @@ fn draw_replace(frame: &mut Frame, r: &Replace, area: Rect) {
             .block(block),
         r_area,
     );
+}
+
+/// A one-line field's text, shown reversed while it is selected so the
+/// user can see that typing will replace it.
+pub fn selectable(input: &super::input::TextInput) -> Span<'static> {
+    let text = clean(input.text());
+    if input.is_selected() {
+        Span::styled(text, Style::new().add_modifier(Modifier::REVERSED))
+    } else {
+        Span::raw(text)
+    }
 }
 
 /// A rectangle of at most `w` × `h` in the middle of `area`.
