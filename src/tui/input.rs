@@ -2,9 +2,13 @@
 //! the name prompts. Kept separate from the widgets so the editing rules
 //! can be tested without a terminal.
 
+use unicode_segmentation::UnicodeSegmentation;
 use unicode_width::UnicodeWidthStr;
 
-/// Text plus a cursor (a byte offset that is always on a char boundary).
+/// Text plus a cursor (a byte offset that is always on a grapheme cluster
+/// boundary: moving or deleting inside a cluster, between an emoji and its
+/// skin tone or a letter and its accent, would split what shows as one
+/// character).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TextInput {
     text: String,
@@ -70,41 +74,37 @@ impl TextInput {
         self.cursor += c.len_utf8();
     }
 
-    /// Deletes the character before the cursor (or the selected text).
+    /// Deletes the character (grapheme cluster) before the cursor, or the
+    /// selected text.
     pub fn backspace(&mut self) {
         if self.selected {
             return self.clear();
         }
-        if let Some((i, _)) = self.text[..self.cursor].char_indices().next_back() {
-            self.text.remove(i);
-            self.cursor = i;
-        }
+        let i = self.prev_boundary();
+        self.text.replace_range(i..self.cursor, "");
+        self.cursor = i;
     }
 
-    /// Deletes the character under the cursor (or the selected text).
+    /// Deletes the character (grapheme cluster) under the cursor, or the
+    /// selected text.
     pub fn delete(&mut self) {
         if self.selected {
             return self.clear();
         }
-        if self.cursor < self.text.len() {
-            self.text.remove(self.cursor);
-        }
+        let end = self.next_boundary();
+        self.text.replace_range(self.cursor..end, "");
     }
 
-    /// Moves one character left.
+    /// Moves one character (grapheme cluster) left.
     pub fn left(&mut self) {
         self.selected = false;
-        if let Some((i, _)) = self.text[..self.cursor].char_indices().next_back() {
-            self.cursor = i;
-        }
+        self.cursor = self.prev_boundary();
     }
 
-    /// Moves one character right.
+    /// Moves one character (grapheme cluster) right.
     pub fn right(&mut self) {
         self.selected = false;
-        if let Some(c) = self.text[self.cursor..].chars().next() {
-            self.cursor += c.len_utf8();
-        }
+        self.cursor = self.next_boundary();
     }
 
     /// Moves to the start of the current line.
@@ -119,6 +119,25 @@ impl TextInput {
         self.cursor += self.text[self.cursor..]
             .find('\n')
             .unwrap_or(self.text.len() - self.cursor);
+    }
+
+    /// Where the grapheme cluster before the cursor starts (the cursor at
+    /// the start of the text).
+    fn prev_boundary(&self) -> usize {
+        self.text[..self.cursor]
+            .grapheme_indices(true)
+            .next_back()
+            .map_or(self.cursor, |(i, _)| i)
+    }
+
+    /// Where the grapheme cluster after the cursor ends (the cursor at the
+    /// end of the text).
+    fn next_boundary(&self) -> usize {
+        self.cursor
+            + self.text[self.cursor..]
+                .graphemes(true)
+                .next()
+                .map_or(0, str::len)
     }
 
     /// Empties the field and returns what it held.
@@ -171,6 +190,44 @@ mod tests {
         assert_eq!(t.cursor_line_col(), (1, 2));
         assert_eq!(t.take(), "h\nlo");
         assert!(t.is_empty());
+    }
+
+    fn typed(s: &str) -> TextInput {
+        let mut t = TextInput::default();
+        for c in s.chars() {
+            t.insert(c);
+        }
+        t
+    }
+
+    /// QA's case: `a👍🏽b`, Left twice, `X` gave `a👍X🏽b`.
+    #[test]
+    fn the_cursor_moves_and_deletes_whole_grapheme_clusters() {
+        let mut t = typed("a👍🏽b");
+        t.left();
+        t.left();
+        t.insert('X');
+        assert_eq!(t.text(), "aX👍🏽b");
+        t.right();
+        t.backspace();
+        assert_eq!(t.text(), "aXb");
+        t.left();
+        t.insert('👍');
+        t.insert('🏽');
+        t.left();
+        t.delete();
+        assert_eq!(t.text(), "aXb");
+        // e + combining acute is one character too.
+        let mut t = typed("ce\u{301}d");
+        t.left();
+        t.left();
+        t.insert('X');
+        assert_eq!(t.text(), "cXe\u{301}d");
+        t.end();
+        t.left();
+        t.backspace();
+        assert_eq!(t.text(), "cXd");
+        assert_eq!(t.cursor_line_col(), (0, 2));
     }
 
     #[test]
