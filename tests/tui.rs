@@ -380,6 +380,29 @@ fn session_picker_lists_sessions_and_loads_one() {
     assert_shows(&render(&app), "and the lamp went dark");
 }
 
+/// QA's case: the picker cut the last words at the right edge, losing
+/// the actual last words. They are cut on the left now.
+#[test]
+fn picker_shows_the_end_of_the_last_words() {
+    let mut app = ready_app();
+    app.handle_key(ctrl('o'));
+    let tail: Vec<String> = (1..=12).map(|i| format!("word{i:02}")).collect();
+    app.handle_response(Response::Sessions(vec![SessionEntry {
+        name: "long".into(),
+        tokens: 5,
+        created: "2026-11-26T20:00:00Z".into(),
+        tail: format!("{} THE-END", tail.join(" ")),
+        mode: Mode::Write,
+    }]));
+    for w in [120, 90] {
+        let s = render_at(&app, w, 40);
+        let row = s.iter().find(|l| l.contains("long")).unwrap();
+        assert!(row.contains(" THE-END│"), "{row}");
+        assert!(row.contains("…"), "{row}");
+        assert!(!row.contains("word01"), "{row}");
+    }
+}
+
 #[test]
 fn empty_picker_says_how_to_save() {
     let mut app = ready_app();
