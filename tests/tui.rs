@@ -618,6 +618,29 @@ fn typing_and_enter_send_a_message() {
     assert!(app.take_requests().is_empty());
 }
 
+/// QA's case: while a reply streamed, Enter in Write, Ctrl-S and Ctrl-O
+/// did nothing visible. Each now says why, next to the busy line, and
+/// nothing typed is lost.
+#[test]
+fn keys_refused_while_generating_say_so() {
+    let mut app = ready_app();
+    type_text(&mut app, "Hello");
+    app.handle_key(key(KeyCode::Enter));
+    app.take_requests();
+    app.handle_key(key(KeyCode::Tab));
+    type_text(&mut app, "a storm");
+    for k in [key(KeyCode::Enter), ctrl('s'), ctrl('o')] {
+        app.message = None;
+        app.handle_key(k);
+        assert!(app.overlay.is_none(), "{k:?}");
+        let s = render(&app);
+        assert_shows(&s, "replying…");
+        assert_shows(&s, "busy: generating in Chat (Esc stops it)");
+    }
+    assert!(app.take_requests().is_empty());
+    assert_eq!(app.write.guidance.text(), "a storm");
+}
+
 #[test]
 fn esc_and_ctrl_c_cancel_generation() {
     let cancel = Arc::new(AtomicBool::new(false));

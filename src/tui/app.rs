@@ -367,7 +367,16 @@ impl App {
     /// Whether new work may start; says why not on the message line.
     fn idle_or_say(&mut self) -> bool {
         if let Some(b) = &self.busy {
-            let msg = format!("busy ({}): wait, or press Esc to stop", b.what);
+            // Shown next to the busy line (see status::draw_message), so
+            // a key refused in either mode is never silently dropped.
+            let msg = if matches!(
+                b.what.as_str(),
+                "replying" | "writing" | "retrying" | "continuing"
+            ) {
+                format!("busy: generating in {} (Esc stops it)", b.mode.title())
+            } else {
+                format!("busy: {} (wait a moment)", b.what)
+            };
             self.error(msg);
             return false;
         }
