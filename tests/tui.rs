@@ -146,6 +146,58 @@ fn long_replies_wrap_and_follow_the_bottom() {
     assert!(!screen_has(&s, "w1499"));
 }
 
+/// The numbers of the `Lnnn|` lines on screen, first and last.
+fn numbered_span(screen: &[String]) -> (usize, usize) {
+    let ns: Vec<usize> = screen
+        .iter()
+        .filter_map(|l| {
+            let i = l.find('L')?;
+            l[i + 1..].split('|').next()?.parse().ok()
+        })
+        .collect();
+    (*ns.iter().min().unwrap(), *ns.iter().max().unwrap())
+}
+
+/// QA's case: 10 PgUp past the top, then PgDn, left the view at the top
+/// until the 11th PgDn; and a page was 10 lines in a 30-line view. Both
+/// panes now stop at the top and move a page less two lines.
+#[test]
+fn page_keys_move_a_page_and_stop_at_the_top() {
+    let story: Vec<String> = (0..200).map(|i| format!("L{i:03}|")).collect();
+    // (mode, pane height, lines above L000: the chat's "Quill" header)
+    for (mode, height, above) in [(Mode::Write, 30, 0), (Mode::Chat, 31, 1)] {
+        let mut app = ready_app();
+        app.handle_response(Response::Ready {
+            mode,
+            intro: story.join("\n"),
+        });
+        app.mode = mode;
+        let page = height - 2;
+        let (first, last) = numbered_span(&render(&app));
+        assert_eq!(last, 199, "{mode:?}");
+        app.handle_key(key(KeyCode::PageUp));
+        assert_eq!(numbered_span(&render(&app)).0, first - page, "{mode:?}");
+        for _ in 0..30 {
+            app.handle_key(key(KeyCode::PageUp));
+        }
+        assert_eq!(numbered_span(&render(&app)).0, 0, "{mode:?}");
+        app.handle_key(key(KeyCode::PageDown));
+        assert_eq!(numbered_span(&render(&app)).0, page - above, "{mode:?}");
+        for _ in 0..30 {
+            app.handle_key(key(KeyCode::PageDown));
+        }
+        assert_eq!(numbered_span(&render(&app)).1, 199, "{mode:?}");
+        assert_eq!(
+            if mode == Mode::Chat {
+                app.chat.scroll
+            } else {
+                app.write.scroll
+            },
+            0
+        );
+    }
+}
+
 #[test]
 fn write_screen_shows_story_guidance_and_actions() {
     let mut app = ready_app();
@@ -328,6 +380,29 @@ fn session_picker_lists_sessions_and_loads_one() {
     assert_shows(&render(&app), "and the lamp went dark");
 }
 
+/// QA's case: the picker cut the last words at the right edge, losing
+/// the actual last words. They are cut on the left now.
+#[test]
+fn picker_shows_the_end_of_the_last_words() {
+    let mut app = ready_app();
+    app.handle_key(ctrl('o'));
+    let tail: Vec<String> = (1..=12).map(|i| format!("word{i:02}")).collect();
+    app.handle_response(Response::Sessions(vec![SessionEntry {
+        name: "long".into(),
+        tokens: 5,
+        created: "2026-11-26T20:00:00Z".into(),
+        tail: format!("{} THE-END", tail.join(" ")),
+        mode: Mode::Write,
+    }]));
+    for w in [120, 90] {
+        let s = render_at(&app, w, 40);
+        let row = s.iter().find(|l| l.contains("long")).unwrap();
+        assert!(row.contains(" THE-END│"), "{row}");
+        assert!(row.contains("…"), "{row}");
+        assert!(!row.contains("word01"), "{row}");
+    }
+}
+
 #[test]
 fn empty_picker_says_how_to_save() {
     let mut app = ready_app();
@@ -358,6 +433,71 @@ fn save_and_branch_ask_for_a_name() {
     assert_eq!(
         app.take_requests(),
         vec![Request::Branch(Mode::Chat, "mine-branch".into())]
+    );
+}
+
+/// QA's case: the name field was pre-filled with the last name, typing
+/// appended to it (`story1story1`) and Ctrl-U did nothing there or in the
+/// settings value field. The suggestion is now selected (typing replaces
+/// it, a cursor key keeps it) and Ctrl-U clears both fields.
+#[test]
+fn name_and_value_fields_clear_and_replace_their_suggestion() {
+    let mut app = ready_app();
+    let mut st = status("assistant");
+    st.session = Some("story1".into());
+    app.handle_response(Response::Status(Mode::Chat, st));
+    app.handle_key(ctrl('s'));
+    type_text(&mut app, "story2");
+    app.handle_key(key(KeyCode::Enter));
+    assert_eq!(
+        app.take_requests(),
+        vec![Request::Save(Mode::Chat, "story2".into())]
+    );
+    app.handle_response(Response::Idle);
+    // A cursor key keeps the suggestion, to edit it.
+    app.handle_key(ctrl('b'));
+    app.handle_key(key(KeyCode::End));
+    type_text(&mut app, "2");
+    app.handle_key(key(KeyCode::Enter));
+    assert_eq!(
+        app.take_requests(),
+        vec![Request::Branch(Mode::Chat, "story1-branch2".into())]
+    );
+    app.handle_response(Response::Idle);
+    app.handle_key(ctrl('s'));
+    app.handle_key(key(KeyCode::End));
+    app.handle_key(ctrl('u'));
+    match &app.overlay {
+        Some(Overlay::Name(NameFor::Save, input)) => assert_eq!(input.text(), ""),
+        other => panic!("expected the name prompt, got {other:?}"),
+    }
+    assert_shows(&render(&app), "Ctrl-U clears");
+    type_text(&mut app, "fresh");
+    app.handle_key(key(KeyCode::Enter));
+    assert_eq!(
+        app.take_requests(),
+        vec![Request::Save(Mode::Chat, "fresh".into())]
+    );
+    app.handle_response(Response::Idle);
+    // Settings: top-p's value is replaced by typing, and Ctrl-U clears.
+    app.handle_key(key(KeyCode::F(2)));
+    app.handle_key(key(KeyCode::Down));
+    app.handle_key(key(KeyCode::Enter));
+    type_text(&mut app, "0.4");
+    app.handle_key(key(KeyCode::Enter));
+    assert_eq!(
+        app.chat_status.settings.as_ref().unwrap().sampler.top_p,
+        0.4
+    );
+    app.handle_key(key(KeyCode::Enter));
+    app.handle_key(key(KeyCode::Home));
+    app.handle_key(ctrl('u'));
+    type_text(&mut app, "0.3");
+    assert_shows(&render(&app), "0.3▏");
+    app.handle_key(key(KeyCode::Enter));
+    assert_eq!(
+        app.chat_status.settings.as_ref().unwrap().sampler.top_p,
+        0.3
     );
 }
 
@@ -476,6 +616,29 @@ fn typing_and_enter_send_a_message() {
     app.handle_key(ctrl('u'));
     app.handle_key(key(KeyCode::Enter));
     assert!(app.take_requests().is_empty());
+}
+
+/// QA's case: while a reply streamed, Enter in Write, Ctrl-S and Ctrl-O
+/// did nothing visible. Each now says why, next to the busy line, and
+/// nothing typed is lost.
+#[test]
+fn keys_refused_while_generating_say_so() {
+    let mut app = ready_app();
+    type_text(&mut app, "Hello");
+    app.handle_key(key(KeyCode::Enter));
+    app.take_requests();
+    app.handle_key(key(KeyCode::Tab));
+    type_text(&mut app, "a storm");
+    for k in [key(KeyCode::Enter), ctrl('s'), ctrl('o')] {
+        app.message = None;
+        app.handle_key(k);
+        assert!(app.overlay.is_none(), "{k:?}");
+        let s = render(&app);
+        assert_shows(&s, "replying…");
+        assert_shows(&s, "busy: generating in Chat (Esc stops it)");
+    }
+    assert!(app.take_requests().is_empty());
+    assert_eq!(app.write.guidance.text(), "a storm");
 }
 
 #[test]
@@ -729,6 +892,74 @@ mod engine {
         )
         .unwrap();
         Prompt::load(&p, None).unwrap()
+    }
+
+    fn fable(dir: &std::path::Path) -> Prompt {
+        let p = dir.join("fable.toml");
+        std::fs::write(
+            &p,
+            "title = \"The Fox\"\npremise = \"A proud fox.\"\n[[chapter]]\nheading = \"I. The Boast\"\nguidance = \"The fox boasts.\"\nlength = 8\n[[chapter]]\nheading = \"II. The Night\"\nlength = 8\n[[chapter]]\nheading = \"III. The Moral\"\nlength = 8\n",
+        )
+        .unwrap();
+        Prompt::load(&p, None).unwrap()
+    }
+
+    fn label_of(rs: &[Response]) -> Option<String> {
+        rs.iter().rev().find_map(|r| match r {
+            Response::Status(Mode::Write, s) => Some(s.label.clone()),
+            _ => None,
+        })
+    }
+
+    /// QA's case: with a fable as the prompt file, a story saved from
+    /// another prompt file was loaded under the fable's title and its next
+    /// chapter got the fable's heading and guidance. A story from another
+    /// prompt file keeps its title and goes on with plain "Chapter N"; the
+    /// prompt file's own story keeps its plan.
+    #[test]
+    fn a_loaded_story_keeps_its_own_identity() {
+        let dir = temp_dir("identity");
+        {
+            let h = Harness::start(&dir, untitled(&dir), 8);
+            h.ask(Request::WriteChapter(String::new()));
+            h.ask(Request::Save(Mode::Write, "light".into()));
+        }
+        let h = Harness::start(&dir, fable(&dir), 8);
+        h.ask(Request::WriteChapter(String::new()));
+        h.ask(Request::Save(Mode::Write, "fox".into()));
+        let rs = h.ask(Request::Load(Mode::Write, "light".into()));
+        assert_eq!(label_of(&rs).as_deref(), Some("The Lighthouse"), "{rs:?}");
+        assert!(
+            rs.iter().any(|r| matches!(r, Response::Notice(m)
+                if m.contains("`The Lighthouse` is not `The Fox`") && m.contains("Chapter N"))),
+            "{rs:?}"
+        );
+        let rs = h.ask(Request::WriteChapter(String::new()));
+        let ch = text_of(&rs, Mode::Write);
+        assert!(ch.starts_with("\n\n## Chapter 2\n\n"), "{ch:?}");
+        // Saved again, it is still the lighthouse's story.
+        h.ask(Request::Save(Mode::Write, "light".into()));
+        let rs = h.ask(Request::Load(Mode::Write, "light".into()));
+        assert_eq!(label_of(&rs).as_deref(), Some("The Lighthouse"));
+        let rs = h.ask(Request::WriteChapter(String::new()));
+        assert!(text_of(&rs, Mode::Write).starts_with("\n\n## Chapter 3\n\n"));
+        // The fable's own story follows the fable's plan.
+        let rs = h.ask(Request::Load(Mode::Write, "fox".into()));
+        assert_eq!(label_of(&rs).as_deref(), Some("The Fox"));
+        assert!(
+            !rs.iter().any(|r| matches!(r, Response::Notice(_))),
+            "{rs:?}"
+        );
+        let rs = h.ask(Request::WriteChapter(String::new()));
+        let ch = text_of(&rs, Mode::Write);
+        assert!(ch.starts_with("\n\n## II. The Night\n\n"), "{ch:?}");
+        // Start over returns to the fable, plan and title.
+        h.ask(Request::Load(Mode::Write, "light".into()));
+        let rs = h.ask(Request::Reset(Mode::Write));
+        assert_eq!(label_of(&rs).as_deref(), Some("The Fox"));
+        let rs = h.ask(Request::WriteChapter(String::new()));
+        assert!(text_of(&rs, Mode::Write).starts_with("## I. The Boast\n\n"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

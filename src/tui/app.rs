@@ -3,6 +3,7 @@
 //! the engine pile up in an outbox that the event loop drains — so tests
 //! drive it with key events and engine responses alone.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -39,7 +40,7 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     (
         "anywhere",
         "PgUp / PgDn",
-        "scroll the conversation or story",
+        "scroll the conversation or story by a page",
     ),
     (
         "editing",
@@ -49,7 +50,11 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("editing", "Alt-Enter / Ctrl-J", "new line in the input box"),
     ("editing", "← → Home End", "move the cursor"),
     ("editing", "Backspace / Del", "delete a character"),
-    ("editing", "Ctrl-U", "clear the input box"),
+    (
+        "editing",
+        "Ctrl-U",
+        "clear the input box (or the name or value being typed)",
+    ),
     ("chat", "Ctrl-R", "retry: a new reply to the last message"),
     ("chat", "Ctrl-E", "continue the last reply"),
     ("chat", "Ctrl-Z", "undo the last exchange"),
@@ -64,8 +69,17 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("write", "Ctrl-N", "start the story over"),
     ("settings", "↑ ↓", "choose a setting"),
     ("settings", "← →", "lower / raise it"),
-    ("settings", "Enter", "type a value (Enter again applies it)"),
+    (
+        "settings",
+        "Enter",
+        "type a value, replacing the shown one (Enter again applies it)",
+    ),
     ("picker", "↑ ↓ Enter", "choose a session and load it"),
+    (
+        "save",
+        "Ctrl-U",
+        "clear the name (typing replaces the suggested one too)",
+    ),
     (
         "save",
         "y / n",
@@ -105,6 +119,49 @@ pub struct ChatEntry {
     pub text: String,
 }
 
+/// What the last draw of a scrolled pane measured. The wrapped line count
+/// depends on the terminal's width, which only the drawing knows; the
+/// scroll keys need it to keep the offset in range, else scrolling past
+/// the top piles up an offset that PgDn must first work off unseen.
+#[derive(Debug, Default, Clone)]
+pub struct Viewport {
+    height: Cell<usize>,
+    lines: Cell<usize>,
+}
+
+impl Viewport {
+    /// Records the pane's height and its number of wrapped lines (called
+    /// by the drawing, which only has `&App`: hence the cells).
+    pub fn record(&self, height: usize, lines: usize) {
+        self.height.set(height);
+        self.lines.set(lines);
+    }
+
+    /// The largest useful offset: the first line at the top of the pane.
+    pub fn max_scroll(&self) -> usize {
+        self.lines.get().saturating_sub(self.height.get())
+    }
+
+    /// Lines PgUp / PgDn move: a page, less two lines kept for context
+    /// (10 before the pane has been drawn).
+    pub fn page(&self) -> usize {
+        match self.height.get() {
+            0 => 10,
+            h => h.saturating_sub(2).max(1),
+        }
+    }
+
+    /// The offset `scroll` moved `up` (or down) by a page, within range.
+    pub fn paged(&self, scroll: usize, up: bool) -> usize {
+        let scroll = scroll.min(self.max_scroll());
+        if up {
+            (scroll + self.page()).min(self.max_scroll())
+        } else {
+            scroll.saturating_sub(self.page())
+        }
+    }
+}
+
 /// The Chat screen's state.
 #[derive(Debug, Default)]
 pub struct ChatView {
@@ -114,6 +171,8 @@ pub struct ChatView {
     pub input: TextInput,
     /// Lines scrolled up from the bottom (0 follows new text).
     pub scroll: usize,
+    /// The conversation pane as last drawn.
+    pub view: Viewport,
 }
 
 /// The Write screen's state.
@@ -127,6 +186,8 @@ pub struct WriteView {
     pub guidance: TextInput,
     /// Lines scrolled up from the bottom.
     pub scroll: usize,
+    /// The story pane as last drawn.
+    pub view: Viewport,
 }
 
 impl WriteView {
@@ -306,7 +367,16 @@ impl App {
     /// Whether new work may start; says why not on the message line.
     fn idle_or_say(&mut self) -> bool {
         if let Some(b) = &self.busy {
-            let msg = format!("busy ({}): wait, or press Esc to stop", b.what);
+            // Shown next to the busy line (see status::draw_message), so
+            // a key refused in either mode is never silently dropped.
+            let msg = if matches!(
+                b.what.as_str(),
+                "replying" | "writing" | "retrying" | "continuing"
+            ) {
+                format!("busy: generating in {} (Esc stops it)", b.mode.title())
+            } else {
+                format!("busy: {} (wait a moment)", b.what)
+            };
             self.error(msg);
             return false;
         }
@@ -434,10 +504,13 @@ impl App {
             KeyCode::Char('j') if ctrl => self.input_mut().insert('\n'),
             KeyCode::Enter if alt => self.input_mut().insert('\n'),
             KeyCode::Enter => self.submit(),
-            KeyCode::PageUp => *self.scroll_mut() += 10,
-            KeyCode::PageDown => {
-                let s = self.scroll_mut();
-                *s = s.saturating_sub(10);
+            KeyCode::PageUp | KeyCode::PageDown => {
+                let up = key.code == KeyCode::PageUp;
+                let (scroll, view) = match self.mode {
+                    Mode::Chat => (&mut self.chat.scroll, &self.chat.view),
+                    Mode::Write => (&mut self.write.scroll, &self.write.view),
+                };
+                *scroll = view.paged(*scroll, up);
             }
             KeyCode::Char('?') if self.input().is_empty() => self.toggle_help(),
             KeyCode::Char(c) if !ctrl => self.input_mut().insert(c),
@@ -484,13 +557,6 @@ impl App {
         match self.mode {
             Mode::Chat => &mut self.chat.input,
             Mode::Write => &mut self.write.guidance,
-        }
-    }
-
-    fn scroll_mut(&mut self) -> &mut usize {
-        match self.mode {
-            Mode::Chat => &mut self.chat.scroll,
-            Mode::Write => &mut self.write.scroll,
         }
     }
 
@@ -546,7 +612,9 @@ impl App {
             NameFor::Branch if current.is_empty() => String::new(),
             NameFor::Branch => format!("{current}-branch"),
         };
-        self.overlay = Some(Overlay::Name(what, TextInput::with_text(&start)));
+        // Selected, so typing a new name replaces it (rather than append
+        // to it, `story1story1`) while a cursor key keeps it to edit.
+        self.overlay = Some(Overlay::Name(what, TextInput::with_selected_text(&start)));
     }
 
     /// Keys while a panel is open; `o` has been taken out of `self.overlay`
@@ -657,7 +725,7 @@ impl App {
                     .setting_value(k)
                     .map(|v| format_value(k, v))
                     .unwrap_or_default();
-                p.editing = Some(TextInput::with_text(&v));
+                p.editing = Some(TextInput::with_selected_text(&v));
             }
             _ => {}
         }
@@ -849,8 +917,11 @@ impl App {
 
 /// Applies an editing key to a one-line field (name prompts, values).
 fn edit(input: &mut TextInput, key: KeyEvent) {
+    let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
     match key.code {
-        KeyCode::Char(c) if !key.modifiers.contains(KeyModifiers::CONTROL) => input.insert(c),
+        // As in the message box.
+        KeyCode::Char('u') if ctrl => input.clear(),
+        KeyCode::Char(c) if !ctrl => input.insert(c),
         KeyCode::Backspace => input.backspace(),
         KeyCode::Delete => input.delete(),
         KeyCode::Left => input.left(),

@@ -471,9 +471,12 @@ impl Worker<'_> {
                 let path = self.session_path(name)?;
                 let snap = Snapshot::load(&path).map_err(|e| e.to_string())?;
                 let story = self.story()?;
-                story.load(&snap).map_err(|e| e.to_string())?;
+                let note = story.load(&snap).map_err(|e| e.to_string())?;
                 let text = story.text();
                 self.story_claims.claim(&path);
+                if let Some(n) = note {
+                    (self.emit)(Response::Notice(n));
+                }
                 Ok(text)
             }
         }

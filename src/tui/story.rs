@@ -8,6 +8,7 @@
 //! here every chapter waits for the user, can be stopped, continued or
 //! retried, and so keeps [`Checkpoint`]s instead of files.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::model::Model;
@@ -15,7 +16,7 @@ use crate::sampler::{Sampler, SamplerSettings};
 use crate::session::{Checkpoint, Session, StopReason};
 use crate::snapshot::Snapshot;
 use crate::tokenizer::Tokenizer;
-use crate::writer::prompt::{ChapterSpec, Prompt, SEPARATOR};
+use crate::writer::prompt::{ChapterSpec, Prompt, PromptKind, SEPARATOR};
 use crate::Result;
 
 pub use crate::snapshot::{MODE_KEY, MODE_WRITE};
@@ -23,6 +24,9 @@ pub use crate::snapshot::{MODE_KEY, MODE_WRITE};
 pub const TEXT_KEY: &str = "tui.story";
 /// Snapshot metadata key holding how many chapters the story had.
 pub const CHAPTERS_KEY: &str = "tui.chapters";
+/// Snapshot metadata key holding the story's title (the same key
+/// `quill write` records).
+pub const TITLE_KEY: &str = "story";
 
 /// One chapter written in this run.
 #[derive(Debug, Clone)]
@@ -60,7 +64,11 @@ impl Written {
 /// A story in progress.
 pub struct Story {
     session: Session,
+    /// The plan the next chapters follow: the prompt file's, or a bare
+    /// one titled after a loaded story that is not the prompt file's.
     prompt: Prompt,
+    /// The prompt file's story, which start over returns to.
+    file_prompt: Prompt,
     /// The text before this run's chapters: the opening, or the story of
     /// a loaded session.
     base: String,
@@ -88,6 +96,7 @@ impl Story {
         Ok(Story {
             opening: session.checkpoint(),
             session,
+            file_prompt: prompt.clone(),
             prompt,
             base,
             base_chapters: 0,
@@ -101,7 +110,8 @@ impl Story {
         &self.session
     }
 
-    /// The prompt.
+    /// The plan the story follows: the prompt file's, unless a story
+    /// saved from another one was loaded (see [`Story::load`]).
     pub fn prompt(&self) -> &Prompt {
         &self.prompt
     }
@@ -222,10 +232,12 @@ impl Story {
         Ok(w)
     }
 
-    /// Back to the prompt's opening; chapters are forgotten.
+    /// Back to the prompt file's opening; chapters are forgotten.
     pub fn reset(&mut self) {
         let opening = self.opening.clone();
         self.restore_keeping_rng(&opening);
+        // The state is the prompt file's opening again, so its plan is too.
+        self.prompt = self.file_prompt.clone();
         self.base = self.prompt.opening();
         self.base_chapters = 0;
         self.chapters.clear();
@@ -237,7 +249,7 @@ impl Story {
         let mut snap = Snapshot::capture(&self.session);
         let x = &mut snap.meta.extra;
         x.insert(MODE_KEY.into(), MODE_WRITE.into());
-        x.insert("story".into(), self.prompt.title.clone());
+        x.insert(TITLE_KEY.into(), self.prompt.title.clone());
         x.insert(TEXT_KEY.into(), self.text());
         x.insert(CHAPTERS_KEY.into(), self.chapter_count().to_string());
         snap
@@ -246,9 +258,34 @@ impl Story {
     /// Continues a saved story (its state, RNG and settings); the chapter
     /// history of this run is dropped, so retry and continue wait for the
     /// next chapter.
-    pub fn load(&mut self, snap: &Snapshot) -> Result<()> {
+    ///
+    /// A story keeps its own identity: when its recorded title is not the
+    /// prompt file's, the prompt file's chapter plan (headings, guidance,
+    /// lengths, stops) belongs to another story and would be written into
+    /// this one, so the story goes on as an untitled one would ("Chapter
+    /// N", no guidance but the box's) under its own title. Returns a note
+    /// saying so in that case.
+    pub fn load(&mut self, snap: &Snapshot) -> Result<Option<String>> {
         snap.restore_into(&mut self.session, false)?;
         let x = &snap.meta.extra;
+        let title = x.get(TITLE_KEY).map(|t| t.trim()).unwrap_or_default();
+        let note = if title == self.file_prompt.title {
+            self.prompt = self.file_prompt.clone();
+            None
+        } else {
+            // A story saved without a title cannot be told apart from
+            // another: it is not assumed to be the prompt file's.
+            let title = if title.is_empty() {
+                "Untitled story"
+            } else {
+                title
+            };
+            self.prompt = detached(title);
+            Some(format!(
+                "`{title}` is not `{}`: its chapters go on as \"Chapter N\", without the prompt file's plan",
+                self.file_prompt.title
+            ))
+        };
         self.base = x
             .get(TEXT_KEY)
             .cloned()
@@ -258,7 +295,7 @@ impl Story {
             .and_then(|n| n.parse().ok())
             .unwrap_or(0);
         self.chapters.clear();
-        Ok(())
+        Ok(note)
     }
 
     /// Feeds the spec's heading and guidance, generates, then feeds the
@@ -318,5 +355,22 @@ impl Story {
         let s = self.session.sampler();
         let sampler = Sampler::from_parts(s.settings.clone(), rng, s.counts().clone());
         *self.session.sampler_mut() = sampler;
+    }
+}
+
+/// The plan of a loaded story that is not the prompt file's: its title and
+/// nothing else, as `quill tui` without a prompt file has, so chapters are
+/// "Chapter N" of the default length, steered only by the guidance box.
+fn detached(title: &str) -> Prompt {
+    Prompt {
+        path: PathBuf::from("untitled.toml"),
+        kind: PromptKind::Toml,
+        title: title.to_string(),
+        premise: String::new(),
+        model: None,
+        seed: None,
+        sampler: None,
+        chapters: Vec::new(),
+        extra: Vec::new(),
     }
 }

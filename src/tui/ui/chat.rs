@@ -69,6 +69,7 @@ fn draw_conversation(frame: &mut Frame, app: &App, area: Rect) {
             Style::new().fg(Color::DarkGray),
         )));
     }
+    app.chat.view.record(inner.height as usize, lines.len());
     let shown = visible(&lines, inner.height as usize, app.chat.scroll);
     frame.render_widget(Paragraph::new(shown).block(block), area);
 }

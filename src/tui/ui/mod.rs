@@ -13,7 +13,8 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Clear, Paragraph};
 use ratatui::Frame;
-use unicode_width::UnicodeWidthChar;
+use unicode_segmentation::UnicodeSegmentation;
+use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 
 use super::app::{App, NameFor, Overlay, Replace};
 use super::protocol::Mode;
@@ -85,9 +86,9 @@ fn draw_name(frame: &mut Frame, what: NameFor, input: &super::input::TextInput, 
     frame.render_widget(Clear, r);
     let block = ratatui::widgets::Block::bordered()
         .title(title)
-        .title_bottom(" Enter saves · Esc cancels ");
+        .title_bottom(" Enter saves · Ctrl-U clears · Esc cancels ");
     let inner = block.inner(r);
-    frame.render_widget(Paragraph::new(input.text()).block(block), r);
+    frame.render_widget(Paragraph::new(selectable(input)).block(block), r);
     let (_, col) = input.cursor_line_col();
     frame.set_cursor_position((inner.x + col as u16, inner.y));
 }
@@ -108,6 +109,17 @@ fn draw_replace(frame: &mut Frame, r: &Replace, area: Rect) {
             .block(block),
         r_area,
     );
+}
+
+/// A one-line field's text, shown reversed while it is selected so the
+/// user can see that typing will replace it.
+pub fn selectable(input: &super::input::TextInput) -> Span<'static> {
+    let text = clean(input.text());
+    if input.is_selected() {
+        Span::styled(text, Style::new().add_modifier(Modifier::REVERSED))
+    } else {
+        Span::raw(text)
+    }
 }
 
 /// A rectangle of at most `w` × `h` in the middle of `area`.
@@ -200,6 +212,28 @@ fn split_keep_spaces(s: &str) -> Vec<&str> {
     out
 }
 
+/// The end of `text` in at most `width` display columns, after a `…`
+/// that says something came before: for the last words of a session,
+/// where the end is what matters. Cut between grapheme clusters, so an
+/// accent or a skin tone is not parted from its letter.
+pub fn last_words(text: &str, width: usize) -> String {
+    let text = clean(text);
+    let mut kept = 0;
+    let mut used = 1; // the `…`
+    for g in text.graphemes(true).rev() {
+        let w = g.width();
+        if used + w > width {
+            break;
+        }
+        used += w;
+        kept += g.len();
+    }
+    if width == 0 {
+        return String::new();
+    }
+    format!("…{}", &text[text.len() - kept..])
+}
+
 /// The window of `lines` that fits `height`, `scroll` lines up from the
 /// bottom (clamped so the top line stays reachable but not passed).
 pub fn visible<T: Clone>(lines: &[T], height: usize, scroll: usize) -> Vec<T> {
@@ -212,7 +246,20 @@ pub fn visible<T: Clone>(lines: &[T], height: usize, scroll: usize) -> Vec<T> {
 
 #[cfg(test)]
 mod tests {
-    use super::{visible, wrap};
+    use super::{last_words, visible, wrap};
+
+    #[test]
+    fn last_words_keep_the_end_in_display_columns() {
+        assert_eq!(last_words("the lamp went dark", 40), "…the lamp went dark");
+        assert_eq!(last_words("the lamp went dark", 6), "… dark");
+        // Wide characters count two columns; a cluster is kept whole.
+        assert_eq!(last_words("灯台の光が消えた", 7), "…消えた");
+        assert_eq!(last_words("ab👍🏽", 3), "…👍🏽");
+        assert_eq!(last_words("cafe\u{301}", 3), "…fe\u{301}");
+        assert_eq!(last_words("x\u{1b}y", 9), "…x\u{FFFD}y");
+        assert_eq!(last_words("abc", 1), "…");
+        assert_eq!(last_words("abc", 0), "");
+    }
 
     #[test]
     fn wrap_breaks_at_spaces_and_splits_long_words() {

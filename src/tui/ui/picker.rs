@@ -9,6 +9,11 @@ use ratatui::Frame;
 use super::centered;
 use crate::tui::app::Picker;
 
+/// Widths of the columns before the last words: name, mode, tokens, date.
+const WIDTHS: [u16; 4] = [20, 6, 10, 21];
+/// The narrowest the last words column gets.
+const MIN_TAIL: u16 = 10;
+
 /// Draws the picker in the middle of `area`.
 pub fn draw(frame: &mut Frame, p: &Picker, area: Rect) {
     let n = p.entries.as_ref().map_or(1, |e| e.len().max(1)) as u16;
@@ -31,6 +36,10 @@ pub fn draw(frame: &mut Frame, p: &Picker, area: Rect) {
         }
         Some(e) => e,
     };
+    // The last words get what the other columns and the borders leave;
+    // cut on the left to fit, since the end is what is worth seeing.
+    let fixed: u16 = WIDTHS.iter().sum::<u16>() + WIDTHS.len() as u16 + 2;
+    let tail_width = r.width.saturating_sub(fixed).max(MIN_TAIL) as usize;
     // Keep the selection in view in a long list.
     let height = r.height.saturating_sub(2) as usize;
     let first = (p.selected + 1).saturating_sub(height);
@@ -53,21 +62,14 @@ pub fn draw(frame: &mut Frame, p: &Picker, area: Rect) {
                 Cell::from(e.mode.title()),
                 Cell::from(format!("{} tok", e.tokens)),
                 Cell::from(e.created.clone()),
-                // Saved text comes from the model: no control characters.
-                Cell::from(format!("…{}", super::clean(&e.tail))),
+                // Saved text comes from the model: last_words cleans it
+                // of control characters.
+                Cell::from(super::last_words(&e.tail, tail_width)),
             ])
             .style(style)
         });
-    let table = Table::new(
-        rows,
-        [
-            Constraint::Length(20),
-            Constraint::Length(6),
-            Constraint::Length(10),
-            Constraint::Length(21),
-            Constraint::Min(10),
-        ],
-    )
-    .block(block);
+    let mut widths: Vec<Constraint> = WIDTHS.iter().map(|w| Constraint::Length(*w)).collect();
+    widths.push(Constraint::Min(MIN_TAIL));
+    let table = Table::new(rows, widths).block(block);
     frame.render_widget(table, r);
 }

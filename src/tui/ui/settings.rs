@@ -6,7 +6,9 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::widgets::{Block, Cell, Clear, Row, Table};
 use ratatui::Frame;
 
-use super::centered;
+use ratatui::text::{Line, Span};
+
+use super::{centered, selectable};
 use crate::tui::app::{format_value, App, SettingsPanel, SETTINGS_ROWS};
 
 /// Draws the panel in the middle of `area`.
@@ -18,11 +20,12 @@ pub fn draw(frame: &mut Frame, app: &App, p: &SettingsPanel, area: Rect) {
         .enumerate()
         .map(|(i, (key, label, _))| {
             let value = match (&p.editing, i == p.selected) {
-                (Some(input), true) => format!("{}▏", input.text()),
-                _ => app
-                    .setting_value(key)
-                    .map(|v| format_value(key, v))
-                    .unwrap_or_default(),
+                (Some(input), true) => Line::from(vec![selectable(input), Span::raw("▏")]),
+                _ => Line::from(
+                    app.setting_value(key)
+                        .map(|v| format_value(key, v))
+                        .unwrap_or_default(),
+                ),
             };
             let style = if i == p.selected {
                 Style::new()
@@ -35,7 +38,7 @@ pub fn draw(frame: &mut Frame, app: &App, p: &SettingsPanel, area: Rect) {
             Row::new(vec![Cell::from(*label), Cell::from(value)]).style(style)
         });
     let hint = if p.editing.is_some() {
-        " Enter applies · Esc cancels "
+        " Enter applies · Ctrl-U clears · Esc cancels "
     } else {
         " ↑↓ choose · ←→ change · Enter type · Esc close "
     };

@@ -11,25 +11,35 @@ use crate::tui::protocol::Status;
 
 const SPINNER: &[char] = &['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
 
-/// What the engine is doing, else the last notice or error.
+/// What the engine is doing, and the last notice or error. A message
+/// set while busy (starting work clears it) answers a key pressed
+/// meanwhile, so it is shown after the busy line rather than hidden.
 pub fn draw_message(frame: &mut Frame, app: &App, area: Rect) {
-    let line = if let Some(b) = &app.busy {
-        let secs = b.started.elapsed().as_secs_f64();
-        let spin = SPINNER[(secs * 10.0) as usize % SPINNER.len()];
-        Line::from(vec![
-            Span::styled(
-                format!(" {spin} {}… ", b.what),
-                Style::new().fg(Color::Yellow),
-            ),
-            Span::raw(format!("{:.1} s · Esc stops", secs)),
-        ])
-    } else if let Some((is_err, m)) = &app.message {
+    let message = app.message.as_ref().map(|(is_err, m)| {
         let style = if *is_err {
             Style::new().fg(Color::Red)
         } else {
             Style::new().fg(Color::Gray)
         };
-        Line::from(Span::styled(format!(" {}", m.replace('\n', " ")), style))
+        Span::styled(format!(" {}", m.replace('\n', " ")), style)
+    });
+    let line = if let Some(b) = &app.busy {
+        let secs = b.started.elapsed().as_secs_f64();
+        let spin = SPINNER[(secs * 10.0) as usize % SPINNER.len()];
+        let mut spans = vec![
+            Span::styled(
+                format!(" {spin} {}… ", b.what),
+                Style::new().fg(Color::Yellow),
+            ),
+            Span::raw(format!("{:.1} s · Esc stops", secs)),
+        ];
+        if let Some(m) = message {
+            spans.push(Span::raw(" ·"));
+            spans.push(m);
+        }
+        Line::from(spans)
+    } else if let Some(m) = message {
+        Line::from(m)
     } else {
         Line::default()
     };

@@ -72,6 +72,7 @@ fn draw_story(frame: &mut Frame, app: &App, area: Rect) {
             Style::new().fg(Color::DarkGray),
         ))];
     }
+    app.write.view.record(inner.height as usize, lines.len());
     let shown = visible(&lines, inner.height as usize, app.write.scroll);
     frame.render_widget(Paragraph::new(shown).block(block), area);
 }
