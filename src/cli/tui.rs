@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use quill::chat::{paths, Persona};
 use quill::tui::engine::EngineConfig;
 use quill::tui::TuiOptions;
-use quill::writer::prompt::{Prompt, PromptKind};
+use quill::writer::prompt::Prompt;
 
 use super::ModelArgs;
 
@@ -43,7 +43,7 @@ pub fn run(a: Args) -> Result<()> {
     let persona = Persona::find(&a.persona)?;
     let prompt = match &a.prompt_file {
         Some(p) => Prompt::load(p, None)?,
-        None => untitled(),
+        None => Prompt::untitled("Untitled story"),
     };
     // --model, then the prompt file's `model`, then $QUILL_MODEL, as in
     // `quill write`.
@@ -84,20 +84,4 @@ pub fn run(a: Args) -> Result<()> {
         cache_dir: if a.no_cache { None } else { paths::cache_dir() },
     };
     quill::tui::run(TuiOptions { engine }).context("quill tui")
-}
-
-/// Write mode's story when no prompt file is given: a title and nothing
-/// else, so chapters are "Chapter N" steered only by the guidance box.
-fn untitled() -> Prompt {
-    Prompt {
-        path: PathBuf::from("untitled.toml"),
-        kind: PromptKind::Toml,
-        title: "Untitled story".into(),
-        premise: String::new(),
-        model: None,
-        seed: None,
-        sampler: None,
-        chapters: Vec::new(),
-        extra: Vec::new(),
-    }
 }

@@ -8,7 +8,6 @@
 //! here every chapter waits for the user, can be stopped, continued or
 //! retried, and so keeps [`Checkpoint`]s instead of files.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::model::Model;
@@ -16,7 +15,7 @@ use crate::sampler::{Sampler, SamplerSettings};
 use crate::session::{Checkpoint, Session, StopReason};
 use crate::snapshot::Snapshot;
 use crate::tokenizer::Tokenizer;
-use crate::writer::prompt::{ChapterSpec, Prompt, PromptKind, SEPARATOR};
+use crate::writer::prompt::{ChapterSpec, Prompt, SEPARATOR};
 use crate::Result;
 
 pub use crate::snapshot::{MODE_KEY, MODE_WRITE};
@@ -280,7 +279,7 @@ impl Story {
             } else {
                 title
             };
-            self.prompt = detached(title);
+            self.prompt = Prompt::untitled(title);
             Some(format!(
                 "`{title}` is not `{}`: its chapters go on as \"Chapter N\", without the prompt file's plan",
                 self.file_prompt.title
@@ -355,22 +354,5 @@ impl Story {
         let s = self.session.sampler();
         let sampler = Sampler::from_parts(s.settings.clone(), rng, s.counts().clone());
         *self.session.sampler_mut() = sampler;
-    }
-}
-
-/// The plan of a loaded story that is not the prompt file's: its title and
-/// nothing else, as `quill tui` without a prompt file has, so chapters are
-/// "Chapter N" of the default length, steered only by the guidance box.
-fn detached(title: &str) -> Prompt {
-    Prompt {
-        path: PathBuf::from("untitled.toml"),
-        kind: PromptKind::Toml,
-        title: title.to_string(),
-        premise: String::new(),
-        model: None,
-        seed: None,
-        sampler: None,
-        chapters: Vec::new(),
-        extra: Vec::new(),
     }
 }

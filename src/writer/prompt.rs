@@ -168,6 +168,24 @@ pub struct Prompt {
 }
 
 impl Prompt {
+    /// A story with a title and nothing else: chapters are "Chapter N" of
+    /// the default length, steered only by what the user adds (Write mode
+    /// without a prompt file, or a loaded story that is not the prompt
+    /// file's).
+    pub fn untitled(title: &str) -> Prompt {
+        Prompt {
+            path: PathBuf::from("untitled.toml"),
+            kind: PromptKind::Toml,
+            title: title.to_string(),
+            premise: String::new(),
+            model: None,
+            seed: None,
+            sampler: None,
+            chapters: Vec::new(),
+            extra: Vec::new(),
+        }
+    }
+
     /// Reads a prompt file: `.toml` is a TOML prompt, anything else plain
     /// text whose single chapter is `text_length` tokens long (default
     /// [`DEFAULT_TEXT_LENGTH`]).
