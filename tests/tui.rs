@@ -1154,6 +1154,83 @@ fn tmux_smoke_test() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A terminal that goes away (its tmux server killed: as an SSH connection
+/// dropping) ends the app. It used to stay alive with its input thread
+/// reading end-of-file in a loop, a core busy, for as long as nobody
+/// noticed.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_app_ends_when_its_terminal_hangs_up() {
+    use std::process::Command;
+    let socket = format!("quill-hangup-{}", std::process::id());
+    let dir = std::env::temp_dir().join(&socket);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let pid_file = dir.join("pid");
+    let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/random/rand-v7.safetensors");
+    let cmd = format!(
+        "echo $$ > {pid}; QUILL_DATA_DIR={d}/data QUILL_CACHE_DIR={d}/cache exec {bin} tui --model {model}",
+        pid = pid_file.display(),
+        d = dir.display(),
+        bin = env!("CARGO_BIN_EXE_quill"),
+        model = model.display()
+    );
+    let started = Command::new("tmux")
+        .args([
+            "-L",
+            &socket,
+            "new-session",
+            "-d",
+            "-x",
+            "100",
+            "-y",
+            "30",
+            &cmd,
+        ])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        started,
+        "!!! tmux could not start: this test CANNOT RUN (install tmux) !!!"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let pid = loop {
+        if let Some(p) = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|t| t.trim().parse::<u32>().ok())
+        {
+            break p;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "quill tui never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    // Let the app draw and settle, then take its terminal away.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let _ = Command::new("tmux")
+        .args(["-L", &socket, "kill-server"])
+        .status();
+    let alive = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| !s.contains(") Z "))
+            .unwrap_or(false)
+    };
+    let gone_by = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while alive(pid) && std::time::Instant::now() < gone_by {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let still = alive(pid);
+    if still {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!still, "quill tui kept running after its terminal hung up");
+}
+
 /// The README's key table lists every key the help overlay lists.
 #[test]
 fn readme_documents_every_key() {

@@ -44,6 +44,26 @@ pub fn spawn_terminal_reader(
     stop: Arc<AtomicBool>,
     signalled: Arc<AtomicBool>,
 ) -> JoinHandle<()> {
+    // A terminal that hangs up (tmux killed, an SSH connection dropped)
+    // reads as end-of-file, and crossterm's `poll` then loops on `read`
+    // without returning: the reader below never gets back to its checks,
+    // and the app stayed alive with a core busy. So a watchdog looks for
+    // the hang-up (or the SIGHUP that comes with it) on its own thread.
+    {
+        let (tx, stop, signalled) = (tx.clone(), stop.clone(), signalled.clone());
+        std::thread::Builder::new()
+            .name("quill-tui-watch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    std::thread::sleep(TICK);
+                    let gone = terminal_hung_up() || signalled.load(Ordering::SeqCst);
+                    if gone && tx.send(AppEvent::Terminate).is_err() {
+                        break;
+                    }
+                }
+            })
+            .expect("spawn the terminal watchdog");
+    }
     std::thread::Builder::new()
         .name("quill-tui-input".into())
         .spawn(move || {
@@ -69,4 +89,23 @@ pub fn spawn_terminal_reader(
             }
         })
         .expect("spawn the input thread")
+}
+
+/// Whether the terminal has hung up: `poll` on stdin reports `POLLHUP`
+/// (Linux; elsewhere only the SIGHUP flag tells).
+fn terminal_hung_up() -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        let mut p = libc::pollfd {
+            fd: 0,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd and a zero timeout: poll only fills in
+        // `revents`.
+        let n = unsafe { libc::poll(&mut p, 1, 0) };
+        n > 0 && p.revents & libc::POLLHUP != 0
+    }
+    #[cfg(not(target_os = "linux"))]
+    false
 }

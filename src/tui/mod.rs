@@ -200,7 +200,17 @@ pub fn run(options: TuiOptions) -> anyhow::Result<()> {
     }
     let result = run_loop(&mut guard.terminal, &mut app, &rx, &requests);
     stop_reader.store(true, Ordering::SeqCst);
-    let _ = reader.join();
+    // The reader notices `stop` within a tick, unless the terminal hung
+    // up and crossterm's poll is looping on end-of-file (see
+    // `event::spawn_terminal_reader`): then it is left behind, and ends
+    // with the process.
+    let deadline = std::time::Instant::now() + 3 * event::TICK;
+    while !reader.is_finished() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    if reader.is_finished() {
+        let _ = reader.join();
+    }
     drop(guard);
     // Not joined: the engine stops at its next token (cancel is set) or
     // when it sees the channel closed, but a prefill in progress cannot be
