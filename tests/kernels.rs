@@ -209,11 +209,15 @@ fn helpers_simd_match_scalar() {
             );
             close((ks.dot_f16)(&hf, &x), (scalar.dot_f16)(&hf, &x), "dot_f16");
             let sum_mag: f32 = x.iter().map(|v| v.abs()).sum();
-            let (a, b) = ((ks.sum_f32)(&x), (scalar.sum_f32)(&x));
-            assert!(
-                (a - b).abs() <= 1e-5 * sum_mag,
-                "{set} sum_f32 n={n}: {a} vs {b}"
-            );
+            // Prefetching (which may point past x) changes no sum.
+            let b = (scalar.sum_f32)(&x, 0);
+            for ahead in [0, kernels::prefetch::AHEAD] {
+                let a = (ks.sum_f32)(&x, ahead);
+                assert!(
+                    (a - b).abs() <= 1e-5 * sum_mag,
+                    "{set} sum_f32 n={n} ahead {ahead}: {a} vs {b}"
+                );
+            }
             // Widening is exact in every set.
             let (mut o1, mut o2) = (vec![0.0; n], vec![0.0; n]);
             (ks.widen_bf16)(&bf, &mut o1);

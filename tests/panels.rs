@@ -206,6 +206,77 @@ fn simd_panel_kernels_match_scalar_rows() {
     }
 }
 
+/// Software prefetch changes when bytes arrive, never a result: each SIMD
+/// set's panel products are bit-identical with prefetching on and off
+/// (run through tuners fixed to each setting, as a model's decode step
+/// is), on every shape, including prefetches that point past the matrix.
+#[test]
+fn panel_products_are_the_same_with_and_without_prefetch() {
+    use quill::kernels::prefetch::{PrefetchMode, PrefetchTuner, AHEAD};
+    let mut rng = Rng(17);
+    let on = PrefetchTuner::with_mode(PrefetchMode::On);
+    let off = PrefetchTuner::with_mode(PrefetchMode::Off);
+    for set in simd_sets() {
+        for dtype in [WeightDtype::BF16, WeightDtype::Int8] {
+            for (rows, cols) in shapes(dtype) {
+                let (_, pm) = pair(&mut rng, dtype, rows, cols);
+                let x = rng.vec(cols);
+                let with = on.run(true, |ahead| {
+                    assert_eq!(ahead, AHEAD);
+                    product(set, &pm, &x, 1)
+                });
+                let without = off.run(true, |ahead| {
+                    assert_eq!(ahead, 0);
+                    product(set, &pm, &x, 1)
+                });
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&with), bits(&without), "{set} {dtype} {rows}×{cols}");
+            }
+        }
+    }
+}
+
+/// A model measures whether its decode steps run faster prefetching in
+/// software: after its first steps that return logits (two warm-up
+/// steps, then six of each setting) it has a trial's figure, and steps
+/// that return no logits are not part of the trial.
+#[test]
+fn a_model_tunes_its_prefetch_on_its_first_decode_steps() {
+    use quill::kernels::prefetch::PrefetchMode;
+    let file = synthetic_model_with(2, 64, 256, DType::BF16, 5, "tuning").unwrap();
+    let model = Model::from_file(file).unwrap();
+    let choice = model.prefetch_choice();
+    if choice.mode != PrefetchMode::Auto {
+        eprintln!(
+            "\n!!! QUILL_PREFETCH={} fixes the setting: the tuning test DID NOT RUN !!!\n",
+            choice.mode.name()
+        );
+        return;
+    }
+    let mut state = model.new_state();
+    for _ in 0..20 {
+        model.forward(&[1], &mut state, Logits::None).unwrap();
+    }
+    assert_eq!(
+        model.prefetch_choice().speedup,
+        None,
+        "untimed steps ran a trial"
+    );
+    for step in 0..14 {
+        assert_eq!(
+            model.prefetch_choice().speedup,
+            None,
+            "decided after {step} steps"
+        );
+        model.forward(&[1], &mut state, Logits::Last).unwrap();
+    }
+    let speedup = model
+        .prefetch_choice()
+        .speedup
+        .expect("a trial after 14 steps");
+    assert!(speedup.is_finite() && speedup > 0.0, "{speedup}");
+}
+
 /// A model loaded while a set that wants panels is active gives the same
 /// logits as one loaded row-major under the scalar set (within the SIMD
 /// summation-order tolerance), its large matrices are in panels (bf16 as

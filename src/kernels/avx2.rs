@@ -125,6 +125,18 @@ unsafe fn prefetch_group<T>(p: &[*const T; 4], off: usize) {
     }
 }
 
+/// Prefetches into L2 the two cache lines `ahead` bytes past `p` (one
+/// 128-byte step of a panel kernel). Prefetches never fault, so `p +
+/// ahead` may lie past the matrix (wrapping arithmetic: no pointer into
+/// another allocation is dereferenced).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn prefetch_ahead(p: *const u8, ahead: usize) {
+    let at = p.wrapping_add(ahead) as *const i8;
+    _mm_prefetch::<_MM_HINT_T1>(at);
+    _mm_prefetch::<_MM_HINT_T1>(at.wrapping_add(64));
+}
+
 /// Pointers to rows `r..r + 4` of a row-major matrix of `n` columns at `w`
 /// (the row groups the rows kernels work on).
 #[inline]
@@ -268,11 +280,36 @@ thread_local! {
 
 /// `xp[16b..16b+8]` = the even elements of `x[16b..16b+16]`, then the odd
 /// ones, for every full block of 16 (the ragged tail is left out).
+///
+/// In vector shuffles: it runs once per product task, and as an iterator
+/// chain (`step_by` into `extend`) it was 4.5% of a 0.4B bf16 decode's CPU
+/// time (perf, 2 threads), the largest cost after the product itself.
 fn deinterleave16(x: &[f32], xp: &mut Vec<f32>) {
+    let blocks = x.len() / 16;
     xp.clear();
-    for blk in x.chunks_exact(16) {
-        xp.extend(blk.iter().step_by(2));
-        xp.extend(blk.iter().skip(1).step_by(2));
+    xp.reserve(16 * blocks);
+    // SAFETY: reads 16·blocks elements of x, writes as many into xp's
+    // reserved capacity, then marks them initialised; features by
+    // `kernel_set`.
+    unsafe {
+        deinterleave16_raw(x.as_ptr(), xp.as_mut_ptr(), blocks);
+        xp.set_len(16 * blocks);
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn deinterleave16_raw(x: *const f32, out: *mut f32, blocks: usize) {
+    for b in 0..blocks {
+        let a = _mm256_loadu_ps(x.add(16 * b));
+        let c = _mm256_loadu_ps(x.add(16 * b + 8));
+        // Per 128-bit half: [a0 a2 c0 c2 | a4 a6 c4 c6] and the odd ones;
+        // then 64-bit pieces in order 0, 2, 1, 3: [a0 a2 a4 a6 c0 c2 c4 c6].
+        let even = _mm256_castps_pd(_mm256_shuffle_ps::<0b10_00_10_00>(a, c));
+        let odd = _mm256_castps_pd(_mm256_shuffle_ps::<0b11_01_11_01>(a, c));
+        let even = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(even));
+        let odd = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(odd));
+        _mm256_storeu_ps(out.add(16 * b), even);
+        _mm256_storeu_ps(out.add(16 * b + 8), odd);
     }
 }
 
@@ -360,12 +397,13 @@ fn rows_bf16_panels(w: &[u16], x: &[f32], y: &mut [f32]) {
 
 /// bf16 rows in panels ([`super::Layout::Panels`]): the widening of
 /// [`rows_bf16_eo_raw`] on one sequential stream — each step reads the
-/// next 128 bytes, 16 weights of each of the group's 4 rows. No software
-/// prefetch: on a single stream the hardware prefetcher runs ahead by
-/// itself (measured in decode, paired runs: prefetching 4 KiB ahead was
-/// slower or equal).
+/// next 128 bytes, 16 weights of each of the group's 4 rows — prefetching
+/// [`super::prefetch::distance`] bytes ahead when the model's tuner found
+/// that faster (on some CPUs the hardware prefetcher alone keeps ahead of
+/// such a stream, on others it falls far behind: see [`super::prefetch`]).
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn rows_bf16_panels_raw(w: *const u16, xp: *const f32, n: usize, y: &mut [f32]) {
+    let ahead = super::prefetch::distance();
     let high = _mm256_set1_epi32(0xffff_0000_u32 as i32);
     for (g, yg) in y.chunks_exact_mut(PANEL_ROWS).enumerate() {
         let mut p = w.add(g * PANEL_ROWS * n);
@@ -374,6 +412,9 @@ unsafe fn rows_bf16_panels_raw(w: *const u16, xp: *const f32, n: usize, y: &mut 
         while i < n {
             let xe = ld_f32(xp.add(i));
             let xo = ld_f32(xp.add(i + 8));
+            if ahead != 0 {
+                prefetch_ahead(p as *const u8, ahead);
+            }
             for (q, aq) in a.iter_mut().enumerate() {
                 let v = _mm256_loadu_si256(p.add(16 * q) as *const __m256i);
                 let even = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(v));
@@ -423,23 +464,30 @@ unsafe fn rows_i8_panels_raw(
     y: &mut [f32],
 ) {
     let nb = n / I8_BLOCK;
+    let ahead = super::prefetch::distance();
     for (g, yg) in y.chunks_exact_mut(PANEL_ROWS).enumerate() {
         // Lane j < 4: row j (low lanes of each block); j ≥ 4: row j − 4.
         let mut acc = _mm256_setzero_ps();
         let mut p = q.add(g * PANEL_ROWS * n);
         let mut sc = scales.add(g * PANEL_ROWS * nb);
         for b in 0..nb {
-            // No software prefetch: the panels sit on 2 MiB pages, where
-            // the hardware prefetcher runs ahead on its own. Prefetching
-            // the block 8 KiB ahead (which had helped on 4 KiB pages) cost
-            // tokens/s: int8 decode without it, in-process alternating runs
-            // (24 pairs each), 59.7 vs 56.0 and 64.1 vs 57.5 tokens/s (22
-            // and 23 of 24 pairs faster); 512 B ahead 60.7 vs 57.3.
+            // Software prefetch only where the model's tuner measured it
+            // faster (see `super::prefetch`). On the first VM tuned for,
+            // the panels on 2 MiB pages kept the hardware prefetcher ahead
+            // and prefetching the block 8 KiB ahead cost int8 decode
+            // tokens/s: in-process alternating runs (24 pairs each), 59.7
+            // vs 56.0 and 64.1 vs 57.5 without and with; 512 B ahead 60.7
+            // vs 57.3. On a Rapids VM it made int8 decode 1.40× as fast.
             let xsb = *xs.add(b);
             let xb = xq.add(b * I8_BLOCK);
             let mut a = [_mm256_setzero_si256(); 4];
             let mut i = 0;
             while i < I8_BLOCK {
+                // The block is 4·I8_BLOCK bytes read in 8 steps: 2 lines
+                // every other step cover it.
+                if ahead != 0 && i % 32 == 0 {
+                    prefetch_ahead(p.add(4 * i) as *const u8, ahead);
+                }
                 let xv = _mm256_loadu_si256(xb.add(i) as *const __m256i);
                 for (r, ar) in a.iter_mut().enumerate() {
                     let v = _mm_loadu_si128(p.add(r * I8_BLOCK + i) as *const __m128i);
@@ -1256,12 +1304,15 @@ fn wkv7(
 // -------------------------------------------------------------------- probes
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn sum_f32_raw(x: &[f32]) -> f32 {
+unsafe fn sum_f32_raw(x: &[f32], ahead: usize) -> f32 {
     let p = x.as_ptr();
     let n = x.len();
     let mut a = [_mm256_setzero_ps(); 4];
     let mut i = 0;
     while i + 32 <= n {
+        if ahead != 0 {
+            prefetch_ahead(p.add(i) as *const u8, ahead);
+        }
         for (u, acc) in a.iter_mut().enumerate() {
             *acc = _mm256_add_ps(*acc, _mm256_loadu_ps(p.add(i + 8 * u)));
         }
@@ -1278,9 +1329,10 @@ unsafe fn sum_f32_raw(x: &[f32]) -> f32 {
     s
 }
 
-fn sum_f32(x: &[f32]) -> f32 {
-    // SAFETY: reads within x; features by `kernel_set`.
-    unsafe { sum_f32_raw(x) }
+fn sum_f32(x: &[f32], ahead: usize) -> f32 {
+    // SAFETY: reads within x (prefetches may point past it: they never
+    // fault); features by `kernel_set`.
+    unsafe { sum_f32_raw(x, ahead) }
 }
 
 /// Chains of `vfmadd` on 12 independent registers: enough to cover 2 FMA

@@ -26,6 +26,7 @@ mod huge;
 mod matrix;
 #[cfg(target_arch = "aarch64")]
 mod neon;
+pub mod prefetch;
 pub mod scalar;
 mod scratch;
 mod team;
@@ -157,8 +158,10 @@ pub struct KernelSet {
     /// ([`quantize_x16`] is the reference; every set's result is
     /// bit-identical to it).
     pub quantize_x16: fn(&[f32], &mut Vec<i16>, &mut Vec<f32>),
-    /// Σ x, for the read-bandwidth probe.
-    pub sum_f32: fn(&[f32]) -> f32,
+    /// Σ x, for the read-bandwidth probe: `(x, ahead)` prefetches `ahead`
+    /// bytes in front of its reads where the set prefetches in software
+    /// (0: none; see [`prefetch`]).
+    pub sum_f32: fn(&[f32], usize) -> f32,
     /// Runs independent multiply-add chains for the given rounds and returns
     /// the floating-point operations done: the FMA-peak probe.
     pub fma_probe: fn(u64) -> f64,

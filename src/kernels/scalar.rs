@@ -283,8 +283,9 @@ pub fn sigmoid(x: &mut [f32]) {
     x.iter_mut().for_each(|v| *v = 1.0 / (1.0 + (-*v).exp()));
 }
 
-/// Σ x (8 accumulators), for the read-bandwidth probe.
-pub fn sum_f32(x: &[f32]) -> f32 {
+/// Σ x (8 accumulators), for the read-bandwidth probe; the portable set
+/// does not prefetch (`_ahead` is ignored).
+pub fn sum_f32(x: &[f32], _ahead: usize) -> f32 {
     let ones = [1.0f32; 8];
     let mut acc = [0.0f32; 8];
     let mut chunks = x.chunks_exact(8);

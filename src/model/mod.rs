@@ -21,6 +21,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::error::{QuillError, Result};
+use crate::kernels::prefetch::{PrefetchChoice, PrefetchTuner};
 pub use crate::kernels::WeightDtype;
 use crate::kernels::{install, matmul, Matrix, Scratch};
 use common::{Loader, Norm};
@@ -187,6 +188,9 @@ pub struct Model {
     blocks: Blocks,
     ln_out: Norm,
     head: Matrix,
+    /// Whether this model's decode steps prefetch in software, as measured
+    /// on its first steps ([`crate::kernels::prefetch`]).
+    prefetch: PrefetchTuner,
 }
 
 /// Which logits a forward pass returns.
@@ -352,7 +356,14 @@ impl Model {
             info,
             matrix_names,
             file,
+            prefetch: PrefetchTuner::new(),
         })
+    }
+
+    /// Whether decode steps prefetch in software, and what this model's
+    /// last trial measured ([`crate::kernels::prefetch`]).
+    pub fn prefetch_choice(&self) -> PrefetchChoice {
+        self.prefetch.choice()
     }
 
     /// Facts about the model.
@@ -435,8 +446,13 @@ impl Model {
         // then fork cheaply from a pool thread (see `kernels::install`).
         // A decode step keeps the other threads spinning between its
         // passes instead (see `kernels::with_team`).
+        // Each model measures whether its steps run faster prefetching in
+        // software; steps returning the last logits are alike (O(1) per
+        // token), so their times compare.
         if tokens.len() == 1 {
-            return crate::kernels::with_team(|| self.forward_inner(tokens, state, want));
+            return self.prefetch.run(want == Logits::Last, |_| {
+                crate::kernels::with_team(|| self.forward_inner(tokens, state, want))
+            });
         }
         install(|| self.forward_inner(tokens, state, want))
     }
