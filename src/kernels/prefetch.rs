@@ -7,7 +7,7 @@
 //! stream ahead of the loads depends on the CPU. On the VM this engine was
 //! first tuned on (AVX2, no AVX-512, two vCPUs sharing one core) it did:
 //! prefetching in software was slower or equal for bf16 and cost int8
-//! decode 6–11% (see `rows_i8_panels_raw`). On a Sapphire/Emerald Rapids VM
+//! decode 6–12% (see `rows_i8_panels_raw`). On a Sapphire/Emerald Rapids VM
 //! (2.1 GHz; one thread reads 11–13 GB/s) it did not: prefetching
 //! [`AHEAD`] bytes ahead into L2 made 0.4B decode on 2 threads 1.45× as
 //! fast with bf16 weights and 1.40× with int8 (in-process alternating
