@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use quill::sampler::SamplerSettings;
-use quill::tui::app::{App, NameFor, Overlay, Replace, Speaker, KEYS};
+use quill::tui::app::{App, NameFor, Overlay, Replace, Speaker, KEYS, SETTINGS_ROWS};
 use quill::tui::protocol::{Mode, Request, Response, SessionEntry, Settings, Status};
 use quill::tui::ui;
 use ratatui::backend::TestBackend;
@@ -714,6 +714,41 @@ fn paste_inserts_newlines_without_sending() {
     app.handle_paste("line one\r\nline two");
     assert_eq!(app.chat.input.text(), "line one\nline two");
     assert!(app.take_requests().is_empty());
+}
+
+/// QA's case: the help's Ctrl-T line left out min-p. It names every row
+/// of the settings panel (the three penalty rows as "penalties"), and the
+/// README's key table says the same.
+#[test]
+fn settings_help_names_every_setting() {
+    let (_, _, what) = KEYS
+        .iter()
+        .find(|(_, k, _)| *k == "Ctrl-T / F2")
+        .expect("Ctrl-T is in the key list");
+    for (_, label, _) in SETTINGS_ROWS {
+        let label = label.to_lowercase();
+        let named = if label.contains("penalty") {
+            "penalties".to_string()
+        } else {
+            label
+        };
+        assert!(what.contains(&named), "`{what}` does not name {named}");
+    }
+    let mut app = ready_app();
+    app.handle_key(key(KeyCode::F(1)));
+    let s = render(&app);
+    let row = s
+        .iter()
+        .find(|l| l.contains("Ctrl-T / F2"))
+        .expect("the help shows Ctrl-T");
+    assert!(row.contains("min-p"), "{row}");
+    let readme =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+            .unwrap();
+    assert!(
+        readme.contains(&format!("| anywhere | Ctrl-T / F2 | {what} |")),
+        "README's Ctrl-T row differs from `{what}`"
+    );
 }
 
 mod engine {

@@ -28,7 +28,7 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     (
         "anywhere",
         "Ctrl-T / F2",
-        "settings: temperature, top-p, top-k, penalties, max tokens",
+        "settings: temperature, top-p, top-k, min-p, penalties, max tokens",
     ),
     ("anywhere", "Ctrl-S", "save the session (asks for a name)"),
     ("anywhere", "Ctrl-O", "open a saved session (picker)"),
