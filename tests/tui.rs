@@ -716,6 +716,31 @@ fn paste_inserts_newlines_without_sending() {
     assert!(app.take_requests().is_empty());
 }
 
+/// QA's case: Ctrl-Z in Write did nothing at all. Write keeps no undo
+/// history, so it says so and names the keys that do go back; in Chat,
+/// Ctrl-Z while busy still says why it waits.
+#[test]
+fn ctrl_z_in_write_says_there_is_nothing_to_undo() {
+    let mut app = ready_app();
+    app.handle_key(key(KeyCode::Tab));
+    app.handle_key(ctrl('z'));
+    assert!(app.take_requests().is_empty());
+    let (is_err, m) = app.message.clone().expect("Ctrl-Z says something");
+    assert!(is_err, "{m}");
+    assert!(m.starts_with("nothing to undo in Write"), "{m}");
+    assert!(m.contains("Ctrl-R") && m.contains("Ctrl-N"), "{m}");
+    assert!(!m.contains("/undo"), "{m}");
+    assert_shows(&render(&app), "nothing to undo in Write");
+    app.handle_key(key(KeyCode::Tab));
+    type_text(&mut app, "q");
+    app.handle_key(key(KeyCode::Enter));
+    app.take_requests();
+    app.handle_key(ctrl('z'));
+    assert!(app.take_requests().is_empty());
+    let (_, m) = app.message.clone().unwrap();
+    assert_eq!(m, "busy: generating in Chat (Esc stops it)");
+}
+
 /// QA's case: the help's Ctrl-T line left out min-p. It names every row
 /// of the settings panel (the three penalty rows as "penalties"), and the
 /// README's key table says the same.
@@ -994,6 +1019,30 @@ mod engine {
         assert_eq!(label_of(&rs).as_deref(), Some("The Fox"));
         let rs = h.ask(Request::WriteChapter(String::new()));
         assert!(text_of(&rs, Mode::Write).starts_with("## I. The Boast\n\n"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// QA's case: Ctrl-Z with nothing to undo showed `quill chat`'s
+    /// `/undo: nothing to undo`; the TUI has no slash commands.
+    #[test]
+    fn nothing_to_undo_is_said_in_the_tui_s_words() {
+        let dir = temp_dir("undo");
+        let h = Harness::start(&dir, untitled(&dir), 4);
+        let error = |rs: Vec<Response>| {
+            rs.into_iter()
+                .find_map(|r| match r {
+                    Response::Error(m) => Some(m),
+                    _ => None,
+                })
+                .unwrap_or_else(|| panic!("an error"))
+        };
+        let m = error(h.ask(Request::Undo));
+        assert!(m.starts_with("nothing to undo: Ctrl-Z takes back"), "{m}");
+        assert!(!m.contains("/undo"), "{m}");
+        h.ask(Request::Send("Hello".into()));
+        let rs = h.ask(Request::Undo);
+        assert!(rs.contains(&Response::Undone), "{rs:?}");
+        assert_eq!(error(h.ask(Request::Undo)), m);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -495,6 +495,10 @@ impl App {
             KeyCode::Char('z') if ctrl && mode == Mode::Chat && self.idle_or_say() => {
                 self.start(mode, "undoing", Request::Undo);
             }
+            // Write keeps no undo history: point to what does go back.
+            KeyCode::Char('z') if ctrl && mode == Mode::Write => self.error(
+                "nothing to undo in Write: Ctrl-R writes the last chapter again, Ctrl-N starts the story over",
+            ),
             KeyCode::Char('n') if ctrl && self.idle_or_say() => {
                 self.start(mode, "starting over", Request::Reset(mode));
             }

@@ -9,7 +9,7 @@ use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use crate::chat::engine::{list_sessions, valid_session_name, SNAPSHOT_EXT};
+use crate::chat::engine::{list_sessions, valid_session_name, SNAPSHOT_EXT, UNDO_DEPTH};
 use crate::chat::{ChatEngine, ChatError, ChatOptions, Persona, SessionClaims};
 use crate::model::Model;
 use crate::sampler::{Sampler, SamplerSettings};
@@ -262,7 +262,14 @@ impl Worker<'_> {
                 self.finished(Mode::Chat, r.generated, r.tokens_per_s(), &r.stop);
             }
             Request::Undo => {
-                let m = self.chat()?.undo().map_err(|e| e.to_string())?;
+                let m = self.chat()?.undo().map_err(|e| match e {
+                    // The chat's wording names `/undo`, a command the TUI
+                    // does not have.
+                    ChatError::NothingToUndo => format!(
+                        "nothing to undo: Ctrl-Z takes back up to {UNDO_DEPTH} exchanges made since the chat started or was loaded"
+                    ),
+                    other => other.to_string(),
+                })?;
                 emit(Response::Undone);
                 emit(Response::Notice(m));
                 self.send_status(Mode::Chat);
