@@ -789,9 +789,12 @@ mod engine {
 
     use quill::chat::Persona;
     use quill::model::Model;
+    use quill::sampler::SamplerSettings;
+    use quill::snapshot::Snapshot;
     use quill::tokenizer::Tokenizer;
     use quill::tui::engine::{spawn, EngineConfig};
     use quill::tui::protocol::{Mode, Request, Response, Settings};
+    use quill::tui::story::CHAPTER_LENGTH_KEY;
     use quill::writer::prompt::Prompt;
 
     fn fixture() -> PathBuf {
@@ -1019,6 +1022,76 @@ mod engine {
         assert_eq!(label_of(&rs).as_deref(), Some("The Fox"));
         let rs = h.ask(Request::WriteChapter(String::new()));
         assert!(text_of(&rs, Mode::Write).starts_with("## I. The Boast\n\n"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn write_length(rs: &[Response]) -> Option<usize> {
+        rs.iter().rev().find_map(|r| match r {
+            Response::Status(Mode::Write, s) => s.settings.as_ref().map(|s| s.max_tokens),
+            _ => None,
+        })
+    }
+
+    fn set_write_length(h: &Harness, n: usize) -> Option<usize> {
+        write_length(&h.ask(Request::Settings(
+            Mode::Write,
+            Settings {
+                sampler: SamplerSettings::default(),
+                max_tokens: n,
+            },
+        )))
+    }
+
+    fn load_story(h: &Harness, name: &str) -> Vec<Response> {
+        let rs = h.ask(Request::Load(Mode::Write, name.into()));
+        assert!(
+            rs.iter().any(|r| matches!(r, Response::Loaded { .. })),
+            "{rs:?}"
+        );
+        rs
+    }
+
+    /// QA's case: a chapter length set in Write's settings was lost when
+    /// the story was saved and opened again. A story records it as a chat
+    /// records its reply length; one that follows its plan's lengths goes
+    /// back to them; one saved before lengths were recorded keeps the
+    /// current length.
+    #[test]
+    fn a_story_keeps_its_chapter_length() {
+        let dir = temp_dir("length");
+        {
+            // Saved untouched: it follows the plan (12 tokens a chapter).
+            let h = Harness::start(&dir, untitled(&dir), 8);
+            h.ask(Request::Save(Mode::Write, "plain".into()));
+        }
+        let h = Harness::start(&dir, untitled(&dir), 8);
+        assert_eq!(set_write_length(&h, 5), Some(5));
+        let rs = h.ask(Request::WriteChapter(String::new()));
+        let written = rs.iter().find_map(|r| match r {
+            Response::Finished { tokens, .. } => Some(*tokens),
+            _ => None,
+        });
+        assert!(written.is_some_and(|t| t <= 5), "{rs:?}");
+        h.ask(Request::Save(Mode::Write, "short".into()));
+        assert_eq!(set_write_length(&h, 30), Some(30));
+        assert_eq!(write_length(&load_story(&h, "short")), Some(5));
+        // Set back to the plan's own length, it is that length (it used
+        // to stay at 5, the plan's length counting as "unchanged").
+        assert_eq!(set_write_length(&h, 12), Some(12));
+        assert_eq!(set_write_length(&h, 5), Some(5));
+        assert_eq!(write_length(&load_story(&h, "plain")), Some(12));
+
+        // A story file from before the length was recorded still loads,
+        // and the length set now stays.
+        let sessions = dir.join("sessions");
+        let mut old = Snapshot::load(&sessions.join("short.qs")).unwrap();
+        assert_eq!(
+            old.meta.extra.remove(CHAPTER_LENGTH_KEY).as_deref(),
+            Some("5")
+        );
+        old.save(&sessions.join("old.qs")).unwrap();
+        assert_eq!(set_write_length(&h, 30), Some(30));
+        assert_eq!(write_length(&load_story(&h, "old")), Some(30));
         let _ = std::fs::remove_dir_all(&dir);
     }
 
