@@ -98,8 +98,8 @@ fn chat_screen_shows_conversation_input_and_status_bar() {
     let mut app = ready_app();
     type_text(&mut app, "Hello there");
     app.handle_key(key(KeyCode::Enter));
-    app.handle_response(Response::Text(Mode::Chat, " General".into()));
-    app.handle_response(Response::Text(Mode::Chat, " Kenobi!".into()));
+    app.handle_response(Response::Text(Mode::Chat, " General".into(), 1240));
+    app.handle_response(Response::Text(Mode::Chat, " Kenobi!".into(), 1241));
     type_text(&mut app, "draft");
     let s = render(&app);
     assert_shows(&s, "[ Chat ]".replace(['[', ']'], "").as_str());
@@ -113,7 +113,7 @@ fn chat_screen_shows_conversation_input_and_status_bar() {
     assert_shows(&s, "persona: assistant");
     // The status bar: model, version, dtype, threads, tokens, state, speed, sampler.
     assert_shows(&s, "rand-v7.safetensors · RWKV-7 · f32 · 2 threads");
-    assert_shows(&s, "1234 tokens in state · state 3.00 MiB");
+    assert_shows(&s, "1241 tokens in state · state 3.00 MiB");
     assert_shows(&s, "42.5 tokens/s");
     assert_shows(
         &s,
@@ -130,7 +130,7 @@ fn long_replies_wrap_and_follow_the_bottom() {
     type_text(&mut app, "count");
     app.handle_key(key(KeyCode::Enter));
     let words: Vec<String> = (0..1500).map(|i| format!("w{i}")).collect();
-    app.handle_response(Response::Text(Mode::Chat, words.join(" ")));
+    app.handle_response(Response::Text(Mode::Chat, words.join(" "), 3000));
     app.handle_response(Response::Idle);
     let s = render(&app);
     // The newest text is visible, the oldest has scrolled away.
@@ -212,6 +212,7 @@ fn write_screen_shows_story_guidance_and_actions() {
     app.handle_response(Response::Text(
         Mode::Write,
         "\n\nChapter 1\n\nThe wind rose at dusk.".into(),
+        1250,
     ));
     let s = render(&app);
     assert_shows(&s, "Story — The Lighthouse");
@@ -601,7 +602,7 @@ fn typing_and_enter_send_a_message() {
     app.handle_key(key(KeyCode::Enter));
     assert!(app.take_requests().is_empty());
     assert_eq!(app.chat.input.text(), "more");
-    app.handle_response(Response::Text(Mode::Chat, "Hello!".into()));
+    app.handle_response(Response::Text(Mode::Chat, "Hello!".into(), 1240));
     app.handle_response(Response::Finished {
         mode: Mode::Chat,
         tokens: 3,
@@ -673,17 +674,17 @@ fn retry_continue_undo_and_reset() {
     assert!(app.take_requests().is_empty(), "nothing to retry yet");
     type_text(&mut app, "q");
     app.handle_key(key(KeyCode::Enter));
-    app.handle_response(Response::Text(Mode::Chat, "first".into()));
+    app.handle_response(Response::Text(Mode::Chat, "first".into(), 1240));
     app.handle_response(Response::Idle);
     app.take_requests();
     app.handle_key(ctrl('r'));
     assert_eq!(app.take_requests(), vec![Request::Retry(Mode::Chat)]);
     assert_eq!(app.chat.entries[1].text, "", "the old reply is replaced");
-    app.handle_response(Response::Text(Mode::Chat, "second".into()));
+    app.handle_response(Response::Text(Mode::Chat, "second".into(), 1240));
     app.handle_response(Response::Idle);
     app.handle_key(ctrl('e'));
     assert_eq!(app.take_requests(), vec![Request::Continue(Mode::Chat)]);
-    app.handle_response(Response::Text(Mode::Chat, " more".into()));
+    app.handle_response(Response::Text(Mode::Chat, " more".into(), 1241));
     app.handle_response(Response::Idle);
     assert_eq!(app.chat.entries[1].text, "second more");
     app.handle_key(ctrl('z'));
@@ -774,6 +775,29 @@ fn settings_help_names_every_setting() {
         readme.contains(&format!("| anywhere | Ctrl-T / F2 | {what} |")),
         "README's Ctrl-T row differs from `{what}`"
     );
+}
+
+/// QA's case: the status bar's token count stood still while a reply
+/// streamed and jumped at the end. Each piece of text carries the count,
+/// and the bar of that piece's mode shows it at once.
+#[test]
+fn the_token_count_moves_as_text_arrives() {
+    let mut app = ready_app();
+    type_text(&mut app, "Hello");
+    app.handle_key(key(KeyCode::Enter));
+    assert_shows(&render(&app), "1234 tokens in state");
+    app.handle_response(Response::Text(Mode::Chat, "One".into(), 1240));
+    assert_shows(&render(&app), "1240 tokens in state");
+    app.handle_response(Response::Text(Mode::Chat, " two".into(), 1243));
+    let s = render(&app);
+    assert_shows(&s, "1243 tokens in state");
+    assert_shows(&s, "replying…");
+    // Write's count is its own.
+    app.handle_key(key(KeyCode::Tab));
+    assert_shows(&render(&app), "1234 tokens in state");
+    app.handle_response(Response::Text(Mode::Write, "Chapter".into(), 1300));
+    assert_shows(&render(&app), "1300 tokens in state");
+    assert_eq!(app.status(Mode::Chat).tokens_in_state, 1243);
 }
 
 mod engine {
@@ -871,7 +895,7 @@ mod engine {
     fn text_of(rs: &[Response], mode: Mode) -> String {
         rs.iter()
             .filter_map(|r| match r {
-                Response::Text(m, t) if *m == mode => Some(t.as_str()),
+                Response::Text(m, t, _) if *m == mode => Some(t.as_str()),
                 _ => None,
             })
             .collect()
@@ -1116,6 +1140,46 @@ mod engine {
         let rs = h.ask(Request::Undo);
         assert!(rs.contains(&Response::Undone), "{rs:?}");
         assert_eq!(error(h.ask(Request::Undo)), m);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Each piece of text carries the tokens in its mode's state then:
+    /// the count rises during a generation, never back, and ends at most
+    /// at the count the status reports once it is done.
+    #[test]
+    fn streamed_text_carries_the_token_count() {
+        let dir = temp_dir("count");
+        let h = Harness::start(&dir, untitled(&dir), 24);
+        for (mode, req) in [
+            (Mode::Chat, Request::Send("Hello".into())),
+            (Mode::Write, Request::WriteChapter(String::new())),
+        ] {
+            let rs = h.ask(req);
+            let counts: Vec<u64> = rs
+                .iter()
+                .filter_map(|r| match r {
+                    Response::Text(m, _, n) if *m == mode => Some(*n),
+                    _ => None,
+                })
+                .collect();
+            let after = rs
+                .iter()
+                .rev()
+                .find_map(|r| match r {
+                    Response::Status(m, s) if *m == mode => Some(s.tokens_in_state),
+                    _ => None,
+                })
+                .expect("a status after the generation");
+            assert!(counts.windows(2).all(|w| w[0] <= w[1]), "{counts:?}");
+            assert!(
+                counts.first() < counts.last(),
+                "{mode:?}: the count moves while text streams: {counts:?}"
+            );
+            assert!(
+                counts.iter().all(|&n| n > 0 && n <= after),
+                "{counts:?} {after}"
+            );
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -280,7 +280,8 @@ pub struct App {
     pub chat: ChatView,
     /// Write screen.
     pub write: WriteView,
-    /// Status per mode, as the engine last reported it.
+    /// Status per mode, as the engine last reported it (its token count
+    /// also moves with each piece of text).
     pub chat_status: Status,
     /// See `chat_status`.
     pub write_status: Status,
@@ -823,10 +824,11 @@ impl App {
                 }
             },
             Response::Status(mode, s) => *self.status_mut(mode) = s,
-            Response::Text(mode, piece) => {
+            Response::Text(mode, piece, tokens_in_state) => {
                 if let Some(b) = &mut self.busy {
                     b.pieces += 1;
                 }
+                self.status_mut(mode).tokens_in_state = tokens_in_state;
                 match mode {
                     Mode::Chat => match self.chat.entries.last_mut() {
                         Some(e) if e.speaker == Speaker::Assistant => e.text.push_str(&piece),

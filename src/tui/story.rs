@@ -8,6 +8,7 @@
 //! here every chapter waits for the user, can be stopped, continued or
 //! retried, and so keeps [`Checkpoint`]s instead of files.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use crate::model::Model;
@@ -114,6 +115,12 @@ impl Story {
     /// The session.
     pub fn session(&self) -> &Session {
         &self.session
+    }
+
+    /// The session's token count, for another thread to read while a
+    /// chapter is written ([`Session::share_tokens_in_state`]).
+    pub fn share_tokens_in_state(&mut self) -> Arc<AtomicU64> {
+        self.session.share_tokens_in_state()
     }
 
     /// The plan the story follows: the prompt file's, unless a story
