@@ -1,6 +1,7 @@
 //! [`Session`]: a model, its recurrent state, a tokenizer and a sampler —
 //! what every front end talks to. Feed text, generate, checkpoint, restore.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -92,6 +93,9 @@ pub struct Session {
     /// Tokens run through the model since the session was made (a counter
     /// for tests and `/show`: `/retry` must not grow it by the history).
     pub tokens_processed: u64,
+    /// `tokens_in_state` for another thread, once asked for
+    /// ([`Session::share_tokens_in_state`]).
+    shared_tokens: Option<Arc<AtomicU64>>,
 }
 
 impl Session {
@@ -107,6 +111,7 @@ impl Session {
             tail: String::new(),
             decoder: StreamDecoder::default(),
             tokens_processed: 0,
+            shared_tokens: None,
         }
     }
 
@@ -145,6 +150,25 @@ impl Session {
         self.tokens_in_state
     }
 
+    /// [`Session::tokens_in_state`], readable by another thread while this
+    /// one generates: the callback of [`Session::generate`] cannot borrow
+    /// the session, and a status bar wants the count as tokens arrive. It
+    /// is kept from this call on, at one relaxed store per change; later
+    /// calls return the same counter.
+    pub fn share_tokens_in_state(&mut self) -> Arc<AtomicU64> {
+        let n = self.tokens_in_state;
+        self.shared_tokens
+            .get_or_insert_with(|| Arc::new(AtomicU64::new(n)))
+            .clone()
+    }
+
+    fn set_tokens_in_state(&mut self, n: u64) {
+        self.tokens_in_state = n;
+        if let Some(shared) = &self.shared_tokens {
+            shared.store(n, Ordering::Relaxed);
+        }
+    }
+
     /// The last [`TAIL_CHARS`] characters of text fed or generated.
     pub fn text_tail(&self) -> &str {
         &self.tail
@@ -174,7 +198,7 @@ impl Session {
         self.state = state;
         self.logits = logits;
         self.sampler = sampler;
-        self.tokens_in_state = tokens_in_state;
+        self.set_tokens_in_state(tokens_in_state);
         self.tail = tail;
         self.decoder = StreamDecoder::with_pending(pending);
         Ok(())
@@ -185,7 +209,7 @@ impl Session {
         self.state = self.model.new_state();
         self.logits = None;
         self.sampler.clear_counts();
-        self.tokens_in_state = 0;
+        self.set_tokens_in_state(0);
         self.tail.clear();
         self.decoder = StreamDecoder::default();
     }
@@ -209,7 +233,7 @@ impl Session {
         self.logits = cp.logits.clone();
         self.sampler = cp.sampler.clone();
         self.sampler.settings = settings;
-        self.tokens_in_state = cp.tokens_in_state;
+        self.set_tokens_in_state(cp.tokens_in_state);
         self.tail = cp.tail.clone();
         self.decoder = StreamDecoder::with_pending(&cp.pending);
     }
@@ -243,7 +267,7 @@ impl Session {
         }
         let logits = self.model.forward(tokens, &mut self.state, Logits::Last)?;
         self.logits = Some(logits);
-        self.tokens_in_state += tokens.len() as u64;
+        self.set_tokens_in_state(self.tokens_in_state + tokens.len() as u64);
         self.tokens_processed += tokens.len() as u64;
         if let Ok(bytes) = self.tokenizer.decode_bytes(tokens) {
             self.push_tail(&String::from_utf8_lossy(&bytes));

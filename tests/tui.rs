@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use quill::sampler::SamplerSettings;
-use quill::tui::app::{App, NameFor, Overlay, Replace, Speaker, KEYS};
+use quill::tui::app::{App, NameFor, Overlay, Replace, Speaker, KEYS, SETTINGS_ROWS};
 use quill::tui::protocol::{Mode, Request, Response, SessionEntry, Settings, Status};
 use quill::tui::ui;
 use ratatui::backend::TestBackend;
@@ -98,8 +98,8 @@ fn chat_screen_shows_conversation_input_and_status_bar() {
     let mut app = ready_app();
     type_text(&mut app, "Hello there");
     app.handle_key(key(KeyCode::Enter));
-    app.handle_response(Response::Text(Mode::Chat, " General".into()));
-    app.handle_response(Response::Text(Mode::Chat, " Kenobi!".into()));
+    app.handle_response(Response::Text(Mode::Chat, " General".into(), 1240));
+    app.handle_response(Response::Text(Mode::Chat, " Kenobi!".into(), 1241));
     type_text(&mut app, "draft");
     let s = render(&app);
     assert_shows(&s, "[ Chat ]".replace(['[', ']'], "").as_str());
@@ -113,7 +113,7 @@ fn chat_screen_shows_conversation_input_and_status_bar() {
     assert_shows(&s, "persona: assistant");
     // The status bar: model, version, dtype, threads, tokens, state, speed, sampler.
     assert_shows(&s, "rand-v7.safetensors · RWKV-7 · f32 · 2 threads");
-    assert_shows(&s, "1234 tokens in state · state 3.00 MiB");
+    assert_shows(&s, "1241 tokens in state · state 3.00 MiB");
     assert_shows(&s, "42.5 tokens/s");
     assert_shows(
         &s,
@@ -130,7 +130,7 @@ fn long_replies_wrap_and_follow_the_bottom() {
     type_text(&mut app, "count");
     app.handle_key(key(KeyCode::Enter));
     let words: Vec<String> = (0..1500).map(|i| format!("w{i}")).collect();
-    app.handle_response(Response::Text(Mode::Chat, words.join(" ")));
+    app.handle_response(Response::Text(Mode::Chat, words.join(" "), 3000));
     app.handle_response(Response::Idle);
     let s = render(&app);
     // The newest text is visible, the oldest has scrolled away.
@@ -212,6 +212,7 @@ fn write_screen_shows_story_guidance_and_actions() {
     app.handle_response(Response::Text(
         Mode::Write,
         "\n\nChapter 1\n\nThe wind rose at dusk.".into(),
+        1250,
     ));
     let s = render(&app);
     assert_shows(&s, "Story — The Lighthouse");
@@ -601,7 +602,7 @@ fn typing_and_enter_send_a_message() {
     app.handle_key(key(KeyCode::Enter));
     assert!(app.take_requests().is_empty());
     assert_eq!(app.chat.input.text(), "more");
-    app.handle_response(Response::Text(Mode::Chat, "Hello!".into()));
+    app.handle_response(Response::Text(Mode::Chat, "Hello!".into(), 1240));
     app.handle_response(Response::Finished {
         mode: Mode::Chat,
         tokens: 3,
@@ -673,17 +674,17 @@ fn retry_continue_undo_and_reset() {
     assert!(app.take_requests().is_empty(), "nothing to retry yet");
     type_text(&mut app, "q");
     app.handle_key(key(KeyCode::Enter));
-    app.handle_response(Response::Text(Mode::Chat, "first".into()));
+    app.handle_response(Response::Text(Mode::Chat, "first".into(), 1240));
     app.handle_response(Response::Idle);
     app.take_requests();
     app.handle_key(ctrl('r'));
     assert_eq!(app.take_requests(), vec![Request::Retry(Mode::Chat)]);
     assert_eq!(app.chat.entries[1].text, "", "the old reply is replaced");
-    app.handle_response(Response::Text(Mode::Chat, "second".into()));
+    app.handle_response(Response::Text(Mode::Chat, "second".into(), 1240));
     app.handle_response(Response::Idle);
     app.handle_key(ctrl('e'));
     assert_eq!(app.take_requests(), vec![Request::Continue(Mode::Chat)]);
-    app.handle_response(Response::Text(Mode::Chat, " more".into()));
+    app.handle_response(Response::Text(Mode::Chat, " more".into(), 1241));
     app.handle_response(Response::Idle);
     assert_eq!(app.chat.entries[1].text, "second more");
     app.handle_key(ctrl('z'));
@@ -716,6 +717,89 @@ fn paste_inserts_newlines_without_sending() {
     assert!(app.take_requests().is_empty());
 }
 
+/// QA's case: Ctrl-Z in Write did nothing at all. Write keeps no undo
+/// history, so it says so and names the keys that do go back; in Chat,
+/// Ctrl-Z while busy still says why it waits.
+#[test]
+fn ctrl_z_in_write_says_there_is_nothing_to_undo() {
+    let mut app = ready_app();
+    app.handle_key(key(KeyCode::Tab));
+    app.handle_key(ctrl('z'));
+    assert!(app.take_requests().is_empty());
+    let (is_err, m) = app.message.clone().expect("Ctrl-Z says something");
+    assert!(is_err, "{m}");
+    assert!(m.starts_with("nothing to undo in Write"), "{m}");
+    assert!(m.contains("Ctrl-R") && m.contains("Ctrl-N"), "{m}");
+    assert!(!m.contains("/undo"), "{m}");
+    assert_shows(&render(&app), "nothing to undo in Write");
+    app.handle_key(key(KeyCode::Tab));
+    type_text(&mut app, "q");
+    app.handle_key(key(KeyCode::Enter));
+    app.take_requests();
+    app.handle_key(ctrl('z'));
+    assert!(app.take_requests().is_empty());
+    let (_, m) = app.message.clone().unwrap();
+    assert_eq!(m, "busy: generating in Chat (Esc stops it)");
+}
+
+/// QA's case: the help's Ctrl-T line left out min-p. It names every row
+/// of the settings panel (the three penalty rows as "penalties"), and the
+/// README's key table says the same.
+#[test]
+fn settings_help_names_every_setting() {
+    let (_, _, what) = KEYS
+        .iter()
+        .find(|(_, k, _)| *k == "Ctrl-T / F2")
+        .expect("Ctrl-T is in the key list");
+    for (_, label, _) in SETTINGS_ROWS {
+        let label = label.to_lowercase();
+        let named = if label.contains("penalty") {
+            "penalties".to_string()
+        } else {
+            label
+        };
+        assert!(what.contains(&named), "`{what}` does not name {named}");
+    }
+    let mut app = ready_app();
+    app.handle_key(key(KeyCode::F(1)));
+    let s = render(&app);
+    let row = s
+        .iter()
+        .find(|l| l.contains("Ctrl-T / F2"))
+        .expect("the help shows Ctrl-T");
+    assert!(row.contains("min-p"), "{row}");
+    let readme =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+            .unwrap();
+    assert!(
+        readme.contains(&format!("| anywhere | Ctrl-T / F2 | {what} |")),
+        "README's Ctrl-T row differs from `{what}`"
+    );
+}
+
+/// QA's case: the status bar's token count stood still while a reply
+/// streamed and jumped at the end. Each piece of text carries the count,
+/// and the bar of that piece's mode shows it at once.
+#[test]
+fn the_token_count_moves_as_text_arrives() {
+    let mut app = ready_app();
+    type_text(&mut app, "Hello");
+    app.handle_key(key(KeyCode::Enter));
+    assert_shows(&render(&app), "1234 tokens in state");
+    app.handle_response(Response::Text(Mode::Chat, "One".into(), 1240));
+    assert_shows(&render(&app), "1240 tokens in state");
+    app.handle_response(Response::Text(Mode::Chat, " two".into(), 1243));
+    let s = render(&app);
+    assert_shows(&s, "1243 tokens in state");
+    assert_shows(&s, "replying…");
+    // Write's count is its own.
+    app.handle_key(key(KeyCode::Tab));
+    assert_shows(&render(&app), "1234 tokens in state");
+    app.handle_response(Response::Text(Mode::Write, "Chapter".into(), 1300));
+    assert_shows(&render(&app), "1300 tokens in state");
+    assert_eq!(app.status(Mode::Chat).tokens_in_state, 1243);
+}
+
 mod engine {
     //! The engine thread on the random-weight v7 fixture: text streams
     //! back, Esc's flag stops a reply, sessions save, list and load. The
@@ -729,9 +813,12 @@ mod engine {
 
     use quill::chat::Persona;
     use quill::model::Model;
+    use quill::sampler::SamplerSettings;
+    use quill::snapshot::Snapshot;
     use quill::tokenizer::Tokenizer;
     use quill::tui::engine::{spawn, EngineConfig};
     use quill::tui::protocol::{Mode, Request, Response, Settings};
+    use quill::tui::story::CHAPTER_LENGTH_KEY;
     use quill::writer::prompt::Prompt;
 
     fn fixture() -> PathBuf {
@@ -808,7 +895,7 @@ mod engine {
     fn text_of(rs: &[Response], mode: Mode) -> String {
         rs.iter()
             .filter_map(|r| match r {
-                Response::Text(m, t) if *m == mode => Some(t.as_str()),
+                Response::Text(m, t, _) if *m == mode => Some(t.as_str()),
                 _ => None,
             })
             .collect()
@@ -959,6 +1046,140 @@ mod engine {
         assert_eq!(label_of(&rs).as_deref(), Some("The Fox"));
         let rs = h.ask(Request::WriteChapter(String::new()));
         assert!(text_of(&rs, Mode::Write).starts_with("## I. The Boast\n\n"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn write_length(rs: &[Response]) -> Option<usize> {
+        rs.iter().rev().find_map(|r| match r {
+            Response::Status(Mode::Write, s) => s.settings.as_ref().map(|s| s.max_tokens),
+            _ => None,
+        })
+    }
+
+    fn set_write_length(h: &Harness, n: usize) -> Option<usize> {
+        write_length(&h.ask(Request::Settings(
+            Mode::Write,
+            Settings {
+                sampler: SamplerSettings::default(),
+                max_tokens: n,
+            },
+        )))
+    }
+
+    fn load_story(h: &Harness, name: &str) -> Vec<Response> {
+        let rs = h.ask(Request::Load(Mode::Write, name.into()));
+        assert!(
+            rs.iter().any(|r| matches!(r, Response::Loaded { .. })),
+            "{rs:?}"
+        );
+        rs
+    }
+
+    /// QA's case: a chapter length set in Write's settings was lost when
+    /// the story was saved and opened again. A story records it as a chat
+    /// records its reply length; one that follows its plan's lengths goes
+    /// back to them; one saved before lengths were recorded keeps the
+    /// current length.
+    #[test]
+    fn a_story_keeps_its_chapter_length() {
+        let dir = temp_dir("length");
+        {
+            // Saved untouched: it follows the plan (12 tokens a chapter).
+            let h = Harness::start(&dir, untitled(&dir), 8);
+            h.ask(Request::Save(Mode::Write, "plain".into()));
+        }
+        let h = Harness::start(&dir, untitled(&dir), 8);
+        assert_eq!(set_write_length(&h, 5), Some(5));
+        let rs = h.ask(Request::WriteChapter(String::new()));
+        let written = rs.iter().find_map(|r| match r {
+            Response::Finished { tokens, .. } => Some(*tokens),
+            _ => None,
+        });
+        assert!(written.is_some_and(|t| t <= 5), "{rs:?}");
+        h.ask(Request::Save(Mode::Write, "short".into()));
+        assert_eq!(set_write_length(&h, 30), Some(30));
+        assert_eq!(write_length(&load_story(&h, "short")), Some(5));
+        // Set back to the plan's own length, it is that length (it used
+        // to stay at 5, the plan's length counting as "unchanged").
+        assert_eq!(set_write_length(&h, 12), Some(12));
+        assert_eq!(set_write_length(&h, 5), Some(5));
+        assert_eq!(write_length(&load_story(&h, "plain")), Some(12));
+
+        // A story file from before the length was recorded still loads,
+        // and the length set now stays.
+        let sessions = dir.join("sessions");
+        let mut old = Snapshot::load(&sessions.join("short.qs")).unwrap();
+        assert_eq!(
+            old.meta.extra.remove(CHAPTER_LENGTH_KEY).as_deref(),
+            Some("5")
+        );
+        old.save(&sessions.join("old.qs")).unwrap();
+        assert_eq!(set_write_length(&h, 30), Some(30));
+        assert_eq!(write_length(&load_story(&h, "old")), Some(30));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// QA's case: Ctrl-Z with nothing to undo showed `quill chat`'s
+    /// `/undo: nothing to undo`; the TUI has no slash commands.
+    #[test]
+    fn nothing_to_undo_is_said_in_the_tui_s_words() {
+        let dir = temp_dir("undo");
+        let h = Harness::start(&dir, untitled(&dir), 4);
+        let error = |rs: Vec<Response>| {
+            rs.into_iter()
+                .find_map(|r| match r {
+                    Response::Error(m) => Some(m),
+                    _ => None,
+                })
+                .unwrap_or_else(|| panic!("an error"))
+        };
+        let m = error(h.ask(Request::Undo));
+        assert!(m.starts_with("nothing to undo: Ctrl-Z takes back"), "{m}");
+        assert!(!m.contains("/undo"), "{m}");
+        h.ask(Request::Send("Hello".into()));
+        let rs = h.ask(Request::Undo);
+        assert!(rs.contains(&Response::Undone), "{rs:?}");
+        assert_eq!(error(h.ask(Request::Undo)), m);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Each piece of text carries the tokens in its mode's state then:
+    /// the count rises during a generation, never back, and ends at most
+    /// at the count the status reports once it is done.
+    #[test]
+    fn streamed_text_carries_the_token_count() {
+        let dir = temp_dir("count");
+        let h = Harness::start(&dir, untitled(&dir), 24);
+        for (mode, req) in [
+            (Mode::Chat, Request::Send("Hello".into())),
+            (Mode::Write, Request::WriteChapter(String::new())),
+        ] {
+            let rs = h.ask(req);
+            let counts: Vec<u64> = rs
+                .iter()
+                .filter_map(|r| match r {
+                    Response::Text(m, _, n) if *m == mode => Some(*n),
+                    _ => None,
+                })
+                .collect();
+            let after = rs
+                .iter()
+                .rev()
+                .find_map(|r| match r {
+                    Response::Status(m, s) if *m == mode => Some(s.tokens_in_state),
+                    _ => None,
+                })
+                .expect("a status after the generation");
+            assert!(counts.windows(2).all(|w| w[0] <= w[1]), "{counts:?}");
+            assert!(
+                counts.first() < counts.last(),
+                "{mode:?}: the count moves while text streams: {counts:?}"
+            );
+            assert!(
+                counts.iter().all(|&n| n > 0 && n <= after),
+                "{counts:?} {after}"
+            );
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 

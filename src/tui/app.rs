@@ -28,7 +28,7 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     (
         "anywhere",
         "Ctrl-T / F2",
-        "settings: temperature, top-p, top-k, penalties, max tokens",
+        "settings: temperature, top-p, top-k, min-p, penalties, max tokens",
     ),
     ("anywhere", "Ctrl-S", "save the session (asks for a name)"),
     ("anywhere", "Ctrl-O", "open a saved session (picker)"),
@@ -280,7 +280,8 @@ pub struct App {
     pub chat: ChatView,
     /// Write screen.
     pub write: WriteView,
-    /// Status per mode, as the engine last reported it.
+    /// Status per mode, as the engine last reported it (its token count
+    /// also moves with each piece of text).
     pub chat_status: Status,
     /// See `chat_status`.
     pub write_status: Status,
@@ -495,6 +496,10 @@ impl App {
             KeyCode::Char('z') if ctrl && mode == Mode::Chat && self.idle_or_say() => {
                 self.start(mode, "undoing", Request::Undo);
             }
+            // Write keeps no undo history: point to what does go back.
+            KeyCode::Char('z') if ctrl && mode == Mode::Write => self.error(
+                "nothing to undo in Write: Ctrl-R writes the last chapter again, Ctrl-N starts the story over",
+            ),
             KeyCode::Char('n') if ctrl && self.idle_or_say() => {
                 self.start(mode, "starting over", Request::Reset(mode));
             }
@@ -819,10 +824,11 @@ impl App {
                 }
             },
             Response::Status(mode, s) => *self.status_mut(mode) = s,
-            Response::Text(mode, piece) => {
+            Response::Text(mode, piece, tokens_in_state) => {
                 if let Some(b) = &mut self.busy {
                     b.pieces += 1;
                 }
+                self.status_mut(mode).tokens_in_state = tokens_in_state;
                 match mode {
                     Mode::Chat => match self.chat.entries.last_mut() {
                         Some(e) if e.speaker == Speaker::Assistant => e.text.push_str(&piece),

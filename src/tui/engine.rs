@@ -4,12 +4,12 @@
 //! UI thread only ever waits on its event channel.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use crate::chat::engine::{list_sessions, valid_session_name, SNAPSHOT_EXT};
+use crate::chat::engine::{list_sessions, valid_session_name, SNAPSHOT_EXT, UNDO_DEPTH};
 use crate::chat::{ChatEngine, ChatError, ChatOptions, Persona, SessionClaims};
 use crate::model::Model;
 use crate::sampler::{Sampler, SamplerSettings};
@@ -92,6 +92,9 @@ struct Worker<'a> {
     cancel: Arc<AtomicBool>,
     emit: &'a dyn Fn(Response),
     tokens_per_s: [f64; 2],
+    /// Each mode's tokens in state, kept by its session as it generates,
+    /// so each piece of text streamed can carry the count.
+    tokens_in_state: [Arc<AtomicU64>; 2],
     session_name: [Option<String>; 2],
     /// Sessions Write mode loaded or saved (the chat keeps its own), so a
     /// save never replaces another session unasked.
@@ -126,6 +129,7 @@ fn run(
         cancel,
         emit,
         tokens_per_s: [0.0; 2],
+        tokens_in_state: Default::default(),
         session_name: [None, None],
         story_claims: SessionClaims::default(),
     };
@@ -169,11 +173,12 @@ impl Worker<'_> {
             top_p: 0.3,
             ..SamplerSettings::default()
         });
-        let session = Session::new(
+        let mut session = Session::new(
             c.model.clone(),
             c.tokenizer.clone(),
             Sampler::new(settings, c.seed),
         );
+        self.tokens_in_state[idx(Mode::Chat)] = session.share_tokens_in_state();
         let options = ChatOptions {
             max_tokens: c.max_tokens,
             think: None,
@@ -204,7 +209,8 @@ impl Worker<'_> {
         let settings = c.prompt.sampler.clone().unwrap_or_default();
         let seed = c.prompt.seed.unwrap_or(c.seed);
         match Story::start(c.model, c.tokenizer, c.prompt, settings, seed) {
-            Ok(story) => {
+            Ok(mut story) => {
+                self.tokens_in_state[idx(Mode::Write)] = story.share_tokens_in_state();
                 emit(Response::Ready {
                     mode: Mode::Write,
                     intro: story.base_text().to_string(),
@@ -231,11 +237,14 @@ impl Worker<'_> {
     fn handle(&mut self, req: Request) -> Result<(), String> {
         let emit = self.emit;
         let cancel = self.cancel.clone();
+        let counts = self.tokens_in_state.clone();
         // Streams a piece and says whether to go on (Esc clears it).
         let stream = move |mode: Mode| {
             let cancel = cancel.clone();
+            let count = counts[idx(mode)].clone();
             move |piece: &str| {
-                emit(Response::Text(mode, piece.to_string()));
+                let tokens = count.load(Ordering::Relaxed);
+                emit(Response::Text(mode, piece.to_string(), tokens));
                 !cancel.load(Ordering::SeqCst)
             }
         };
@@ -262,7 +271,14 @@ impl Worker<'_> {
                 self.finished(Mode::Chat, r.generated, r.tokens_per_s(), &r.stop);
             }
             Request::Undo => {
-                let m = self.chat()?.undo().map_err(|e| e.to_string())?;
+                let m = self.chat()?.undo().map_err(|e| match e {
+                    // The chat's wording names `/undo`, a command the TUI
+                    // does not have.
+                    ChatError::NothingToUndo => format!(
+                        "nothing to undo: Ctrl-Z takes back up to {UNDO_DEPTH} exchanges made since the chat started or was loaded"
+                    ),
+                    other => other.to_string(),
+                })?;
                 emit(Response::Undone);
                 emit(Response::Notice(m));
                 self.send_status(Mode::Chat);

@@ -139,8 +139,10 @@ pub enum Response {
     },
     /// New status for a mode.
     Status(Mode, Status),
-    /// A piece of generated text.
-    Text(Mode, String),
+    /// A piece of generated text, and the tokens in the mode's state once
+    /// it was generated: the status bar counts them as they arrive rather
+    /// than when the generation ends.
+    Text(Mode, String, u64),
     /// A generation ended.
     Finished {
         /// The mode.

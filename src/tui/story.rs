@@ -8,6 +8,7 @@
 //! here every chapter waits for the user, can be stopped, continued or
 //! retried, and so keeps [`Checkpoint`]s instead of files.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use crate::model::Model;
@@ -26,6 +27,13 @@ pub const CHAPTERS_KEY: &str = "tui.chapters";
 /// Snapshot metadata key holding the story's title (the same key
 /// `quill write` records).
 pub const TITLE_KEY: &str = "story";
+/// Snapshot metadata key holding the chapter length set in the settings
+/// panel, or [`PLAN_LENGTH`]: like a chat's reply length, it is one of the
+/// settings a loaded story goes on with.
+pub const CHAPTER_LENGTH_KEY: &str = "tui.chapter_length";
+/// The [`CHAPTER_LENGTH_KEY`] value of a story whose chapters take the
+/// lengths of its plan (none was set).
+pub const PLAN_LENGTH: &str = "plan";
 
 /// One chapter written in this run.
 #[derive(Debug, Clone)]
@@ -109,6 +117,12 @@ impl Story {
         &self.session
     }
 
+    /// The session's token count, for another thread to read while a
+    /// chapter is written ([`Session::share_tokens_in_state`]).
+    pub fn share_tokens_in_state(&mut self) -> Arc<AtomicU64> {
+        self.session.share_tokens_in_state()
+    }
+
     /// The plan the story follows: the prompt file's, unless a story
     /// saved from another one was loaded (see [`Story::load`]).
     pub fn prompt(&self) -> &Prompt {
@@ -139,11 +153,14 @@ impl Story {
         self.length.unwrap_or_else(|| self.next_spec().length)
     }
 
-    /// Replaces sampler settings and the chapter length.
+    /// Replaces sampler settings and the chapter length. A length equal to
+    /// the current one leaves it as it is: the panel sends every setting
+    /// with each change, and a change of temperature must not pin the
+    /// plan's length of the next chapter onto all those after it.
     pub fn set(&mut self, settings: SamplerSettings, max_tokens: usize) -> Result<()> {
         settings.validate()?;
         self.session.sampler_mut().settings = settings;
-        if max_tokens != self.next_spec().length {
+        if max_tokens != self.max_tokens() {
             self.length = Some(max_tokens.max(1));
         }
         Ok(())
@@ -242,8 +259,9 @@ impl Story {
         self.chapters.clear();
     }
 
-    /// The session as a snapshot, with the story text and chapter count
-    /// in its metadata (so loading it shows the story).
+    /// The session as a snapshot, with the story text, chapter count and
+    /// chapter length in its metadata (so loading it shows the story and
+    /// goes on as it was set).
     pub fn snapshot(&self) -> Snapshot {
         let mut snap = Snapshot::capture(&self.session);
         let x = &mut snap.meta.extra;
@@ -251,12 +269,18 @@ impl Story {
         x.insert(TITLE_KEY.into(), self.prompt.title.clone());
         x.insert(TEXT_KEY.into(), self.text());
         x.insert(CHAPTERS_KEY.into(), self.chapter_count().to_string());
+        let length = self
+            .length
+            .map_or_else(|| PLAN_LENGTH.to_string(), |n| n.to_string());
+        x.insert(CHAPTER_LENGTH_KEY.into(), length);
         snap
     }
 
-    /// Continues a saved story (its state, RNG and settings); the chapter
-    /// history of this run is dropped, so retry and continue wait for the
-    /// next chapter.
+    /// Continues a saved story (its state, RNG, settings and chapter
+    /// length); the chapter history of this run is dropped, so retry and
+    /// continue wait for the next chapter. A story saved before the length
+    /// was recorded keeps the current one, as an old chat session keeps
+    /// the current reply length.
     ///
     /// A story keeps its own identity: when its recorded title is not the
     /// prompt file's, the prompt file's chapter plan (headings, guidance,
@@ -293,6 +317,15 @@ impl Story {
             .get(CHAPTERS_KEY)
             .and_then(|n| n.parse().ok())
             .unwrap_or(0);
+        match x.get(CHAPTER_LENGTH_KEY).map(|v| v.trim()) {
+            Some(PLAN_LENGTH) => self.length = None,
+            Some(v) => {
+                if let Some(n) = v.parse::<usize>().ok().filter(|&n| n > 0) {
+                    self.length = Some(n);
+                }
+            }
+            None => {}
+        }
         self.chapters.clear();
         Ok(note)
     }
