@@ -336,6 +336,50 @@ fn a_story_saved_from_the_tui_is_not_loaded_as_a_chat() {
     assert!(list.contains("tale") && list.contains("a story"), "{list}");
 }
 
+/// Tab completion of `/load` lists the sessions folder on every press:
+/// it judges each file from its header, once per version of the file.
+#[test]
+fn load_completion_reads_headers_once_per_file_version() {
+    let dir = tmpdir("loadable");
+    let mut e = engine_for(&v7(), 13, &dir);
+    e.send("first", &mut |_| true).unwrap();
+    message(&mut e, "/save one");
+    let one = dir.join("one.qs");
+    let loadable = e.loadable_sessions().unwrap();
+    assert_eq!(loadable.names(), ["one"]);
+
+    // The header is enough: a copy cut off after it is offered (`/load`
+    // then finds the state missing), where reading it whole would fail.
+    let bytes = std::fs::read(&one).unwrap();
+    let header_end = 8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    std::fs::write(dir.join("two.qs"), &bytes[..header_end]).unwrap();
+    assert_eq!(loadable.names(), ["one", "two"]);
+    assert!(e.handle("/load two", &mut |_| true).is_err());
+
+    // Judged once: garbage of the same size and modification time is not
+    // read again...
+    let modified = std::fs::metadata(&one).unwrap().modified().unwrap();
+    let garbage = vec![b'x'; bytes.len()];
+    let f = std::fs::File::options().write(true).open(&one).unwrap();
+    std::io::Write::write_all(&mut &f, &garbage).unwrap();
+    f.set_modified(modified).unwrap();
+    drop(f);
+    assert_eq!(
+        loadable.names(),
+        ["one", "two"],
+        "re-read an unchanged file"
+    );
+    // ...but a new version of the file is: here a story, which `/load`
+    // refuses.
+    let mut snap = quill::snapshot::Snapshot::from_bytes(&bytes, "one").unwrap();
+    snap.meta.extra.insert(
+        quill::snapshot::MODE_KEY.into(),
+        quill::snapshot::MODE_WRITE.into(),
+    );
+    snap.save(&one).unwrap();
+    assert_eq!(loadable.names(), ["two"]);
+}
+
 // ---- the binary ------------------------------------------------------
 
 struct Run {

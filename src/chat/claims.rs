@@ -20,12 +20,12 @@ use crate::snapshot::{is_story, Snapshot};
 /// modification time (nanoseconds on common file systems) and usually
 /// size differ from the one before.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stamp {
+pub(crate) struct Stamp {
     len: u64,
     modified: Option<SystemTime>,
 }
 
-fn stamp(path: &Path) -> Option<Stamp> {
+pub(crate) fn stamp(path: &Path) -> Option<Stamp> {
     let m = std::fs::metadata(path).ok()?;
     Some(Stamp {
         len: m.len(),

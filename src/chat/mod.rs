@@ -8,6 +8,7 @@ pub mod claims;
 pub mod commands;
 pub mod engine;
 pub mod format;
+pub mod loadable;
 pub mod paths;
 pub mod persona;
 
@@ -19,6 +20,7 @@ pub use claims::SessionClaims;
 pub use commands::{Command, Input};
 pub use engine::{ChatEngine, ChatOptions, OpeningReport, Outcome, Reply};
 pub use format::{normalize_message, ChatFormat, Think};
+pub use loadable::LoadableSessions;
 pub use persona::Persona;
 
 /// Everything a chat can refuse. Each message is one line that says what
