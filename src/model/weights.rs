@@ -523,7 +523,7 @@ pub fn write_safetensors(
         offset = end;
     }
     let mut json = serde_json::to_string(&serde_json::Value::Object(header)).expect("json");
-    while (8 + json.len()) % 8 != 0 {
+    while !(8 + json.len()).is_multiple_of(8) {
         json.push(' ');
     }
     let mut out = Vec::with_capacity(8 + json.len() + offset);
