@@ -380,6 +380,69 @@ fn load_completion_reads_headers_once_per_file_version() {
     assert_eq!(loadable.names(), ["two"]);
 }
 
+/// Another quill saving the same name holds the session's lock file
+/// between its "is the name free" check and its rename; a save meanwhile
+/// must fail and change nothing, and succeed once the lock is gone.
+#[test]
+fn a_save_fails_while_another_quill_holds_the_sessions_lock() {
+    let dir = tmpdir("locked");
+    // Where `quill chat` run with QUILL_DATA_DIR=dir/data keeps them.
+    let sessions = dir.join("data/sessions");
+    let mut e = engine_for(&v7(), 14, &sessions);
+    e.send("first", &mut |_| true).unwrap();
+    message(&mut e, "/save one");
+    let path = sessions.join("one.qs");
+    let original = std::fs::read(&path).unwrap();
+    e.send("second", &mut |_| true).unwrap();
+
+    let lock_path = quill::chat::claims::lock_file(&path);
+    assert_eq!(lock_path, sessions.join(".one.qs.lock"));
+    let other = std::fs::File::options()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .unwrap();
+    other.lock().unwrap();
+    for line in ["/save one", "/save one!"] {
+        let err = e.handle(line, &mut |_| true).unwrap_err();
+        assert!(
+            matches!(&err, ChatError::SaveInProgress(n) if n == "one"),
+            "{line}: {err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "session `one` is being saved by another quill: try again in a moment"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), original, "{line} wrote");
+    }
+    // The same one line from the binary.
+    let model = v7();
+    let run = chat(
+        &dir,
+        &["--model", s(&model), "-n", "4", "--top-p", "0.9"],
+        "/save one!\n",
+    )
+    .ok();
+    let err = run.stderr();
+    assert!(
+        err.contains(
+            "error: session `one` is being saved by another quill: try again in a moment\n"
+        ),
+        "{err}"
+    );
+    other.unlock().unwrap();
+
+    let m = message(&mut e, "/save one");
+    assert!(m.contains("saved session `one`"), "{m}");
+    assert_ne!(std::fs::read(&path).unwrap(), original);
+    // The lock file stays, and is no session.
+    assert!(lock_path.is_file());
+    assert_eq!(e.session_names().unwrap(), ["one"]);
+    assert_eq!(e.loadable_sessions().unwrap().names(), ["one"]);
+    assert!(!message(&mut e, "/sessions").contains("lock"));
+}
+
 // ---- the binary ------------------------------------------------------
 
 struct Run {

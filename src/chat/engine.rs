@@ -537,15 +537,6 @@ impl ChatEngine {
 
     fn save_inner(&mut self, name: &str, replace: bool) -> Result<String> {
         let path = self.session_path(name)?;
-        if !replace {
-            self.claims.check(name, &path)?;
-        }
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|error| ChatError::Io {
-                path: dir.to_path_buf(),
-                error,
-            })?;
-        }
         let mut snap = Snapshot::capture(&self.session);
         let x = &mut snap.meta.extra;
         x.insert("chat.persona".into(), self.persona.name.clone());
@@ -559,8 +550,8 @@ impl ChatEngine {
         // The reply length is one of the settings `/set` changes: a loaded
         // session goes on with it as with the sampler's.
         x.insert("chat.max_tokens".into(), self.max_tokens.to_string());
-        snap.save(&path)?;
-        self.claims.claim(&path);
+        self.claims
+            .save(name, &path, replace, |path| snap.save(path))?;
         Ok(format!(
             "saved session `{name}` ({} tokens) to {}",
             self.session.tokens_in_state(),

@@ -87,6 +87,10 @@ pub enum ChatError {
         /// The session there: tokens and when it was saved.
         about: String,
     },
+    /// `/save NAME` while another quill process is saving NAME (its lock
+    /// is held past a short wait); nothing was written.
+    #[error("session `{0}` is being saved by another quill: try again in a moment")]
+    SaveInProgress(String),
     /// A session saved with another model.
     #[error(
         "session `{name}` was saved with another model and cannot continue with this one: {reason}"
