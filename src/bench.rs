@@ -589,7 +589,7 @@ fn compare_round(
     let tag = format!(" with {dtype}");
     let mut main = None;
     let mut second = None;
-    for comparison in [round % 2 == 1, round % 2 == 0] {
+    for comparison in [!round.is_multiple_of(2), round.is_multiple_of(2)] {
         if !comparison {
             main = Some(Decoding::prefill(model, prompt, &of, "", progress)?);
             if round == 0 {
@@ -620,7 +620,7 @@ fn compare_round(
     let mut done = 0;
     while done < gen {
         let n = COMPARE_BLOCK.min(gen - done);
-        if (round + done / COMPARE_BLOCK) % 2 == 0 {
+        if (round + done / COMPARE_BLOCK).is_multiple_of(2) {
             main.decode(n)?;
             second.decode(n)?;
         } else {
@@ -862,7 +862,7 @@ pub fn synthetic_model_with(
     label: &str,
 ) -> Result<Arc<WeightFile>> {
     use rayon::prelude::*;
-    if c == 0 || c % 64 != 0 || n_layer == 0 || vocab == 0 {
+    if c == 0 || !c.is_multiple_of(64) || n_layer == 0 || vocab == 0 {
         return Err(QuillError::Invalid(format!(
             "synthetic model {n_layer}×{c} (vocab {vocab}): width must be a positive multiple of 64"
         )));

@@ -15,7 +15,7 @@ use std::path::Path;
 use crate::error::{QuillError, Result};
 use crate::hash::Fnv64;
 use crate::model::weights::{f32_bytes, parse_safetensors, write_safetensors, DType, TensorOut};
-use crate::model::{Model, RwkvVersion, State};
+use crate::model::{Model, ModelInfo, RwkvVersion, State};
 use crate::sampler::{Rng, Sampler, SamplerSettings};
 use crate::session::Session;
 
@@ -61,6 +61,129 @@ pub struct SnapshotMeta {
 /// (see [`MODE_KEY`]).
 pub fn is_story(meta: &SnapshotMeta) -> bool {
     meta.extra.get(MODE_KEY).is_some_and(|m| m == MODE_WRITE)
+}
+
+impl SnapshotMeta {
+    /// The metadata of the snapshot file at `path`, read from its header
+    /// alone: cheap for a folder of large files, but unverified (neither
+    /// the checksum nor the tensors are read), so it decides what to offer
+    /// (Tab completion), never what is restored: that is [`Snapshot::load`].
+    pub fn peek(path: &Path) -> Result<SnapshotMeta> {
+        let origin = path.display().to_string();
+        let meta = crate::model::weights::read_safetensors_metadata(
+            path,
+            "a snapshot written by --state-out or /save",
+        )?;
+        check_format(&meta, &origin)?;
+        SnapshotMeta::from_entries(&meta, &origin)
+    }
+
+    /// Whether a state with this metadata can continue on a model with
+    /// `info`: same version and dims, and the same weights unless `force`
+    /// (same dims, other weights: e.g. bf16 weights vs int8 weights of the
+    /// same model).
+    pub fn check_fits(&self, info: &ModelInfo, force: bool) -> Result<()> {
+        let d = &info.dims;
+        let m = self;
+        if m.version != info.version {
+            return Err(QuillError::StateMismatch(format!(
+                "the snapshot is from an {} model, this model is {}; use the model it was made with (`quill state info` names it)",
+                m.version, info.version
+            )));
+        }
+        let ours = (d.n_layer, d.n_embd, d.n_head, d.head_size, d.vocab);
+        let theirs = (m.n_layer, m.n_embd, m.n_head, m.head_size, m.vocab);
+        if ours != theirs {
+            return Err(QuillError::StateMismatch(format!(
+                "the snapshot is for {} layers × {} (heads {}×{}, vocab {}), this model has {} layers × {} (heads {}×{}, vocab {}); use the model it was made with (`quill state info` names it)",
+                m.n_layer, m.n_embd, m.n_head, m.head_size, m.vocab, d.n_layer, d.n_embd, d.n_head, d.head_size, d.vocab
+            )));
+        }
+        if m.fingerprint != info.fingerprint && !force {
+            if let Some(hint) = crate::model::dtype_hint(&m.fingerprint, &info.fingerprint) {
+                return Err(QuillError::StateMismatch(format!(
+                    "the snapshot does not fit the weights as loaded: {hint} (or pass --force to use it anyway)"
+                )));
+            }
+            return Err(QuillError::StateMismatch(format!(
+                "the snapshot was made with other weights (fingerprint {} vs this model's {}; model {}); pass --force to use it anyway",
+                m.fingerprint,
+                info.fingerprint,
+                m.extra.get("model").map(String::as_str).unwrap_or("unknown")
+            )));
+        }
+        Ok(())
+    }
+
+    /// The descriptive entries of a snapshot's metadata (after
+    /// [`check_format`]).
+    fn from_entries(meta: &BTreeMap<String, String>, origin: &str) -> Result<SnapshotMeta> {
+        let get = |k: &str| meta_entry(meta, k, origin);
+        // From a file that passed its checksum (see `from_bytes`), a value
+        // out of place means another writer or a hand edit, not damage.
+        let version = RwkvVersion::parse(get("rwkv_version")?)
+            .ok_or_else(|| inconsistent(origin, "unknown rwkv_version".into()))?;
+        Ok(SnapshotMeta {
+            fingerprint: get("model_fingerprint")?.clone(),
+            version,
+            n_layer: num(get("n_layer")?, "n_layer", origin)?,
+            n_embd: num(get("n_embd")?, "n_embd", origin)?,
+            n_head: num(get("n_head")?, "n_head", origin)?,
+            head_size: num(get("head_size")?, "head_size", origin)?,
+            vocab: num(get("vocab")?, "vocab", origin)?,
+            tokens: num(get("tokens")?, "tokens", origin)?,
+            created: get("created")?.clone(),
+            text_tail: get("text_tail")?.clone(),
+            extra: meta
+                .iter()
+                .filter_map(|(k, v)| k.strip_prefix("x.").map(|k| (k.to_string(), v.clone())))
+                .collect(),
+        })
+    }
+}
+
+/// A required metadata entry.
+fn meta_entry<'a>(
+    meta: &'a BTreeMap<String, String>,
+    key: &str,
+    origin: &str,
+) -> Result<&'a String> {
+    meta.get(key).ok_or_else(|| {
+        QuillError::format(
+            origin,
+            format!("not a Quill snapshot (metadata `{key}` missing): pass a file written by --state-out or /save"),
+        )
+    })
+}
+
+/// Refuses files that are not Quill snapshots of the version this build reads.
+fn check_format(meta: &BTreeMap<String, String>, origin: &str) -> Result<()> {
+    if meta_entry(meta, "format", origin)? != FORMAT {
+        return Err(QuillError::format(
+            origin,
+            "not a Quill snapshot (wrong `format`): pass a file written by --state-out or /save",
+        ));
+    }
+    let fv: u32 = num(
+        meta_entry(meta, "format_version", origin)?,
+        "format_version",
+        origin,
+    )?;
+    if fv != FORMAT_VERSION {
+        return Err(QuillError::format(origin, format!(
+            "snapshot format version {fv} is not supported by this Quill (it reads version {FORMAT_VERSION}); use a matching Quill release"
+        )));
+    }
+    Ok(())
+}
+
+/// A value that passed the checksum yet does not fit: another writer or a
+/// hand edit, not damage.
+fn inconsistent(origin: &str, reason: String) -> QuillError {
+    QuillError::format(
+        origin,
+        format!("{reason}: the snapshot is inconsistent (written by another program or edited by hand); regenerate it"),
+    )
 }
 
 /// A saved session state.
@@ -125,37 +248,7 @@ impl Snapshot {
     /// another fingerprint unless `force` (same dims, other weights: e.g.
     /// bf16 weights vs int8 weights of the same model).
     pub fn check_model(&self, model: &Model, force: bool) -> Result<()> {
-        let info = model.info();
-        let d = &info.dims;
-        let m = &self.meta;
-        if m.version != info.version {
-            return Err(QuillError::StateMismatch(format!(
-                "the snapshot is from an {} model, this model is {}; use the model it was made with (`quill state info` names it)",
-                m.version, info.version
-            )));
-        }
-        let ours = (d.n_layer, d.n_embd, d.n_head, d.head_size, d.vocab);
-        let theirs = (m.n_layer, m.n_embd, m.n_head, m.head_size, m.vocab);
-        if ours != theirs {
-            return Err(QuillError::StateMismatch(format!(
-                "the snapshot is for {} layers × {} (heads {}×{}, vocab {}), this model has {} layers × {} (heads {}×{}, vocab {}); use the model it was made with (`quill state info` names it)",
-                m.n_layer, m.n_embd, m.n_head, m.head_size, m.vocab, d.n_layer, d.n_embd, d.n_head, d.head_size, d.vocab
-            )));
-        }
-        if m.fingerprint != info.fingerprint && !force {
-            if let Some(hint) = crate::model::dtype_hint(&m.fingerprint, &info.fingerprint) {
-                return Err(QuillError::StateMismatch(format!(
-                    "the snapshot does not fit the weights as loaded: {hint} (or pass --force to use it anyway)"
-                )));
-            }
-            return Err(QuillError::StateMismatch(format!(
-                "the snapshot was made with other weights (fingerprint {} vs this model's {}; model {}); pass --force to use it anyway",
-                m.fingerprint,
-                info.fingerprint,
-                m.extra.get("model").map(String::as_str).unwrap_or("unknown")
-            )));
-        }
-        Ok(())
+        self.meta.check_fits(model.info(), force)
     }
 
     /// Serialises to safetensors bytes.
@@ -252,29 +345,9 @@ impl Snapshot {
         let bad = |r: String| QuillError::format(origin, r);
         let (infos, meta) =
             parse_safetensors(bytes, origin, "a snapshot written by --state-out or /save")?;
-        let get = |k: &str| -> Result<&String> {
-            meta.get(k)
-                .ok_or_else(|| bad(format!("not a Quill snapshot (metadata `{k}` missing): pass a file written by --state-out or /save")))
-        };
-        if get("format")? != FORMAT {
-            return Err(bad(
-                "not a Quill snapshot (wrong `format`): pass a file written by --state-out or /save".into(),
-            ));
-        }
-        let fv: u32 = num(get("format_version")?, "format_version", origin)?;
-        if fv != FORMAT_VERSION {
-            return Err(bad(format!(
-                "snapshot format version {fv} is not supported by this Quill (it reads version {FORMAT_VERSION}); use a matching Quill release"
-            )));
-        }
-        // Past the checksum the bytes are as written, so a value out of
-        // place means another writer or a hand edit, not damage.
-        let inconsistent = |r: String| {
-            QuillError::format(
-                origin,
-                format!("{r}: the snapshot is inconsistent (written by another program or edited by hand); regenerate it"),
-            )
-        };
+        let get = |k: &str| meta_entry(&meta, k, origin);
+        check_format(&meta, origin)?;
+        let inconsistent = |r: String| inconsistent(origin, r);
         // Checksum first: nothing below should trust damaged bytes.
         let stored_sum = get("checksum")?.clone();
         let mut rest = meta.clone();
@@ -298,24 +371,8 @@ impl Snapshot {
                 "snapshot is damaged (checksum mismatch); it cannot be used — restore it from a backup or regenerate it".into(),
             ));
         }
-        let version = RwkvVersion::parse(get("rwkv_version")?)
-            .ok_or_else(|| inconsistent("unknown rwkv_version".into()))?;
-        let m = SnapshotMeta {
-            fingerprint: get("model_fingerprint")?.clone(),
-            version,
-            n_layer: num(get("n_layer")?, "n_layer", origin)?,
-            n_embd: num(get("n_embd")?, "n_embd", origin)?,
-            n_head: num(get("n_head")?, "n_head", origin)?,
-            head_size: num(get("head_size")?, "head_size", origin)?,
-            vocab: num(get("vocab")?, "vocab", origin)?,
-            tokens: num(get("tokens")?, "tokens", origin)?,
-            created: get("created")?.clone(),
-            text_tail: get("text_tail")?.clone(),
-            extra: meta
-                .iter()
-                .filter_map(|(k, v)| k.strip_prefix("x.").map(|k| (k.to_string(), v.clone())))
-                .collect(),
-        };
+        let m = SnapshotMeta::from_entries(&meta, origin)?;
+        let version = m.version;
         // The dims size the allocation below: they must describe no more
         // floats than the file actually holds.
         let per_layer = if version == RwkvVersion::V4 {

@@ -336,6 +336,113 @@ fn a_story_saved_from_the_tui_is_not_loaded_as_a_chat() {
     assert!(list.contains("tale") && list.contains("a story"), "{list}");
 }
 
+/// Tab completion of `/load` lists the sessions folder on every press:
+/// it judges each file from its header, once per version of the file.
+#[test]
+fn load_completion_reads_headers_once_per_file_version() {
+    let dir = tmpdir("loadable");
+    let mut e = engine_for(&v7(), 13, &dir);
+    e.send("first", &mut |_| true).unwrap();
+    message(&mut e, "/save one");
+    let one = dir.join("one.qs");
+    let loadable = e.loadable_sessions().unwrap();
+    assert_eq!(loadable.names(), ["one"]);
+
+    // The header is enough: a copy cut off after it is offered (`/load`
+    // then finds the state missing), where reading it whole would fail.
+    let bytes = std::fs::read(&one).unwrap();
+    let header_end = 8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    std::fs::write(dir.join("two.qs"), &bytes[..header_end]).unwrap();
+    assert_eq!(loadable.names(), ["one", "two"]);
+    assert!(e.handle("/load two", &mut |_| true).is_err());
+
+    // Judged once: garbage of the same size and modification time is not
+    // read again...
+    let modified = std::fs::metadata(&one).unwrap().modified().unwrap();
+    let garbage = vec![b'x'; bytes.len()];
+    let f = std::fs::File::options().write(true).open(&one).unwrap();
+    std::io::Write::write_all(&mut &f, &garbage).unwrap();
+    f.set_modified(modified).unwrap();
+    drop(f);
+    assert_eq!(
+        loadable.names(),
+        ["one", "two"],
+        "re-read an unchanged file"
+    );
+    // ...but a new version of the file is: here a story, which `/load`
+    // refuses.
+    let mut snap = quill::snapshot::Snapshot::from_bytes(&bytes, "one").unwrap();
+    snap.meta.extra.insert(
+        quill::snapshot::MODE_KEY.into(),
+        quill::snapshot::MODE_WRITE.into(),
+    );
+    snap.save(&one).unwrap();
+    assert_eq!(loadable.names(), ["two"]);
+}
+
+/// Another quill saving the same name holds the session's lock file
+/// between its "is the name free" check and its rename; a save meanwhile
+/// must fail and change nothing, and succeed once the lock is gone.
+#[test]
+fn a_save_fails_while_another_quill_holds_the_sessions_lock() {
+    let dir = tmpdir("locked");
+    // Where `quill chat` run with QUILL_DATA_DIR=dir/data keeps them.
+    let sessions = dir.join("data/sessions");
+    let mut e = engine_for(&v7(), 14, &sessions);
+    e.send("first", &mut |_| true).unwrap();
+    message(&mut e, "/save one");
+    let path = sessions.join("one.qs");
+    let original = std::fs::read(&path).unwrap();
+    e.send("second", &mut |_| true).unwrap();
+
+    let lock_path = quill::chat::claims::lock_file(&path);
+    assert_eq!(lock_path, sessions.join(".one.qs.lock"));
+    let other = std::fs::File::options()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .unwrap();
+    other.lock().unwrap();
+    for line in ["/save one", "/save one!"] {
+        let err = e.handle(line, &mut |_| true).unwrap_err();
+        assert!(
+            matches!(&err, ChatError::SaveInProgress(n) if n == "one"),
+            "{line}: {err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "session `one` is being saved by another quill: try again in a moment"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), original, "{line} wrote");
+    }
+    // The same one line from the binary.
+    let model = v7();
+    let run = chat(
+        &dir,
+        &["--model", s(&model), "-n", "4", "--top-p", "0.9"],
+        "/save one!\n",
+    )
+    .ok();
+    let err = run.stderr();
+    assert!(
+        err.contains(
+            "error: session `one` is being saved by another quill: try again in a moment\n"
+        ),
+        "{err}"
+    );
+    other.unlock().unwrap();
+
+    let m = message(&mut e, "/save one");
+    assert!(m.contains("saved session `one`"), "{m}");
+    assert_ne!(std::fs::read(&path).unwrap(), original);
+    // The lock file stays, and is no session.
+    assert!(lock_path.is_file());
+    assert_eq!(e.session_names().unwrap(), ["one"]);
+    assert_eq!(e.loadable_sessions().unwrap().names(), ["one"]);
+    assert!(!message(&mut e, "/sessions").contains("lock"));
+}
+
 // ---- the binary ------------------------------------------------------
 
 struct Run {

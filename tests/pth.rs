@@ -831,7 +831,7 @@ fn random_pickle_bytes_never_panic() {
             let i = rng.next() as usize % p.len();
             p[i] = rng.next() as u8;
         }
-        if rng.next() % 4 == 0 {
+        if rng.next().is_multiple_of(4) {
             let cut = rng.next() as usize % p.len();
             p.truncate(cut);
         }

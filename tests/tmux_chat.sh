@@ -11,11 +11,10 @@ QUILL=$1
 MODEL=$2
 DIR=$3
 mkdir -p "$DIR"
-# A private server, so the test neither sees nor disturbs anyone's tmux.
+# A private server, so the test neither sees nor disturbs anyone's tmux;
+# tmux_cleanup.sh defines `tm` (tmux on it) and makes sure it goes.
 SOCK="quill-chat-test-$$"
-tm() { tmux -L "$SOCK" "$@"; }
-cleanup() { tm kill-server >/dev/null 2>&1 || true; }
-trap cleanup EXIT
+. "$(dirname "$0")/tmux_cleanup.sh"
 
 screen() { tm capture-pane -p -J -S -1000 -t chat 2>/dev/null || true; }
 fail() {

@@ -17,11 +17,10 @@ DIR=$3
 # The shipped persona and story prompt, as quill chat and quill write read them.
 PROMPTS="$(cd "$(dirname "$0")/.." && pwd)/prompts"
 mkdir -p "$DIR"
-# A private server, so the test neither sees nor disturbs anyone's tmux.
+# A private server, so the test neither sees nor disturbs anyone's tmux;
+# tmux_cleanup.sh defines `tm` (tmux on it) and makes sure it goes.
 SOCK="quill-tui-test-$$"
-tm() { tmux -L "$SOCK" "$@"; }
-cleanup() { tm kill-server >/dev/null 2>&1 || true; }
-trap cleanup EXIT
+. "$(dirname "$0")/tmux_cleanup.sh"
 
 T=tui
 screen() { tm capture-pane -p -t "$T" 2>/dev/null || true; }

@@ -15,13 +15,15 @@ use std::time::Instant;
 use super::claims::SessionClaims;
 use super::commands::{help_text, parse_input, Command, Input};
 use super::format::{normalize_message, ChatFormat, ReplyFilter, Think};
+use super::loadable::LoadableSessions;
 use super::persona::Persona;
 use super::{ChatError, Result};
 use crate::error::QuillError;
 use crate::hash::Fnv64;
+use crate::model::ModelInfo;
 use crate::sampler::{Sampler, SamplerSettings};
 use crate::session::{Checkpoint, Session, StopReason};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Snapshot, SnapshotMeta};
 
 /// How many exchanges `/undo` can take back. Each costs one state in
 /// memory (tens of MB for a 3B model), so the depth is bounded.
@@ -535,15 +537,6 @@ impl ChatEngine {
 
     fn save_inner(&mut self, name: &str, replace: bool) -> Result<String> {
         let path = self.session_path(name)?;
-        if !replace {
-            self.claims.check(name, &path)?;
-        }
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|error| ChatError::Io {
-                path: dir.to_path_buf(),
-                error,
-            })?;
-        }
         let mut snap = Snapshot::capture(&self.session);
         let x = &mut snap.meta.extra;
         x.insert("chat.persona".into(), self.persona.name.clone());
@@ -557,8 +550,8 @@ impl ChatEngine {
         // The reply length is one of the settings `/set` changes: a loaded
         // session goes on with it as with the sampler's.
         x.insert("chat.max_tokens".into(), self.max_tokens.to_string());
-        snap.save(&path)?;
-        self.claims.claim(&path);
+        self.claims
+            .save(name, &path, replace, |path| snap.save(path))?;
         Ok(format!(
             "saved session `{name}` ({} tokens) to {}",
             self.session.tokens_in_state(),
@@ -572,17 +565,7 @@ impl ChatEngine {
     pub fn load(&mut self, name: &str) -> Result<String> {
         let path = existing_session(self.sessions_dir.as_deref(), name)?;
         let snap = Snapshot::load(&path)?;
-        if crate::snapshot::is_story(&snap.meta) {
-            return Err(ChatError::StorySession(name.to_string()));
-        }
-        snap.check_model(self.session.model(), self.force)
-            .map_err(|e| ChatError::WrongModel {
-                name: name.to_string(),
-                reason: match e {
-                    QuillError::StateMismatch(m) => m,
-                    other => other.to_string(),
-                },
-            })?;
+        chat_can_continue(name, &snap.meta, self.session.model().info(), self.force)?;
         snap.restore_into(&mut self.session, self.force)?;
         ban_end_of_text(&mut self.session);
         let x = &snap.meta.extra;
@@ -647,6 +630,18 @@ impl ChatEngine {
         }
         rows.sort_by(|a, b| b.0.cmp(&a.0));
         Ok(rows.into_iter().map(|r| r.1).collect::<Vec<_>>().join("\n"))
+    }
+
+    /// The sessions `/load` would take, for Tab completion: they are
+    /// re-listed on every Tab, so each file is judged from its header,
+    /// once per version of the file.
+    pub fn loadable_sessions(&self) -> Option<LoadableSessions> {
+        let dir = self.sessions_dir.clone()?;
+        Some(LoadableSessions::new(
+            dir,
+            self.session.model().info().clone(),
+            self.force,
+        ))
     }
 
     /// Names of the saved sessions, sorted (also for tab completion).
@@ -750,6 +745,30 @@ impl ChatEngine {
         };
         Ok((reply, open))
     }
+}
+
+/// What `/load NAME` refuses before restoring anything, shared with Tab
+/// completion ([`LoadableSessions`]) so that it offers no name `/load`
+/// would refuse: a story from Write mode, and a session of another model
+/// (another version or shape; other weights of the same shape unless
+/// `force`).
+pub(crate) fn chat_can_continue(
+    name: &str,
+    meta: &SnapshotMeta,
+    model: &ModelInfo,
+    force: bool,
+) -> Result<()> {
+    if crate::snapshot::is_story(meta) {
+        return Err(ChatError::StorySession(name.to_string()));
+    }
+    meta.check_fits(model, force)
+        .map_err(|e| ChatError::WrongModel {
+            name: name.to_string(),
+            reason: match e {
+                QuillError::StateMismatch(m) => m,
+                other => other.to_string(),
+            },
+        })
 }
 
 /// Token 0 is end-of-text in World and 20B vocabularies: sampled in a

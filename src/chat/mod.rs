@@ -8,6 +8,7 @@ pub mod claims;
 pub mod commands;
 pub mod engine;
 pub mod format;
+pub mod loadable;
 pub mod paths;
 pub mod persona;
 
@@ -19,6 +20,7 @@ pub use claims::SessionClaims;
 pub use commands::{Command, Input};
 pub use engine::{ChatEngine, ChatOptions, OpeningReport, Outcome, Reply};
 pub use format::{normalize_message, ChatFormat, Think};
+pub use loadable::LoadableSessions;
 pub use persona::Persona;
 
 /// Everything a chat can refuse. Each message is one line that says what
@@ -85,6 +87,10 @@ pub enum ChatError {
         /// The session there: tokens and when it was saved.
         about: String,
     },
+    /// `/save NAME` while another quill process is saving NAME (its lock
+    /// is held past a short wait); nothing was written.
+    #[error("session `{0}` is being saved by another quill: try again in a moment")]
+    SaveInProgress(String),
     /// A session saved with another model.
     #[error(
         "session `{name}` was saved with another model and cannot continue with this one: {reason}"

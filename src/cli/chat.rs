@@ -12,7 +12,9 @@ use std::sync::Arc;
 use anyhow::{Context as _, Result};
 use quill::chat::commands::{parse_input, Command, Input, COMMANDS};
 use quill::chat::engine::{existing_session, list_sessions, SET_KEYS};
-use quill::chat::{paths, ChatEngine, ChatOptions, OpeningReport, Outcome, Persona, Reply, Think};
+use quill::chat::{
+    paths, ChatEngine, ChatOptions, LoadableSessions, OpeningReport, Outcome, Persona, Reply, Think,
+};
 use quill::sampler::{Sampler, SamplerSettings};
 use quill::session::{Session, StopReason};
 use rustyline::completion::{Completer, Pair};
@@ -418,6 +420,7 @@ fn interactive_loop(engine: &mut ChatEngine, data_dir: Option<&Path>, ui: Ui) ->
         Editor::with_config(config).context("starting the line editor")?;
     rl.set_helper(Some(ChatHelper {
         sessions_dir: engine.sessions_dir().map(Path::to_path_buf),
+        loadable: engine.loadable_sessions(),
         colour: ui.colour_out,
     }));
     rl.bind_sequence(
@@ -476,7 +479,10 @@ impl ConditionalEventHandler for CtrlCClearsLine {
 
 /// Completion of commands, session names, `/set` keys; multi-line input.
 struct ChatHelper {
+    /// `/save` completes every name in use (saving over one is a choice).
     sessions_dir: Option<PathBuf>,
+    /// `/load` completes only what it would load.
+    loadable: Option<LoadableSessions>,
     colour: bool,
 }
 
@@ -510,7 +516,12 @@ impl Completer for ChatHelper {
         let start = before.rfind(' ').map(|i| i + 1).unwrap_or(0);
         let word = &before[start..];
         let words: Vec<String> = match cmd {
-            "/load" | "/save" => self
+            "/load" => self
+                .loadable
+                .as_ref()
+                .map(LoadableSessions::names)
+                .unwrap_or_default(),
+            "/save" => self
                 .sessions_dir
                 .as_deref()
                 .map(list_sessions)
@@ -559,34 +570,100 @@ mod tests {
     use super::*;
     use rustyline::history::DefaultHistory;
 
-    fn complete(line: &str) -> (usize, Vec<String>) {
-        let dir = std::env::temp_dir().join(format!("quill-chat-complete-{}", std::process::id()));
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/random")
+            .join(name)
+    }
+
+    /// A snapshot of a fresh session on `model`, as `/save` (or, with
+    /// `story`, `quill tui`'s Write mode) would write it.
+    fn save_session(model: &Arc<quill::model::Model>, path: &Path, story: bool) {
+        use quill::snapshot::{Snapshot, MODE_KEY, MODE_WRITE};
+        use quill::tokenizer::{Tokenizer, TokenizerKind};
+        let tok = Arc::new(Tokenizer::new(TokenizerKind::Bytes).unwrap());
+        let sampler = Sampler::new(SamplerSettings::default(), 1);
+        let mut session = Session::new(model.clone(), tok, sampler);
+        session.feed_text("User: hi\n\n").unwrap();
+        let mut snap = Snapshot::capture(&session);
+        if story {
+            snap.meta.extra.insert(MODE_KEY.into(), MODE_WRITE.into());
+        }
+        snap.save(path).unwrap();
+    }
+
+    /// A sessions folder as a chat on the v7 fixture finds it: chat
+    /// sessions `alpha` and `beta`, a story `tale` from Write mode, a
+    /// session `v6` of another model and a file `junk.qs` that is no
+    /// snapshot; and a helper completing in it.
+    fn helper(tag: &str) -> ChatHelper {
+        let dir =
+            std::env::temp_dir().join(format!("quill-chat-complete-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("alpha.qs"), b"").unwrap();
-        std::fs::write(dir.join("beta.qs"), b"").unwrap();
-        let h = ChatHelper {
+        let v7 = Arc::new(quill::model::Model::load(&fixture("rand-v7.safetensors")).unwrap());
+        let v6 = Arc::new(quill::model::Model::load(&fixture("rand-v6.safetensors")).unwrap());
+        save_session(&v7, &dir.join("alpha.qs"), false);
+        save_session(&v7, &dir.join("beta.qs"), false);
+        save_session(&v7, &dir.join("tale.qs"), true);
+        save_session(&v6, &dir.join("v6.qs"), false);
+        std::fs::write(dir.join("junk.qs"), b"not a snapshot").unwrap();
+        ChatHelper {
+            loadable: Some(LoadableSessions::new(dir.clone(), v7.info().clone(), false)),
             sessions_dir: Some(dir),
             colour: false,
-        };
+        }
+    }
+
+    fn complete(h: &ChatHelper, line: &str) -> (usize, Vec<String>) {
         let hist = DefaultHistory::new();
         let ctx = Context::new(&hist);
         let (start, pairs) = h.complete(line, line.len(), &ctx).unwrap();
+        (start, pairs.into_iter().map(|p| p.replacement).collect())
+    }
+
+    fn remove(h: ChatHelper) {
         if let Some(dir) = &h.sessions_dir {
             let _ = std::fs::remove_dir_all(dir);
         }
-        (start, pairs.into_iter().map(|p| p.replacement).collect())
     }
 
     #[test]
     fn chat_completion_of_commands_sessions_and_keys() {
-        assert_eq!(complete("/re"), (0, vec!["/reset".into(), "/retry".into()]));
-        assert_eq!(complete("/load a"), (6, vec!["alpha".into()]));
-        assert_eq!(complete("/think o").1, vec!["on".to_string(), "off".into()]);
+        let h = helper("keys");
         assert_eq!(
-            complete("/set temperature=1 top_").1,
+            complete(&h, "/re"),
+            (0, vec!["/reset".into(), "/retry".into()])
+        );
+        assert_eq!(complete(&h, "/load a"), (6, vec!["alpha".into()]));
+        assert_eq!(
+            complete(&h, "/think o").1,
+            vec!["on".to_string(), "off".into()]
+        );
+        assert_eq!(
+            complete(&h, "/set temperature=1 top_").1,
             vec!["top_p=".to_string(), "top_k=".into()]
         );
-        assert!(complete("hello /re").1.is_empty());
+        assert!(complete(&h, "hello /re").1.is_empty());
+        remove(h);
+    }
+
+    /// `/load` refuses a story saved from Write mode, a session of another
+    /// model and a file that is no session: Tab must not offer them.
+    /// `/save` still completes every name in use.
+    #[test]
+    fn chat_load_completion_offers_only_what_load_takes() {
+        let h = helper("load");
+        assert_eq!(
+            complete(&h, "/load ").1,
+            vec!["alpha".to_string(), "beta".into()]
+        );
+        assert!(complete(&h, "/load t").1.is_empty(), "the story");
+        assert_eq!(
+            complete(&h, "/save ").1,
+            ["alpha", "beta", "junk", "tale", "v6"].map(String::from)
+        );
+        remove(h);
     }
 
     #[test]

@@ -379,7 +379,7 @@ unsafe fn rows_bf16_eo_raw(
 fn rows_bf16_panels(w: &[u16], x: &[f32], y: &mut [f32]) {
     let n = x.len();
     assert!(
-        n % 16 == 0 && y.len() % PANEL_ROWS == 0,
+        n.is_multiple_of(16) && y.len().is_multiple_of(PANEL_ROWS),
         "rows_bf16_panels: ragged shape"
     );
     assert!(
@@ -435,7 +435,7 @@ fn rows_i8_panels(q: &[i8], scales: &[f32], xq: &[i16], xs: &[f32], y: &mut [f32
     let n = xq.len();
     let nb = n / I8_BLOCK;
     assert!(
-        n % I8_BLOCK == 0 && y.len() % PANEL_ROWS == 0,
+        n.is_multiple_of(I8_BLOCK) && y.len().is_multiple_of(PANEL_ROWS),
         "rows_i8_panels: ragged shape"
     );
     assert!(q.len() >= y.len() * n, "rows_i8_panels: weights too short");

@@ -26,7 +26,7 @@ use super::{install, threads, KernelSet, MatData, Matrix, Scratch, I8_BLOCK, MR,
 /// and the widened rows of a micro-tile (MR × KC f32 = 6 KiB) fit a 32 KiB
 /// L1. A multiple of [`I8_BLOCK`] so int8 scale blocks are never split.
 const KC: usize = 256;
-const _: () = assert!(KC % I8_BLOCK == 0);
+const _: () = assert!(KC.is_multiple_of(I8_BLOCK));
 
 /// Micro-tiles per task: 24 rows, whose widened k-block (24 KiB) is reused
 /// by every token tile from L1/L2.
@@ -118,7 +118,8 @@ fn widen_rows(
     kc: usize,
     out: &mut [f32],
 ) -> usize {
-    let group = r % PANEL_ROWS == 0 && r + PANEL_ROWS <= w.panel_rows() && left >= PANEL_ROWS;
+    let group =
+        r.is_multiple_of(PANEL_ROWS) && r + PANEL_ROWS <= w.panel_rows() && left >= PANEL_ROWS;
     if group {
         // The group's columns k0..k0+kc are one run (see `prefetch_rows`),
         // and so are its int8 scales (one per block and row).

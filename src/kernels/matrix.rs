@@ -202,7 +202,7 @@ pub fn slab_width(cols: usize) -> usize {
     (1..=SLAB_MAX / SLAB_UNIT)
         .rev()
         .map(|k| k * SLAB_UNIT)
-        .find(|s| cols % s == 0)
+        .find(|s| cols.is_multiple_of(*s))
         .unwrap_or(cols)
 }
 
@@ -564,7 +564,7 @@ impl Matrix {
         let Some(piece) = panel_piece_of(&self.data) else {
             return false;
         };
-        self.layout == Layout::Rows && self.rows >= PANEL_ROWS && self.cols % piece == 0
+        self.layout == Layout::Rows && self.rows >= PANEL_ROWS && self.cols.is_multiple_of(piece)
     }
 
     /// This matrix in [`Layout::Panels`] (a new owned copy, in memory that

@@ -256,7 +256,7 @@ mod tests {
             share_out((0..n).collect(), |i: usize| {
                 // Uneven items, so that threads finish their shares at
                 // different times and take from each other's.
-                if i % 5 == 0 {
+                if i.is_multiple_of(5) {
                     std::thread::sleep(std::time::Duration::from_micros(50));
                 }
                 runs[i].fetch_add(1, Ordering::Relaxed);

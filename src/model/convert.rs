@@ -94,7 +94,7 @@ pub fn write_converted(
         offset += len;
     }
     let mut json = serde_json::Value::Object(header).to_string();
-    while (8 + json.len()) % 8 != 0 {
+    while !(8 + json.len()).is_multiple_of(8) {
         json.push(' ');
     }
     let dir = out

@@ -928,7 +928,7 @@ impl<'a> Machine<'a, '_> {
     }
 
     fn pairs(&self, items: Vec<Id>) -> Result<Vec<(Id, Id)>> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return Err(self.err("a dict is built from an odd number of items"));
         }
         Ok(items.chunks_exact(2).map(|kv| (kv[0], kv[1])).collect())

@@ -358,17 +358,10 @@ pub fn parse_safetensors(bytes: &[u8], origin: &str, expected: &str) -> Result<P
         .ok_or_else(|| bad("safetensors header is not a JSON object".into()))?;
     let data_len = bytes.len() - header_end;
     let mut tensors = BTreeMap::new();
-    let mut metadata = BTreeMap::new();
+    let metadata = string_metadata(obj);
     let mut ranges: Vec<(usize, usize, String)> = Vec::new();
     for (name, entry) in obj {
         if name == "__metadata__" {
-            if let Some(m) = entry.as_object() {
-                for (k, v) in m {
-                    if let Some(s) = v.as_str() {
-                        metadata.insert(k.clone(), s.to_string());
-                    }
-                }
-            }
             continue;
         }
         let terr = |reason: &str| bad(format!("tensor `{name}`: {reason}"));
@@ -437,6 +430,59 @@ pub fn parse_safetensors(bytes: &[u8], origin: &str, expected: &str) -> Result<P
     Ok((tensors, metadata))
 }
 
+/// The string entries of a header's `__metadata__` (others are ignored).
+fn string_metadata(
+    header: &serde_json::Map<String, serde_json::Value>,
+) -> BTreeMap<String, String> {
+    header
+        .get("__metadata__")
+        .and_then(|m| m.as_object())
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The string metadata of a safetensors file, reading its header and
+/// nothing after it. Listing many large files must not read their data
+/// (a session's state runs to megabytes; its header to kilobytes); the
+/// price is that the tensors are not checked, so this is for deciding
+/// what to offer, never for trusting what is loaded.
+pub fn read_safetensors_metadata(path: &Path, expected: &str) -> Result<BTreeMap<String, String>> {
+    use std::io::Read;
+    let origin = path.display().to_string();
+    let bad = |reason: String| QuillError::format(&origin, reason);
+    let io = |source| QuillError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let file_len = file.metadata().map_err(io)?.len();
+    let mut len_bytes = [0u8; 8];
+    if file_len < 8 {
+        return Err(bad(format!(
+            "{file_len} bytes is too short for a safetensors header (expected {expected})"
+        )));
+    }
+    file.read_exact(&mut len_bytes).map_err(io)?;
+    let header_len = u64::from_le_bytes(len_bytes);
+    if header_len > MAX_HEADER || header_len > file_len - 8 || header_len < 2 {
+        return Err(bad(format!(
+            "not a safetensors file (header length {header_len} does not fit a {file_len}-byte file); expected {expected}"
+        )));
+    }
+    let mut header = vec![0u8; header_len as usize];
+    file.read_exact(&mut header).map_err(io)?;
+    let json: serde_json::Value = serde_json::from_slice(&header)
+        .map_err(|e| bad(format!("safetensors header is not valid JSON: {e}")))?;
+    let obj = json
+        .as_object()
+        .ok_or_else(|| bad("safetensors header is not a JSON object".into()))?;
+    Ok(string_metadata(obj))
+}
+
 /// One tensor to be written by [`write_safetensors`].
 pub struct TensorOut<'a> {
     /// Name in the file.
@@ -477,7 +523,7 @@ pub fn write_safetensors(
         offset = end;
     }
     let mut json = serde_json::to_string(&serde_json::Value::Object(header)).expect("json");
-    while (8 + json.len()) % 8 != 0 {
+    while !(8 + json.len()).is_multiple_of(8) {
         json.push(' ');
     }
     let mut out = Vec::with_capacity(8 + json.len() + offset);

@@ -454,22 +454,14 @@ impl Worker<'_> {
             }
             Mode::Write => {
                 let path = self.session_path(name).map_err(SaveError::Failed)?;
-                if !replace {
-                    self.story_claims.check(name, &path).map_err(chat_error)?;
-                }
-                if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir)
-                        .map_err(|e| SaveError::Failed(format!("{}: {e}", dir.display())))?;
-                }
                 let story = self
                     .story
                     .as_ref()
                     .ok_or_else(|| SaveError::Failed("write is unavailable".to_string()))?;
-                story
-                    .snapshot()
-                    .save(&path)
-                    .map_err(|e| SaveError::Failed(e.to_string()))?;
-                self.story_claims.claim(&path);
+                // The same locked check-and-write as a chat's /save.
+                self.story_claims
+                    .save(name, &path, replace, |path| story.snapshot().save(path))
+                    .map_err(chat_error)?;
                 Ok(format!(
                     "saved story `{name}` ({} tokens) to {}",
                     story.session().tokens_in_state(),
