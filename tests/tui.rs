@@ -1388,6 +1388,9 @@ fn the_app_ends_when_its_terminal_hangs_up() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let pid_file = dir.join("pid");
+    // The server's socket inside `dir` (not tmux's own folder, where a
+    // killed server leaves its socket file behind), so it goes with `dir`.
+    let socket = dir.join("tmux.sock").display().to_string();
     let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/random/rand-v7.safetensors");
     let cmd = format!(
@@ -1399,7 +1402,7 @@ fn the_app_ends_when_its_terminal_hangs_up() {
     );
     let started = Command::new("tmux")
         .args([
-            "-L",
+            "-S",
             &socket,
             "new-session",
             "-d",
@@ -1433,7 +1436,7 @@ fn the_app_ends_when_its_terminal_hangs_up() {
     // Let the app draw and settle, then take its terminal away.
     std::thread::sleep(std::time::Duration::from_secs(2));
     let _ = Command::new("tmux")
-        .args(["-L", &socket, "kill-server"])
+        .args(["-S", &socket, "kill-server"])
         .status();
     let alive = |pid: u32| {
         std::fs::read_to_string(format!("/proc/{pid}/stat"))
