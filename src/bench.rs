@@ -372,6 +372,7 @@ fn run_with_probes(
     let bandwidth_ratio_rounds: Vec<f64> = runs.iter().map(|r| bandwidth(r) / r.bw).collect();
     let peak_ratio_rounds: Vec<f64> = runs.iter().map(|r| gflops(r) / r.peak).collect();
     let compare = other.map(|m| {
+        let other_prefetch = m.prefetch_choice();
         let times = &other_times[..];
         let bytes = m.bytes_per_token() as u64;
         let pairs = || runs.iter().zip(times);
@@ -400,9 +401,9 @@ fn run_with_probes(
             decode_speedup_rounds,
             prefill_speedup: median(prefill_speedup_rounds.clone()),
             prefill_speedup_rounds,
-            prefetch_bytes: m.prefetch_choice().distance,
-            prefetch_mode: m.prefetch_choice().mode.name().to_string(),
-            prefetch_speedup: m.prefetch_choice().speedup,
+            prefetch_bytes: other_prefetch.distance,
+            prefetch_mode: other_prefetch.mode.name().to_string(),
+            prefetch_speedup: other_prefetch.speedup,
         }
     });
     Ok(BenchReport {

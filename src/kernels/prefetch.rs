@@ -192,18 +192,18 @@ impl PrefetchTuner {
 
     /// The setting in force and the last trial's figure.
     pub fn choice(&self) -> PrefetchChoice {
-        let on = match self.mode {
-            PrefetchMode::On => true,
-            PrefetchMode::Off => false,
-            PrefetchMode::Auto => self.lock().on,
+        let (on, speedup) = match self.mode {
+            PrefetchMode::On => (true, None),
+            PrefetchMode::Off => (false, None),
+            PrefetchMode::Auto => {
+                let t = self.lock();
+                (t.on, t.speedup)
+            }
         };
         PrefetchChoice {
             distance: if on { AHEAD } else { 0 },
             mode: self.mode,
-            speedup: match self.mode {
-                PrefetchMode::Auto => self.lock().speedup,
-                _ => None,
-            },
+            speedup,
         }
     }
 
@@ -216,26 +216,23 @@ impl PrefetchTuner {
     /// `comparable` (steps that compute the same thing, e.g. all the steps
     /// that return the last token's logits).
     pub fn run<R>(&self, comparable: bool, step: impl FnOnce(usize) -> R) -> R {
-        let planned = match self.mode {
-            PrefetchMode::On => Err(true),
-            PrefetchMode::Off => Err(false),
+        // This step's setting, and whether the trial times it.
+        let (on, timed) = match self.mode {
+            PrefetchMode::On => (true, false),
+            PrefetchMode::Off => (false, false),
+            PrefetchMode::Auto if !comparable => (self.lock().on, false),
             PrefetchMode::Auto => {
                 let mut t = self.lock();
-                let plan = if comparable { schedule(t.steps) } else { None };
-                if comparable {
-                    t.steps = (t.steps + 1) % RETUNE_EVERY;
-                }
-                plan.ok_or(t.on)
+                let plan = schedule(t.steps);
+                t.steps = (t.steps + 1) % RETUNE_EVERY;
+                plan.map_or((t.on, false), |on| (on, true))
             }
-        };
-        let on = match planned {
-            Ok(on) | Err(on) => on,
         };
         let ahead = if on { AHEAD } else { 0 };
         DISTANCE.store(ahead, Ordering::Relaxed);
         let t0 = Instant::now();
         let out = step(ahead);
-        if planned.is_ok() {
+        if timed {
             self.lock().record(on, t0.elapsed().as_secs_f64());
         }
         out
