@@ -29,6 +29,9 @@ pub const FORMAT_VERSION: u32 = 1;
 pub const MODE_KEY: &str = "tui.mode";
 /// The [`MODE_KEY`] value of a story.
 pub const MODE_WRITE: &str = "write";
+/// Free-form metadata key holding a story's title: written by `quill
+/// write` with each chapter's snapshot and by `quill tui`'s Write mode.
+pub const TITLE_KEY: &str = "story";
 
 /// Everything in a snapshot besides the tensors.
 #[derive(Debug, Clone, PartialEq)]

@@ -19,14 +19,11 @@ use crate::tokenizer::Tokenizer;
 use crate::writer::prompt::{ChapterSpec, Prompt, SEPARATOR};
 use crate::Result;
 
-pub use crate::snapshot::{MODE_KEY, MODE_WRITE};
+pub use crate::snapshot::{MODE_KEY, MODE_WRITE, TITLE_KEY};
 /// Snapshot metadata key holding the story text shown when it was saved.
 pub const TEXT_KEY: &str = "tui.story";
 /// Snapshot metadata key holding how many chapters the story had.
 pub const CHAPTERS_KEY: &str = "tui.chapters";
-/// Snapshot metadata key holding the story's title (the same key
-/// `quill write` records).
-pub const TITLE_KEY: &str = "story";
 /// Snapshot metadata key holding the chapter length set in the settings
 /// panel, or [`PLAN_LENGTH`]: like a chat's reply length, it is one of the
 /// settings a loaded story goes on with.

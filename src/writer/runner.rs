@@ -546,7 +546,7 @@ fn write_chapter(
     let mut snap = Snapshot::capture(session);
     snap.meta
         .extra
-        .insert("story".into(), manifest.title.clone());
+        .insert(crate::snapshot::TITLE_KEY.into(), manifest.title.clone());
     snap.meta.extra.insert("chapter".into(), n.to_string());
     // Before the chapter's text: a chapter is never recorded without a
     // snapshot the next one can continue from.
