@@ -49,7 +49,9 @@ fn check_product(rng: &mut Rng, set: &str, dtype: WeightDtype, rows: usize, cols
     }
 }
 
-const COLS: [usize; 14] = [1, 3, 7, 8, 9, 15, 16, 17, 31, 63, 64, 65, 130, 257];
+/// Widths around the vector and block sizes; 16, 32, 64 and 112 are the
+/// narrow int8 path's (one block per row, a multiple of 16 wide).
+const COLS: [usize; 16] = [1, 3, 7, 8, 9, 15, 16, 17, 31, 32, 63, 64, 65, 112, 130, 257];
 
 #[test]
 fn matvec_simd_matches_scalar() {
@@ -64,6 +66,9 @@ fn matvec_simd_matches_scalar() {
             // Big enough to be split across threads, with odd row counts.
             check_product(&mut rng, set, dtype, 4099, 67, 1);
             check_product(&mut rng, set, dtype, 301, 1000, 1);
+            // A LoRA up-projection's shape (int8: the narrow path, split
+            // into tasks, with a ragged last group).
+            check_product(&mut rng, set, dtype, 1027, 64, 1);
         }
     }
 }

@@ -68,7 +68,7 @@ pub fn max_threads(cpus: usize) -> usize {
 
 /// Checks a `--threads` value: at least 1, at most [`max_threads`].
 pub fn check_threads(n: usize) -> Result<usize> {
-    let cpus = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let cpus = quill::kernels::cpus();
     let max = max_threads(cpus);
     if n == 0 {
         anyhow::bail!("--threads must be at least 1 (leave it out for one per physical core)");

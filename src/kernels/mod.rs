@@ -23,6 +23,7 @@
 mod avx2;
 mod gemm;
 mod huge;
+pub mod lanes;
 mod matrix;
 #[cfg(target_arch = "aarch64")]
 mod neon;
@@ -45,7 +46,7 @@ pub use matrix::{
 pub use scratch::{pooled_elements, release_pool, Scratch};
 pub use team::with_team;
 pub(crate) use threads::share_out;
-pub use threads::{install, physical_cores, set_threads, threads};
+pub use threads::{cpus, install, physical_cores, set_threads, threads};
 pub use wkv::{wkv4_step, wkv5_step, wkv7_step};
 
 /// Weight rows per GEMM micro-tile (each weight broadcast to a vector).

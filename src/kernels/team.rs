@@ -157,8 +157,7 @@ pub(super) fn current() -> Option<&'static Team> {
 /// just runs `f`.
 pub fn with_team<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     let n = super::threads();
-    let cpus = std::thread::available_parallelism().map_or(1, |c| c.get());
-    if n < 2 || n > cpus {
+    if n < 2 || n > super::threads::cpus() {
         return super::install(f);
     }
     super::install(|| {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::weights::WeightFile;
 use crate::error::{QuillError, Result};
-use crate::kernels::{self, for_rows, matmul, wkv5_step, Matrix, Scratch, WeightDtype};
+use crate::kernels::{self, for_rows, lanes, matmul, wkv5_step, Matrix, Scratch, WeightDtype};
 
 /// LayerNorm epsilon of every RWKV generation (torch default).
 pub const LN_EPS: f32 = 1e-5;
@@ -295,27 +295,28 @@ impl Norm {
     }
 }
 
-/// Mean and 1/sqrt(biased variance + eps), as torch.
+/// Mean and 1/sqrt(biased variance + eps), as torch (sums in lanes, see
+/// [`lanes`]).
 fn moments(x: &[f32], eps: f32) -> (f32, f32) {
     let n = x.len() as f32;
-    let mean = x.iter().sum::<f32>() / n;
-    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    let mean = lanes::sum(x) / n;
+    let var = lanes::sum_sq_dev(x, mean) / n;
     (mean, 1.0 / (var + eps).sqrt())
 }
 
 /// (x − mean) / sqrt(var + eps) · w + b, with the biased variance as torch.
 fn normalize(x: &[f32], out: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
     let (mean, inv) = moments(x, eps);
-    for i in 0..x.len() {
-        out[i] = (x[i] - mean) * inv * w[i] + b[i];
+    for (((o, &xi), &wi), &bi) in out.iter_mut().zip(x).zip(w).zip(b) {
+        *o = (xi - mean) * inv * wi + bi;
     }
 }
 
 /// [`normalize`] of `x` into itself.
 fn normalize_in_place(x: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
     let (mean, inv) = moments(x, eps);
-    for i in 0..x.len() {
-        x[i] = (x[i] - mean) * inv * w[i] + b[i];
+    for ((xi, &wi), &bi) in x.iter_mut().zip(w).zip(b) {
+        *xi = (*xi - mean) * inv * wi + bi;
     }
 }
 
@@ -340,8 +341,8 @@ pub fn shift_delta(xx: &[f32], state_prev: &mut [f32]) -> Scratch {
                 &xx[(t - 1) * c..t * c]
             };
             let cur = &xx[t * c..(t + 1) * c];
-            for i in 0..c {
-                row[i] = prev[i] - cur[i];
+            for ((d, &p), &x) in row.iter_mut().zip(prev).zip(cur) {
+                *d = p - x;
             }
         });
     }
@@ -357,8 +358,8 @@ pub fn lerp_rows(xx: &[f32], sx: &[f32], mix: &[f32]) -> Scratch {
     let mut out = Scratch::dirty(xx.len());
     for_rows(&mut out, c, |t, row| {
         let (x, s) = (&xx[t * c..(t + 1) * c], &sx[t * c..(t + 1) * c]);
-        for i in 0..c {
-            row[i] = x[i] + s[i] * mix[i];
+        for (((o, &xi), &si), &mi) in row.iter_mut().zip(x).zip(s).zip(mix) {
+            *o = xi + si * mi;
         }
     });
     out

@@ -6,8 +6,8 @@ use super::common::{lerp_rows, project, shift_delta, Layer, Loader, Lora, Norm};
 use super::Dims;
 use crate::error::Result;
 use crate::kernels::{
-    exp_in_place, for_rows, for_rows2, matmul_many, sigmoid_in_place, wkv7_chunk, Matrix, Product,
-    Scratch,
+    exp_in_place, for_rows, for_rows2, lanes, matmul_many, sigmoid_in_place, wkv7_chunk, Matrix,
+    Product, Scratch,
 };
 
 /// One RWKV-7 layer's weights.
@@ -299,25 +299,27 @@ impl Block {
         {
             let (kr, ar) = (&k, &a);
             for_rows2(&mut neg_kk, &mut kka, c, |ti, nk, ka| {
-                for hi in 0..h {
-                    let mut ss = 0.0f32;
-                    for j in hi * n..(hi + 1) * n {
-                        let q = kr[ti * c + j] * self.k_k[j];
-                        nk[j] = q;
-                        ss += q * q;
+                let row = ti * c..(ti + 1) * c;
+                let heads = (nk.chunks_exact_mut(n).zip(ka.chunks_exact_mut(n)))
+                    .zip(kr[row.clone()].chunks_exact(n).zip(ar[row].chunks_exact(n)))
+                    .zip(self.k_k.chunks_exact(n));
+                for (((nk, ka), (kh, ah)), kkh) in heads {
+                    for ((q, &kj), &m) in nk.iter_mut().zip(kh).zip(kkh) {
+                        *q = kj * m;
                     }
-                    let inv = 1.0 / ss.sqrt().max(1e-12);
-                    for j in hi * n..(hi + 1) * n {
-                        let kk = nk[j] * inv;
-                        nk[j] = -kk;
-                        ka[j] = kk * ar[ti * c + j];
+                    let inv = 1.0 / lanes::sum_sq(nk).sqrt().max(1e-12);
+                    for ((q, x), &aj) in nk.iter_mut().zip(ka.iter_mut()).zip(ah) {
+                        let kk = *q * inv;
+                        *q = -kk;
+                        *x = kk * aj;
                     }
                 }
             });
         }
         for_rows(&mut k, c, |ti, row| {
-            for (j, kj) in row.iter_mut().enumerate() {
-                *kj *= 1.0 + (a[ti * c + j] - 1.0) * self.k_a[j];
+            let ar = &a[ti * c..(ti + 1) * c];
+            for ((kj, &aj), &m) in row.iter_mut().zip(ar).zip(&self.k_a) {
+                *kj *= 1.0 + (aj - 1.0) * m;
             }
         });
         // 8. the wkv recurrence: heads in parallel, tokens in order.
@@ -326,17 +328,21 @@ impl Block {
         // 9. y = GroupNorm(y) + (Σ_head r⊙k⊙r_k)·v, then ⊙ g, then W_o.
         self.ln_x.group_norm_rows(&mut y, h);
         for_rows(&mut y, c, |ti, row| {
-            for hi in 0..h {
-                let o = ti * c + hi * n;
-                let mut s = 0.0f32;
-                for j in 0..n {
-                    s += r[o + j] * k[o + j] * self.r_k[hi * n + j];
-                }
-                for j in 0..n {
-                    row[hi * n + j] += s * v[o + j];
+            let o = ti * c..(ti + 1) * c;
+            let heads = (row.chunks_exact_mut(n).zip(self.r_k.chunks_exact(n)))
+                .zip(
+                    r[o.clone()]
+                        .chunks_exact(n)
+                        .zip(k[o.clone()].chunks_exact(n)),
+                )
+                .zip(v[o.clone()].chunks_exact(n));
+            for (((yh, rkh), (rh, kh)), vh) in heads {
+                let s = lanes::dot3(rh, kh, rkh);
+                for (yi, &vi) in yh.iter_mut().zip(vh) {
+                    *yi += s * vi;
                 }
             }
-            for (yi, gi) in row.iter_mut().zip(&g[ti * c..(ti + 1) * c]) {
+            for (yi, gi) in row.iter_mut().zip(&g[o]) {
                 *yi *= gi;
             }
         });
