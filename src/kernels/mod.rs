@@ -44,9 +44,9 @@ pub use matrix::{
     I8_BLOCK, PANEL_ROWS,
 };
 pub use scratch::{pooled_elements, release_pool, Scratch};
-pub use team::with_team;
-pub(crate) use threads::share_out;
+pub use team::{with_team, PassPlan};
 pub use threads::{cpus, install, physical_cores, set_threads, threads};
+pub(crate) use threads::{share_out, share_out_reading};
 pub use wkv::{wkv4_step, wkv5_step, wkv7_step};
 
 /// Weight rows per GEMM micro-tile (each weight broadcast to a vector).
@@ -471,7 +471,17 @@ fn matvecs(ks: &'static KernelSet, products: &mut [&mut Product<'_>]) {
     } else {
         // Tasks in memory order, so each thread streams forward through
         // one run of them (see `share_out`).
-        share_out(tasks, run);
+        let reads = |&(i, r0, k, ref out): &(usize, usize, usize, &mut [f32])| {
+            let w: &Matrix = inputs[i].0;
+            let sc = w.slab_cols();
+            let (base, elem) = match &w.data {
+                MatData::F32(st) => (st.as_slice().as_ptr() as usize, 4),
+                MatData::BF16(st) | MatData::F16(st) => (st.as_slice().as_ptr() as usize, 2),
+                MatData::I8 { q, .. } => (q.as_ptr() as usize, 1),
+            };
+            Some((base + w.offset(r0, k * sc) * elem, out.len() * sc * elem))
+        };
+        share_out_reading(tasks, reads, run);
     }
     for (p, part) in products.iter_mut().zip(&partials) {
         for pk in part.chunks(p.w.rows.max(1)) {
@@ -650,5 +660,34 @@ mod tests {
                 assert!(std::ptr::eq(got, ks) && warn.is_none(), "{name}");
             }
         }
+    }
+
+    /// A decode pass records where the helper's share begins: the weights
+    /// of its first task, for the next step's look-ahead.
+    #[test]
+    fn a_decode_pass_records_where_the_helpers_share_begins() {
+        set_threads(2);
+        if !(threads() == 2 && cpus() >= 2) {
+            eprintln!("!!! skipped: needs 2 CPUs for a decode team");
+            set_threads(0);
+            return;
+        }
+        let (rows, cols) = (1024, 1024);
+        let w = Matrix::from_f32(rows, cols, vec![0.5; rows * cols])
+            .convert(WeightDtype::BF16)
+            .into_panels();
+        let base = match &w.data {
+            MatData::BF16(st) => st.as_slice().as_ptr() as usize,
+            _ => unreachable!("converted to bf16"),
+        };
+        let (x, mut y) = (vec![1.0; cols], vec![0.0; rows]);
+        let plan = PassPlan::default();
+        with_team(&plan, || matvec(&w, &x, &mut y));
+        set_threads(0);
+        assert!(y.iter().all(|&v| v == 512.0));
+        // 2 MiB of bf16 in tasks of 128 rows (256 KiB): 8 tasks, the
+        // helper's share starting at the fifth, row 512.
+        assert_eq!(plan.planned(1, 1), (base + 512 * cols * 2, 128 * cols * 2));
+        assert_eq!(plan.planned(2, 1), (0, 0), "one pass");
     }
 }

@@ -54,6 +54,22 @@ pub fn distance() -> usize {
     DISTANCE.load(Ordering::Relaxed)
 }
 
+/// Asks for the cache line at `addr` to be brought into L2 (a hint: it
+/// never faults, whatever the address; a no-op where this build has no
+/// prefetch instruction for it).
+#[inline]
+pub(crate) fn prefetch_l2(addr: usize) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `prefetcht1` only hints the cache (SSE, always present on
+    // x86-64) and does not access memory architecturally.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
+        _mm_prefetch::<_MM_HINT_T1>(addr as *const i8)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = addr;
+}
+
 /// How `QUILL_PREFETCH` asks the decode kernels to prefetch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PrefetchMode {

@@ -140,6 +140,18 @@ pub fn install<R: Send>(f: impl FnOnce() -> R + Send) -> R {
 /// spinning between passes, see [`super::with_team`]); elsewhere to the
 /// pool through rayon.
 pub(crate) fn share_out<T: Send>(items: Vec<T>, run: impl Fn(T) + Sync) {
+    share_out_reading(items, |_| None, run)
+}
+
+/// [`share_out`] for items that each read one run of memory, `reads(item)`
+/// = (address, bytes): in a decode team, where each helper's share begins
+/// is recorded for the next step's look-ahead (see
+/// [`PassPlan`](super::PassPlan)).
+pub(crate) fn share_out_reading<T: Send>(
+    items: Vec<T>,
+    reads: impl Fn(&T) -> Option<(usize, usize)>,
+    run: impl Fn(T) + Sync,
+) {
     let n = items.len();
     assert!(n < 1 << 32, "share_out: more items than a share can count");
     let threads = threads().min(n);
@@ -147,6 +159,13 @@ pub(crate) fn share_out<T: Send>(items: Vec<T>, run: impl Fn(T) + Sync) {
         items.into_iter().for_each(run);
         return;
     }
+    let team = super::team::current();
+    let regions: Vec<(usize, usize)> = match team {
+        Some(_) => (1..threads)
+            .map(|i| reads(&items[i * n / threads]).unwrap_or((0, 0)))
+            .collect(),
+        None => Vec::new(),
+    };
     let slots = Slots(
         items
             .into_iter()
@@ -174,13 +193,16 @@ pub(crate) fn share_out<T: Send>(items: Vec<T>, run: impl Fn(T) + Sync) {
             }
         }
     };
-    match super::team::current() {
+    match team {
         // Helpers with no share (fewer items than threads) only return.
-        Some(team) => team.run(&|me| {
-            if me < threads {
-                work(me)
-            }
-        }),
+        Some(team) => team.run(
+            &|me| {
+                if me < threads {
+                    work(me)
+                }
+            },
+            &regions,
+        ),
         None => install(|| {
             use rayon::prelude::*;
             (0..threads).into_par_iter().with_max_len(1).for_each(work)

@@ -22,6 +22,7 @@ use std::sync::Arc;
 
 use crate::error::{QuillError, Result};
 use crate::kernels::prefetch::{PrefetchChoice, PrefetchTuner};
+use crate::kernels::PassPlan;
 pub use crate::kernels::WeightDtype;
 use crate::kernels::{install, matmul, Matrix, Scratch};
 use common::{Loader, Norm};
@@ -191,6 +192,9 @@ pub struct Model {
     /// Whether this model's decode steps prefetch in software, as measured
     /// on its first steps ([`crate::kernels::prefetch`]).
     prefetch: PrefetchTuner,
+    /// Where its decode steps' passes begin, for the kernel threads'
+    /// look-ahead between passes ([`crate::kernels::PassPlan`]).
+    plan: PassPlan,
 }
 
 /// Which logits a forward pass returns.
@@ -357,6 +361,7 @@ impl Model {
             matrix_names,
             file,
             prefetch: PrefetchTuner::new(),
+            plan: PassPlan::default(),
         })
     }
 
@@ -451,7 +456,7 @@ impl Model {
         // token), so their times compare.
         if tokens.len() == 1 {
             return self.prefetch.run(want == Logits::Last, |_| {
-                crate::kernels::with_team(|| self.forward_inner(tokens, state, want))
+                crate::kernels::with_team(&self.plan, || self.forward_inner(tokens, state, want))
             });
         }
         install(|| self.forward_inner(tokens, state, want))
