@@ -471,7 +471,9 @@ fn matvecs(ks: &'static KernelSet, products: &mut [&mut Product<'_>]) {
     } else {
         // Tasks in memory order, so each thread streams forward through
         // one run of them (see `share_out`).
-        let reads = |&(i, r0, k, ref out): &(usize, usize, usize, &mut [f32])| {
+        // A task's weights run on, contiguous, to the end of its slab's
+        // rows (past the task: the next tasks of the same thread).
+        let reads = |&(i, r0, k, _): &(usize, usize, usize, &mut [f32])| {
             let w: &Matrix = inputs[i].0;
             let sc = w.slab_cols();
             let (base, elem) = match &w.data {
@@ -479,7 +481,7 @@ fn matvecs(ks: &'static KernelSet, products: &mut [&mut Product<'_>]) {
                 MatData::BF16(st) | MatData::F16(st) => (st.as_slice().as_ptr() as usize, 2),
                 MatData::I8 { q, .. } => (q.as_ptr() as usize, 1),
             };
-            Some((base + w.offset(r0, k * sc) * elem, out.len() * sc * elem))
+            Some((base + w.offset(r0, k * sc) * elem, (w.rows - r0) * sc * elem))
         };
         share_out_reading(tasks, reads, run);
     }
@@ -686,8 +688,9 @@ mod tests {
         set_threads(0);
         assert!(y.iter().all(|&v| v == 512.0));
         // 2 MiB of bf16 in tasks of 128 rows (256 KiB): 8 tasks, the
-        // helper's share starting at the fifth, row 512.
-        assert_eq!(plan.planned(1, 1), (base + 512 * cols * 2, 128 * cols * 2));
+        // helper's share starting at the fifth, row 512, and running on to
+        // the matrix's end.
+        assert_eq!(plan.planned(1, 1), (base + 512 * cols * 2, 512 * cols * 2));
         assert_eq!(plan.planned(2, 1), (0, 0), "one pass");
     }
 }

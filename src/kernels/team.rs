@@ -51,9 +51,11 @@ const PLAN_PASSES: usize = 1024;
 /// Helpers per pass that a [`PassPlan`] remembers (8 kernel threads).
 const PLAN_HELPERS: usize = 7;
 
-/// Most bytes a helper fetches ahead between two passes: a task's worth
-/// (see `TASK_BYTES` in the kernels module).
-const LOOK_AHEAD_MAX: usize = 256 << 10;
+/// Most bytes a helper fetches ahead between two passes (two tasks' worth,
+/// see `TASK_BYTES` in the kernels module; a quarter of this core's L2 on
+/// the Rapids VM). Against 256 KiB (one task): 0.2–1.5% faster decode,
+/// int8 and bf16, 4 paired runs.
+const LOOK_AHEAD_MAX: usize = 512 << 10;
 
 /// Where each helper's share of each pass of a decode step begins in
 /// memory, as the model's last step recorded it, so that a helper can

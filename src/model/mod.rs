@@ -498,7 +498,14 @@ impl Model {
                 Logits::All => 0..t,
             };
             if !rows.is_empty() {
-                out.extend(self.head(&x[rows.start * c..rows.end * c], rows.len()));
+                let logits = self.head(&x[rows.start * c..rows.end * c], rows.len());
+                // Moved, not copied, when it is all there is (a decode
+                // step's 256 KiB for a 65536-token vocabulary).
+                if out.is_empty() {
+                    out = logits;
+                } else {
+                    out.extend(logits);
+                }
             }
         }
         // The activation buffers this call pooled are not needed until the
