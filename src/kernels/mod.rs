@@ -481,7 +481,10 @@ fn matvecs(ks: &'static KernelSet, products: &mut [&mut Product<'_>]) {
                 MatData::BF16(st) | MatData::F16(st) => (st.as_slice().as_ptr() as usize, 2),
                 MatData::I8 { q, .. } => (q.as_ptr() as usize, 1),
             };
-            Some((base + w.offset(r0, k * sc) * elem, (w.rows - r0) * sc * elem))
+            Some((
+                base + w.offset(r0, k * sc) * elem,
+                (w.rows - r0) * sc * elem,
+            ))
         };
         share_out_reading(tasks, reads, run);
     }
