@@ -193,7 +193,7 @@ impl Team<'_> {
 
     /// Having left pass `done`, fetches the start of helper `me`'s share
     /// of the next pass as the plan has it, into this core's L2, until
-    /// that pass opens (see [`PassPlan`]).
+    /// that pass opens or the step ends (see [`PassPlan`]).
     fn look_ahead(&self, done: u64, me: usize) {
         if super::prefetch::distance() == 0 {
             return;
@@ -206,7 +206,9 @@ impl Team<'_> {
                 super::prefetch::prefetch_l2(addr.wrapping_add(line));
             }
             off += 1024;
-            if (self.pass.load(Ordering::Relaxed) & !OPEN) >> 32 != done {
+            if (self.pass.load(Ordering::Relaxed) & !OPEN) >> 32 != done
+                || self.quit.load(Ordering::Relaxed)
+            {
                 break;
             }
         }
