@@ -184,42 +184,26 @@ fn widen_row(ks: &KernelSet, w: &Matrix, r: usize, k0: usize, out: &mut [f32]) {
 /// showed widening at a quarter of the micro-kernel's time.
 #[inline]
 fn prefetch_rows(w: &Matrix, r0: usize, nr: usize, k0: usize, kc: usize) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
-        let (base, elem): (*const u8, usize) = match &w.data {
-            MatData::F32(s) => (s.as_slice().as_ptr().cast(), 4),
-            MatData::BF16(s) | MatData::F16(s) => (s.as_slice().as_ptr().cast(), 2),
-            MatData::I8 { q, .. } => (q.as_ptr().cast(), 1),
-        };
-        let full = w.panel_rows();
-        // In panels a group's columns k0..k0+kc are one run of 4·kc
-        // elements starting where its first row's piece k0 is.
-        let runs = (r0..r0 + nr).filter_map(|r| {
-            if r >= full {
-                Some((w.offset(r, k0), kc))
-            } else if r % PANEL_ROWS == 0 || r == r0 {
-                let q = r % PANEL_ROWS;
-                Some((w.offset(r - q, k0), PANEL_ROWS * kc))
-            } else {
-                None
-            }
-        });
-        for (first, len) in runs {
-            let start = first * elem;
-            let mut off = 0;
-            while off < len * elem {
-                // SAFETY: the address lies inside W's elements (r < rows,
-                // k0 + kc ≤ cols); a prefetch never faults or changes memory,
-                // and SSE is part of the x86-64 baseline.
-                unsafe { _mm_prefetch::<_MM_HINT_T1>(base.add(start + off).cast()) };
-                off += 64;
-            }
+    let (elem, full) = (w.dtype_size(), w.panel_rows());
+    // In panels a group's columns k0..k0+kc are one run of 4·kc
+    // elements starting where its first row's piece k0 is.
+    let runs = (r0..r0 + nr).filter_map(|r| {
+        if r >= full {
+            Some((w.addr_of(r, k0), kc))
+        } else if r % PANEL_ROWS == 0 || r == r0 {
+            let q = r % PANEL_ROWS;
+            Some((w.addr_of(r - q, k0), PANEL_ROWS * kc))
+        } else {
+            None
+        }
+    });
+    for (start, len) in runs {
+        // Inside W's elements (r < rows, k0 + kc ≤ cols); a prefetch
+        // never faults or changes memory.
+        for off in (0..len * elem).step_by(64) {
+            super::prefetch::prefetch_l2(start + off);
         }
     }
-    // Elsewhere (NEON) the prefetch intrinsics are not stable Rust yet.
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (w, r0, nr, k0, kc);
 }
 
 /// Rows `r0..r0+nr` against all `t` tokens.

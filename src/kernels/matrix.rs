@@ -372,6 +372,17 @@ impl Matrix {
         }
     }
 
+    /// Address of the stored weight (r, c) (int8: its quantised byte), for
+    /// prefetch hints: where [`Matrix::offset`] puts it in memory.
+    pub fn addr_of(&self, r: usize, c: usize) -> usize {
+        let base = match &self.data {
+            MatData::F32(s) => s.as_slice().as_ptr() as usize,
+            MatData::F16(s) | MatData::BF16(s) => s.as_slice().as_ptr() as usize,
+            MatData::I8 { q, .. } => q.as_ptr() as usize,
+        };
+        base + self.offset(r, c) * self.dtype_size()
+    }
+
     /// Bytes of weights one full product reads (int8: the quantised
     /// weights plus their scales).
     pub fn byte_len(&self) -> usize {

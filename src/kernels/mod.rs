@@ -476,15 +476,7 @@ fn matvecs(ks: &'static KernelSet, products: &mut [&mut Product<'_>]) {
         let reads = |&(i, r0, k, _): &(usize, usize, usize, &mut [f32])| {
             let w: &Matrix = inputs[i].0;
             let sc = w.slab_cols();
-            let (base, elem) = match &w.data {
-                MatData::F32(st) => (st.as_slice().as_ptr() as usize, 4),
-                MatData::BF16(st) | MatData::F16(st) => (st.as_slice().as_ptr() as usize, 2),
-                MatData::I8 { q, .. } => (q.as_ptr() as usize, 1),
-            };
-            Some((
-                base + w.offset(r0, k * sc) * elem,
-                (w.rows - r0) * sc * elem,
-            ))
+            Some((w.addr_of(r0, k * sc), (w.rows - r0) * sc * w.dtype_size()))
         };
         share_out_reading(tasks, reads, run);
     }
@@ -681,10 +673,7 @@ mod tests {
         let w = Matrix::from_f32(rows, cols, vec![0.5; rows * cols])
             .convert(WeightDtype::BF16)
             .into_panels();
-        let base = match &w.data {
-            MatData::BF16(st) => st.as_slice().as_ptr() as usize,
-            _ => unreachable!("converted to bf16"),
-        };
+        let base = w.addr_of(0, 0);
         let (x, mut y) = (vec![1.0; cols], vec![0.0; rows]);
         let plan = PassPlan::default();
         with_team(&plan, || matvec(&w, &x, &mut y));
