@@ -85,6 +85,12 @@ fn matmul_simd_matches_scalar() {
             }
             // Several k-blocks, row groups and token tiles, run in parallel.
             check_product(&mut rng, set, dtype, 333, 600, 20);
+            // Small next to the tokens (the swapped product, see
+            // `kernels::gemm`): LoRA-like down and up factors with ragged
+            // panels and token groups, split into tasks.
+            check_product(&mut rng, set, dtype, 70, 300, 101);
+            check_product(&mut rng, set, dtype, 300, 40, 101);
+            check_product(&mut rng, set, dtype, 9, 1000, 37);
         }
     }
 }
@@ -101,8 +107,11 @@ fn matmul_matches_matvec_per_token() {
     let mut rng = Rng(42);
     let sets: Vec<&str> = kernels::available().iter().map(|k| k.name).collect();
     for set in sets {
-        for dtype in WeightDtype::ALL {
-            let (rows, cols, t) = (70, 1030, 9);
+        // The blocked product, then the swapped one (see `kernels::gemm`).
+        for (dtype, (rows, cols, t)) in WeightDtype::ALL
+            .into_iter()
+            .flat_map(|d| [(d, (70, 1030, 9)), (d, (40, 300, 50))])
+        {
             let wf = rng.vec(rows * cols);
             let x = rng.vec(t * cols);
             let w = Matrix::from_f32(rows, cols, wf.clone()).convert(dtype);
@@ -144,13 +153,14 @@ fn matmul_many_equals_each_product_alone_on_any_thread_count() {
     let mut rng = Rng(7);
     // Large (split into tasks), LoRA-sized (one task each), ragged.
     let shapes = [(1030, 517), (64, 768), (768, 64), (3, 5), (257, 1500)];
+    // t = 100: (64, 768) and (768, 64) take the swapped product.
     for set in kernels::available().iter().map(|k| k.name) {
         for dtype in WeightDtype::ALL {
             let ws: Vec<Matrix> = shapes
                 .iter()
                 .map(|&(r, c)| Matrix::from_f32(r, c, rng.vec(r * c)).convert(dtype))
                 .collect();
-            for t in [1, 20] {
+            for t in [1, 20, 100] {
                 let xs: Vec<Vec<f32>> = shapes.iter().map(|&(_, c)| rng.vec(t * c)).collect();
                 let alone: Vec<Vec<f32>> = ws
                     .iter()

@@ -19,6 +19,10 @@
 //!
 //! Each weight is read once per chunk of tokens, and the inner loop is
 //! FMA-bound, not memory-bound.
+//!
+//! A matrix small next to the chunk (rows·cols < t·(rows + cols): v7's
+//! LoRA factors) runs swapped instead, W packed and X read in place (see
+//! [`gemm_swapped`]).
 
 use super::{install, threads, KernelSet, MatData, Matrix, Scratch, I8_BLOCK, MR, NR, PANEL_ROWS};
 
@@ -28,9 +32,13 @@ use super::{install, threads, KernelSet, MatData, Matrix, Scratch, I8_BLOCK, MR,
 const KC: usize = 256;
 const _: () = assert!(KC.is_multiple_of(I8_BLOCK));
 
-/// Micro-tiles per task: 24 rows, whose widened k-block (24 KiB) is reused
-/// by every token tile from L1/L2.
-const GROUP: usize = 4;
+/// Micro-tiles per task: 48 rows, whose widened k-block (48 KiB) is reused
+/// by every token tile from L1/L2, and each token tile of X, loaded from
+/// L2, by 8 micro-tiles. Against 4 (in-process alternating runs, 256
+/// tokens, 2 threads, 16–24 pairs each, median speed ratio): bf16
+/// 1024×1024 +2.6%, 4096×1024 +3.8%, 1024×4096 +4.7%; int8 1024×1024
+/// +1.2%, 1024×4096 +7.8%. 12 was no better than 8.
+const GROUP: usize = 8;
 
 /// Below this many multiply-adds the product runs on the calling thread.
 const PAR_MIN_MACS: usize = 1 << 20;
@@ -43,8 +51,25 @@ struct OutPtr(*mut f32);
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
+impl OutPtr {
+    /// The output element `o` elements in.
+    ///
+    /// # Safety
+    /// `o` is inside the buffer.
+    unsafe fn at(&self, o: usize) -> *mut f32 {
+        // SAFETY: by the caller's contract.
+        unsafe { self.0.add(o) }
+    }
+}
+
 pub(super) fn gemm(ks: &'static KernelSet, w: &Matrix, x: &[f32], t: usize, y: &mut [f32]) {
     let (rows, cols) = (w.rows, w.cols);
+    // Packing X and unpacking Y cost t·(rows + cols) copies; the swapped
+    // product packs W instead, rows·cols. v7's LoRA factors (1024×32 …
+    // 160×1024) against a 256-token chunk take the swapped road.
+    if rows * cols < t * (rows + cols) {
+        return gemm_swapped(ks, w, x, t, y);
+    }
     let nthreads = threads();
     let par = rows * cols * t >= PAR_MIN_MACS && nthreads > 1;
     let xp = pack_x(ks, x, t, cols, par);
@@ -73,6 +98,85 @@ pub(super) fn gemm(ks: &'static KernelSet, w: &Matrix, x: &[f32], t: usize, y: &
         // 0.4B prefills in alternating pairs (20 each, per-pair median of
         // old ÷ new speed): bf16 0.990 and 0.962, int8 0.931 and 0.947.
         super::share_out((0..tasks).collect(), run);
+    }
+}
+
+/// [`gemm`] with the roles of W and X swapped, for a matrix small next to
+/// the tokens: W is widened and packed the way token tiles are
+/// (`wp[panel][p][0..NR]`, NR rows of W a panel, zero past the last row),
+/// and the micro-kernel broadcasts X's rows, read in place, against it.
+/// Its accumulator tile is then MR tokens × NR outputs, already Y's
+/// layout: X is never packed nor Y unpacked, which for a LoRA factor was
+/// most of the work (in-process alternating runs, 256 tokens, 2 threads,
+/// 20–30 pairs each, median speed ratio against the blocked product: bf16
+/// 64×1024 1.47×, 1024×64 1.27×, 160×1024 1.17×, 1024×32 1.47×; int8
+/// 64×1024 1.45×, 1024×64 1.25×).
+///
+/// Each output is one micro-kernel call over all `cols` (no k-blocks), in
+/// a task that owns its tokens: the result does not depend on the thread
+/// count.
+fn gemm_swapped(ks: &'static KernelSet, w: &Matrix, x: &[f32], t: usize, y: &mut [f32]) {
+    let (rows, cols) = (w.rows, w.cols);
+    let nthreads = threads();
+    let par = rows * cols * t >= PAR_MIN_MACS && nthreads > 1;
+    let panels = rows.div_ceil(NR);
+    let mut wp = Scratch::dirty(panels * cols * NR);
+    let pack = |(panel, dst): (usize, &mut [f32])| {
+        let r0 = panel * NR;
+        let n = NR.min(rows - r0);
+        let mut wr = Scratch::dirty(n * cols);
+        for (j, row) in wr.chunks_mut(cols).enumerate() {
+            // In k-blocks, as `run_task` widens: a run never crosses a
+            // slab of a matrix in panels.
+            for (b, span) in row.chunks_mut(KC).enumerate() {
+                widen_row(ks, w, r0 + j, b * KC, span);
+            }
+        }
+        // The micro-kernel multiplies every lane: past the last row they
+        // must hold ordinary numbers (see `pack_x`).
+        if n < NR {
+            dst.fill(0.0);
+        }
+        (ks.pack_tile)(&wr, cols, n, dst)
+    };
+    let jobs: Vec<_> = wp.chunks_mut(cols * NR).enumerate().collect();
+    if par {
+        super::share_out(jobs, pack);
+    } else {
+        jobs.into_iter().for_each(pack);
+    }
+    // Tasks of up to GROUP micro-rows of MR tokens, at least ~8 per thread.
+    let groups = t.div_ceil(MR);
+    let per = (groups / (8 * nthreads)).clamp(1, GROUP);
+    let tasks = groups.div_ceil(per);
+    let out = OutPtr(y.as_mut_ptr());
+    let ylen = y.len();
+    let run = |task: usize| {
+        let mut acc = [0.0f32; MR * NR];
+        for g in task * per..((task + 1) * per).min(groups) {
+            let i0 = g * MR;
+            let m = MR.min(t - i0);
+            for panel in 0..panels {
+                let r0 = panel * NR;
+                let n = NR.min(rows - r0);
+                let acc = &mut acc[..m * NR];
+                acc.fill(0.0);
+                let wpanel = &wp[panel * cols * NR..(panel + 1) * cols * NR];
+                (ks.gemm_tile)(&x[i0 * cols..], cols, m, wpanel, cols, n, acc);
+                for (i, a) in acc.chunks_exact(NR).enumerate() {
+                    let o = (i0 + i) * rows + r0;
+                    assert!(o + n <= ylen, "gemm_swapped: output out of bounds");
+                    // SAFETY: in bounds (checked above); tokens i0..i0 + m
+                    // are this task's alone, see `OutPtr`.
+                    unsafe { std::ptr::copy_nonoverlapping(a.as_ptr(), out.at(o), n) };
+                }
+            }
+        }
+    };
+    if par && tasks > 1 {
+        super::share_out((0..tasks).collect(), run);
+    } else {
+        (0..tasks).for_each(run);
     }
 }
 
