@@ -380,6 +380,44 @@ fn load_completion_reads_headers_once_per_file_version() {
     assert_eq!(loadable.names(), ["two"]);
 }
 
+/// `/sessions` and the "already exists" refusal describe a session from
+/// its header alone: a folder of sessions of several MB each is listed
+/// without reading their states. A copy cut off after its header is
+/// listed with its token count (read whole, it would be "unreadable"),
+/// and `/load` still checks the whole file.
+#[test]
+fn sessions_are_described_from_their_headers() {
+    let dir = tmpdir("peek");
+    let mut e = engine_for(&v7(), 17, &dir);
+    e.send("first", &mut |_| true).unwrap();
+    message(&mut e, "/save one");
+    let tokens = e.session().tokens_in_state();
+    let bytes = std::fs::read(dir.join("one.qs")).unwrap();
+    let header_end = 8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    std::fs::write(dir.join("two.qs"), &bytes[..header_end]).unwrap();
+
+    let list = message(&mut e, "/sessions");
+    let two = list
+        .lines()
+        .find(|l| l.trim_start().starts_with("two "))
+        .unwrap_or_else(|| panic!("two is not listed: {list}"));
+    assert!(two.contains(&format!("{tokens} tokens")), "{two}");
+    assert!(!two.contains("unreadable"), "{two}");
+
+    let err = e
+        .handle("/save two", &mut |_| true)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&format!("({tokens} tokens, saved 20")),
+        "{err}"
+    );
+    assert!(
+        e.handle("/load two", &mut |_| true).is_err(),
+        "a cut file loaded"
+    );
+}
+
 /// Another quill saving the same name holds the session's lock file
 /// between its "is the name free" check and its rename; a save meanwhile
 /// must fail and change nothing, and succeed once the lock is gone.

@@ -1263,6 +1263,19 @@ mod engine {
         names.sort();
         assert_eq!(names, ["first", "second"]);
         assert!(list.iter().all(|e| e.mode == Mode::Chat && e.tokens > 0));
+        // The picker describes a session from its header alone: a copy
+        // cut off after it is listed with its tokens, not as unreadable.
+        let bytes = std::fs::read(dir.join("sessions/first.qs")).unwrap();
+        let header_end = 8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        std::fs::write(dir.join("sessions/cut.qs"), &bytes[..header_end]).unwrap();
+        let rs = h.ask(Request::ListSessions);
+        let Some(Response::Sessions(list)) = rs.first() else {
+            panic!("{rs:?}")
+        };
+        let first = list.iter().find(|e| e.name == "first").expect("first");
+        let cut = list.iter().find(|e| e.name == "cut").expect("cut");
+        assert_eq!((cut.tokens, &cut.tail), (first.tokens, &first.tail));
+        std::fs::remove_file(dir.join("sessions/cut.qs")).unwrap();
         let rs = h.ask(Request::Load(Mode::Chat, "first".into()));
         assert!(
             rs.iter().any(

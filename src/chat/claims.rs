@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::{ChatError, Result};
-use crate::snapshot::{is_story, Snapshot};
+use crate::snapshot::{is_story, SnapshotMeta};
 
 /// What identifies one version of a file well enough to notice that
 /// someone else replaced it: an atomic save writes a new file, whose
@@ -74,7 +74,7 @@ impl SessionClaims {
     }
 
     /// Saves the session `name` to `path`: `write` writes the file
-    /// (atomically, as [`Snapshot::save`] does), after [`check`](Self::check)
+    /// (atomically, as [`Snapshot::save`](crate::snapshot::Snapshot::save) does), after [`check`](Self::check)
     /// unless `replace`; the file is then claimed. The session's lock file
     /// ([`lock_file`]) is held throughout, so another quill saving the same
     /// name at the same moment cannot slip in between the check and the
@@ -159,13 +159,14 @@ fn lock(name: &str, path: &Path) -> Result<Option<File>> {
 
 /// A few words on the session in a file, for the question whether to
 /// replace it: `923 tokens, saved 2026-11-26T20:15:00Z` (a story says so).
+/// Read from the header alone (see [`SnapshotMeta::peek`]).
 pub fn describe(path: &Path) -> String {
-    match Snapshot::load(path) {
-        Ok(s) => format!(
+    match SnapshotMeta::peek(path) {
+        Ok(m) => format!(
             "{}{} tokens, saved {}",
-            if is_story(&s.meta) { "a story of " } else { "" },
-            s.meta.tokens,
-            s.meta.created
+            if is_story(&m) { "a story of " } else { "" },
+            m.tokens,
+            m.created
         ),
         // Unreadable is still somebody's file: it is described, not
         // taken as free.

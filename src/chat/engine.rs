@@ -609,20 +609,23 @@ impl ChatEngine {
         let mut rows = Vec::new();
         for name in names {
             let path = self.session_path(&name)?;
-            rows.push(match Snapshot::load(&path) {
-                Ok(s) => (
-                    s.meta.created.clone(),
+            // The header alone (see `SnapshotMeta::peek`): a folder of
+            // sessions of several MB each is listed without reading their
+            // states; `/load` checks the whole file.
+            rows.push(match SnapshotMeta::peek(&path) {
+                Ok(m) => (
+                    m.created.clone(),
                     format!(
                         "  {name:<20} {:>7} tokens  {}  {}{}  “…{}”",
-                        s.meta.tokens,
-                        s.meta.created,
-                        s.meta.extra.get("model").map(String::as_str).unwrap_or("?"),
-                        if crate::snapshot::is_story(&s.meta) {
+                        m.tokens,
+                        m.created,
+                        m.extra.get("model").map(String::as_str).unwrap_or("?"),
+                        if crate::snapshot::is_story(&m) {
                             "  (a story: quill tui)"
                         } else {
                             ""
                         },
-                        excerpt_tail(&s.meta.text_tail, 40)
+                        excerpt_tail(&m.text_tail, 40)
                     ),
                 ),
                 Err(e) => (String::new(), format!("  {name:<20} (unreadable: {e})")),

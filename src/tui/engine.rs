@@ -14,7 +14,7 @@ use crate::chat::{ChatEngine, ChatError, ChatOptions, Persona, SessionClaims};
 use crate::model::Model;
 use crate::sampler::{Sampler, SamplerSettings};
 use crate::session::{Session, StopReason};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Snapshot, SnapshotMeta};
 use crate::tokenizer::Tokenizer;
 use crate::writer::Prompt;
 
@@ -540,17 +540,20 @@ impl Worker<'_> {
 
 fn entry(dir: &Path, name: String) -> SessionEntry {
     let path = dir.join(format!("{name}.{SNAPSHOT_EXT}"));
-    match Snapshot::load(&path) {
-        Ok(s) => SessionEntry {
-            mode: if crate::snapshot::is_story(&s.meta) {
+    // The header alone (see `SnapshotMeta::peek`): the picker lists a
+    // folder of sessions without reading their states; loading one checks
+    // the whole file.
+    match SnapshotMeta::peek(&path) {
+        Ok(m) => SessionEntry {
+            mode: if crate::snapshot::is_story(&m) {
                 Mode::Write
             } else {
                 Mode::Chat
             },
             name,
-            tokens: s.meta.tokens,
-            created: s.meta.created.clone(),
-            tail: one_line_tail(&s.meta.text_tail, 60),
+            tokens: m.tokens,
+            created: m.created.clone(),
+            tail: one_line_tail(&m.text_tail, 60),
         },
         Err(e) => SessionEntry {
             name,
