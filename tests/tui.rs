@@ -283,7 +283,11 @@ fn settings_panel_edits_sampler_settings() {
     assert!((st.sampler.temperature - 1.1).abs() < 1e-6);
     assert_eq!(
         app.take_requests(),
-        vec![Request::Settings(Mode::Chat, st.clone())]
+        vec![Request::Settings {
+            mode: Mode::Chat,
+            settings: st.clone(),
+            length_set: false
+        }]
     );
     // Down to top-p, Enter, type a value, Enter applies it.
     app.handle_key(key(KeyCode::Down));
@@ -330,7 +334,14 @@ fn settings_panel_edits_sampler_settings() {
     assert!((st.sampler.penalty_decay - 0.995).abs() < 1e-6);
     assert_eq!(st.max_tokens, 550);
     let last = app.take_requests().pop().unwrap();
-    assert_eq!(last, Request::Settings(Mode::Chat, st));
+    assert_eq!(
+        last,
+        Request::Settings {
+            mode: Mode::Chat,
+            settings: st,
+            length_set: true
+        }
+    );
     assert_shows(&render(&app), "550");
     app.handle_key(key(KeyCode::Esc));
     assert!(app.overlay.is_none());
@@ -1057,13 +1068,14 @@ mod engine {
     }
 
     fn set_write_length(h: &Harness, n: usize) -> Option<usize> {
-        write_length(&h.ask(Request::Settings(
-            Mode::Write,
-            Settings {
+        write_length(&h.ask(Request::Settings {
+            mode: Mode::Write,
+            settings: Settings {
                 sampler: SamplerSettings::default(),
                 max_tokens: n,
             },
-        )))
+            length_set: true,
+        }))
     }
 
     fn load_story(h: &Harness, name: &str) -> Vec<Response> {
@@ -1116,6 +1128,49 @@ mod engine {
         old.save(&sessions.join("old.qs")).unwrap();
         assert_eq!(set_write_length(&h, 30), Some(30));
         assert_eq!(write_length(&load_story(&h, "old")), Some(30));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A chapter length is set only by the user setting it: a change of
+    /// temperature made while chapter 1 (6 tokens planned) is written
+    /// reaches the engine after it, carrying the 6 shown then, and must not
+    /// pin 6 onto chapter 2 (20 planned). Ctrl-E goes on with chapter 1,
+    /// so by chapter 1's length, not the next one's.
+    #[test]
+    fn a_chapter_length_changes_only_when_the_user_sets_it() {
+        let dir = temp_dir("planlen");
+        let p = dir.join("two.toml");
+        std::fs::write(
+            &p,
+            "title = \"Two\"\npremise = \"Two nights.\"\n[[chapter]]\nheading = \"One\"\nlength = 6\n[[chapter]]\nheading = \"Two\"\nlength = 20\n",
+        )
+        .unwrap();
+        let h = Harness::start(&dir, Prompt::load(&p, None).unwrap(), 8);
+        let finished = |rs: &[Response]| {
+            rs.iter()
+                .find_map(|r| match r {
+                    Response::Finished { tokens, .. } => Some(*tokens),
+                    _ => None,
+                })
+                .unwrap_or_else(|| panic!("not finished: {rs:?}"))
+        };
+        let rs = h.ask(Request::WriteChapter(String::new()));
+        assert_eq!(finished(&rs), 6, "{rs:?}");
+        let rs = h.ask(Request::Settings {
+            mode: Mode::Write,
+            settings: Settings {
+                sampler: SamplerSettings {
+                    temperature: 0.5,
+                    ..SamplerSettings::default()
+                },
+                max_tokens: 6,
+            },
+            length_set: false,
+        });
+        assert_eq!(write_length(&rs), Some(20), "chapter 2's plan");
+        assert_eq!(finished(&h.ask(Request::Continue(Mode::Write))), 6);
+        let rs = h.ask(Request::WriteChapter(String::new()));
+        assert_eq!(finished(&rs), 20, "{rs:?}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -1208,13 +1263,14 @@ mod engine {
         assert!(status.tokens_per_s > 0.0);
 
         // The cancel flag stops a reply at its first piece.
-        h.tx.send(Request::Settings(
-            Mode::Chat,
-            Settings {
+        h.tx.send(Request::Settings {
+            mode: Mode::Chat,
+            settings: Settings {
                 sampler: status.settings.clone().unwrap().sampler,
                 max_tokens: 400,
             },
-        ))
+            length_set: true,
+        })
         .unwrap();
         h.until_idle();
         h.cancel.store(true, Ordering::SeqCst);

@@ -776,7 +776,11 @@ impl App {
         match result {
             Ok(()) => {
                 self.status_mut(mode).settings = Some(s.clone());
-                self.outbox.push(Request::Settings(mode, s));
+                self.outbox.push(Request::Settings {
+                    mode,
+                    settings: s,
+                    length_set: key == "max_tokens",
+                });
                 self.note(format!("{key} = {value}"));
             }
             Err(e) => self.error(e),

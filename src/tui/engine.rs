@@ -324,7 +324,11 @@ impl Worker<'_> {
                 emit(Response::Notice("the story starts over".into()));
                 self.send_status(Mode::Write);
             }
-            Request::Settings(mode, s) => {
+            Request::Settings {
+                mode,
+                settings: s,
+                length_set,
+            } => {
                 match mode {
                     Mode::Chat => {
                         let v = &s.sampler;
@@ -351,7 +355,7 @@ impl Worker<'_> {
                         let mut settings = s.sampler.clone();
                         settings.banned = story.session().sampler().settings.banned.clone();
                         story
-                            .set(settings, s.max_tokens)
+                            .set(settings, length_set.then_some(s.max_tokens))
                             .map_err(|e| e.to_string())?;
                     }
                 }

@@ -58,8 +58,19 @@ pub enum Request {
     Reset(Mode),
     /// Write the next chapter, steered by this guidance (may be empty).
     WriteChapter(String),
-    /// Replace one mode's settings.
-    Settings(Mode, Settings),
+    /// Replace one mode's settings. `length_set`: the user set the length
+    /// itself (the panel's Max tokens row). Otherwise Write keeps the
+    /// chapter length in effect when the request is handled, which may be
+    /// another chapter's than the one shown when it was sent (a change
+    /// made while a chapter is written arrives after it).
+    Settings {
+        /// Chat or Write.
+        mode: Mode,
+        /// The settings, as the panel shows them.
+        settings: Settings,
+        /// Whether `settings.max_tokens` is a length the user set.
+        length_set: bool,
+    },
     /// Save the mode's session under a name in the sessions folder. A
     /// name that holds a session this mode did not load or save is not
     /// written over: the engine answers [`Response::NameTaken`].

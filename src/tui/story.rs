@@ -150,15 +150,16 @@ impl Story {
         self.length.unwrap_or_else(|| self.next_spec().length)
     }
 
-    /// Replaces sampler settings and the chapter length. A length equal to
-    /// the current one leaves it as it is: the panel sends every setting
-    /// with each change, and a change of temperature must not pin the
-    /// plan's length of the next chapter onto all those after it.
-    pub fn set(&mut self, settings: SamplerSettings, max_tokens: usize) -> Result<()> {
+    /// Replaces sampler settings, and the chapter length when `length` is
+    /// given: from then on every chapter has it. Without one the length
+    /// stays as it is, the plan's for each chapter unless one was set (a
+    /// change of temperature must not pin one chapter's planned length
+    /// onto all those after it).
+    pub fn set(&mut self, settings: SamplerSettings, length: Option<usize>) -> Result<()> {
         settings.validate()?;
         self.session.sampler_mut().settings = settings;
-        if max_tokens != self.max_tokens() {
-            self.length = Some(max_tokens.max(1));
+        if let Some(n) = length {
+            self.length = Some(n.max(1));
         }
         Ok(())
     }
@@ -234,8 +235,10 @@ impl Story {
         };
         let open = last.open.clone();
         let stops = last.spec.stop.clone();
+        // This chapter's length (`max_tokens` is the next one's).
+        let length = self.length.unwrap_or(last.spec.length);
         self.restore_keeping_rng(&open);
-        let (text, w) = self.generate_text(self.max_tokens(), &stops, on_text)?;
+        let (text, w) = self.generate_text(length, &stops, on_text)?;
         let open = self.session.checkpoint();
         self.session.feed_text(SEPARATOR)?;
         if let Some(last) = self.chapters.last_mut() {
