@@ -74,8 +74,9 @@ impl SessionClaims {
     }
 
     /// Saves the session `name` to `path`: `write` writes the file
-    /// (atomically, as [`Snapshot::save`](crate::snapshot::Snapshot::save) does), after [`check`](Self::check)
-    /// unless `replace`; the file is then claimed. The session's lock file
+    /// (atomically, as [`Snapshot::save`](crate::snapshot::Snapshot::save)
+    /// does), after [`check`](Self::check) unless `replace`; the file is
+    /// then claimed. The session's lock file
     /// ([`lock_file`]) is held throughout, so another quill saving the same
     /// name at the same moment cannot slip in between the check and the
     /// rename; if one holds it for longer than a short wait, the save fails
