@@ -811,6 +811,40 @@ fn the_token_count_moves_as_text_arrives() {
     assert_eq!(app.status(Mode::Chat).tokens_in_state, 1243);
 }
 
+/// The status bar's tokens/s moves during a generation too (it used to
+/// change only when the generation ended): from the first piece of text
+/// on, tokens since then over the time since then.
+#[test]
+fn tokens_per_second_move_as_text_arrives() {
+    let mut app = ready_app();
+    type_text(&mut app, "Hello");
+    app.handle_key(key(KeyCode::Enter));
+    assert_shows(&render(&app), "42.5 tokens/s");
+    // The first piece only marks the start (its time includes the
+    // prompt's prefill).
+    app.handle_response(Response::Text(Mode::Chat, "One".into(), 1240));
+    assert_shows(&render(&app), "42.5 tokens/s");
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    app.handle_response(Response::Text(Mode::Chat, " two".into(), 1241));
+    let live = app.status(Mode::Chat).tokens_per_s;
+    // 1 token in at least 0.15 s: at most 6.7 tokens/s (the bar said 42.5).
+    assert!(live > 0.0 && live <= 1.0 / 0.15, "{live}");
+    assert_shows(&render(&app), &format!("{live:.1} tokens/s"));
+}
+
+#[test]
+fn a_live_rate_needs_a_token_and_a_tenth_of_a_second() {
+    use quill::tui::app::live_rate;
+    use std::time::{Duration, Instant};
+    let t0 = Instant::now();
+    let later = |ms| t0 + Duration::from_millis(ms);
+    assert_eq!(live_rate((t0, 100), (later(50), 110)), None);
+    assert_eq!(live_rate((t0, 100), (later(500), 100)), None);
+    assert_eq!(live_rate((t0, 100), (later(500), 90)), None);
+    let r = live_rate((t0, 100), (later(500), 110)).unwrap();
+    assert!((r - 20.0).abs() < 1e-9, "{r}");
+}
+
 mod engine {
     //! The engine thread on the random-weight v7 fixture: text streams
     //! back, Esc's flag stops a reply, sessions save, list and load. The

@@ -212,6 +212,10 @@ pub struct Busy {
     pub pieces: usize,
     /// Since when.
     pub started: Instant,
+    /// When the first piece of text came and the state's token count
+    /// then: the live tokens/s counts from there, so the prompt's prefill
+    /// before the first token is not averaged into the generation's speed.
+    pub first_text: Option<(Instant, u64)>,
 }
 
 /// The settings panel.
@@ -221,6 +225,15 @@ pub struct SettingsPanel {
     pub selected: usize,
     /// A value being typed, if any.
     pub editing: Option<TextInput>,
+}
+
+/// Tokens per second between the first piece of a generation and a later
+/// one, each `(when, tokens in state)`: `None` until a token has come and
+/// a tenth of a second has passed (fewer make a jumpy figure).
+pub fn live_rate(first: (Instant, u64), now: (Instant, u64)) -> Option<f64> {
+    let secs = now.0.saturating_duration_since(first.0).as_secs_f64();
+    let tokens = now.1.checked_sub(first.1)?;
+    (tokens > 0 && secs >= 0.1).then(|| tokens as f64 / secs)
 }
 
 /// The session picker.
@@ -316,6 +329,7 @@ impl App {
                 what: "preparing".into(),
                 pieces: 0,
                 started: Instant::now(),
+                first_text: None,
             }),
             message: None,
             cancel,
@@ -360,6 +374,7 @@ impl App {
             what: what.into(),
             pieces: 0,
             started: Instant::now(),
+            first_text: None,
         });
         self.message = None;
         self.outbox.push(req);
@@ -829,10 +844,22 @@ impl App {
             },
             Response::Status(mode, s) => *self.status_mut(mode) = s,
             Response::Text(mode, piece, tokens_in_state) => {
+                let now = Instant::now();
+                let mut rate = None;
                 if let Some(b) = &mut self.busy {
                     b.pieces += 1;
+                    match b.first_text {
+                        None => b.first_text = Some((now, tokens_in_state)),
+                        Some(first) => rate = live_rate(first, (now, tokens_in_state)),
+                    }
                 }
-                self.status_mut(mode).tokens_in_state = tokens_in_state;
+                let status = self.status_mut(mode);
+                status.tokens_in_state = tokens_in_state;
+                // The engine's exact figure replaces it when the
+                // generation ends (its status after `Finished`).
+                if let Some(r) = rate {
+                    status.tokens_per_s = r;
+                }
                 match mode {
                     Mode::Chat => match self.chat.entries.last_mut() {
                         Some(e) if e.speaker == Speaker::Assistant => e.text.push_str(&piece),
