@@ -180,16 +180,10 @@ pub struct BenchReport {
     pub bandwidth_ratio_rounds: Vec<f64>,
     /// `peak_ratio` of each round, in order.
     pub peak_ratio_rounds: Vec<f64>,
-    /// Bytes ahead the decode kernels prefetched in software at the end
-    /// (0: none), as the model's tuner chose on its first decode steps or
-    /// `QUILL_PREFETCH` fixed ([`kernels::prefetch`]).
-    pub prefetch_bytes: usize,
-    /// `auto` (tuned) or the `on`/`off` that `QUILL_PREFETCH` fixed.
-    pub prefetch_mode: String,
-    /// The tuner's last trial: median decode step without software
-    /// prefetch ÷ with it; null when the setting was fixed or the decode
-    /// was too short for a trial to end.
-    pub prefetch_speedup: Option<f64>,
+    /// The decode kernels' software prefetch (JSON: its fields at the top
+    /// level).
+    #[serde(flatten)]
+    pub prefetch: PrefetchReport,
     /// The same model in another dtype, measured alongside (`--compare`);
     /// null without it.
     pub compare: Option<CompareReport>,
@@ -225,12 +219,34 @@ pub struct CompareReport {
     pub prefill_speedup_rounds: Vec<f64>,
     /// Median of `prefill_speedup_rounds`.
     pub prefill_speedup: f64,
-    /// As [`BenchReport::prefetch_bytes`], for this model.
+    /// This model's software prefetch, as [`BenchReport::prefetch`].
+    #[serde(flatten)]
+    pub prefetch: PrefetchReport,
+}
+
+/// How a measured model's decode kernels prefetched in software.
+#[derive(Debug, Clone, Serialize)]
+pub struct PrefetchReport {
+    /// Bytes ahead the decode kernels prefetched in software at the end
+    /// (0: none), as the model's tuner chose on its first decode steps or
+    /// `QUILL_PREFETCH` fixed ([`kernels::prefetch`]).
     pub prefetch_bytes: usize,
-    /// As [`BenchReport::prefetch_mode`].
+    /// `auto` (tuned) or the `on`/`off` that `QUILL_PREFETCH` fixed.
     pub prefetch_mode: String,
-    /// As [`BenchReport::prefetch_speedup`], for this model.
+    /// The tuner's last trial: median decode step without software
+    /// prefetch ÷ with it; null when the setting was fixed or the decode
+    /// was too short for a trial to end.
     pub prefetch_speedup: Option<f64>,
+}
+
+impl From<kernels::prefetch::PrefetchChoice> for PrefetchReport {
+    fn from(c: kernels::prefetch::PrefetchChoice) -> Self {
+        PrefetchReport {
+            prefetch_bytes: c.distance,
+            prefetch_mode: c.mode.name().to_string(),
+            prefetch_speedup: c.speedup,
+        }
+    }
 }
 
 /// Peak resident set size of this process in bytes (Linux `VmHWM`).
@@ -401,9 +417,7 @@ fn run_with_probes(
             decode_speedup_rounds,
             prefill_speedup: median(prefill_speedup_rounds.clone()),
             prefill_speedup_rounds,
-            prefetch_bytes: other_prefetch.distance,
-            prefetch_mode: other_prefetch.mode.name().to_string(),
-            prefetch_speedup: other_prefetch.speedup,
+            prefetch: other_prefetch.into(),
         }
     });
     Ok(BenchReport {
@@ -432,9 +446,7 @@ fn run_with_probes(
         rounds,
         bandwidth_ratio_rounds,
         peak_ratio_rounds,
-        prefetch_bytes: prefetch.distance,
-        prefetch_mode: prefetch.mode.name().to_string(),
-        prefetch_speedup: prefetch.speedup,
+        prefetch: prefetch.into(),
         compare,
     })
 }

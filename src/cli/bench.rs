@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use quill::bench::{self, BenchOptions, SyntheticSize};
+use quill::bench::{self, BenchOptions, PrefetchReport, SyntheticSize};
 use quill::kernels::WeightDtype;
 
 /// Arguments of `quill bench`.
@@ -96,10 +96,7 @@ pub fn run(a: Args) -> Result<()> {
         r.probe_peak_gflops,
         100.0 * r.peak_ratio
     );
-    println!(
-        "decode prefetch    {}",
-        prefetch_line(r.prefetch_bytes, &r.prefetch_mode, r.prefetch_speedup)
-    );
+    println!("decode prefetch    {}", prefetch_line(&r.prefetch));
     if r.rounds > 1 {
         let pct = |v: &[f64]| {
             v.iter()
@@ -141,10 +138,7 @@ pub fn run(a: Args) -> Result<()> {
             r.dtype,
             c.prefill_speedup
         );
-        println!(
-            "                   prefetch {}",
-            prefetch_line(c.prefetch_bytes, &c.prefetch_mode, c.prefetch_speedup)
-        );
+        println!("                   prefetch {}", prefetch_line(&c.prefetch));
     }
     println!(
         "peak memory        {:.1} MB resident ({:.2}× the weights' {:.1} MB)",
@@ -157,13 +151,13 @@ pub fn run(a: Args) -> Result<()> {
 
 /// The decode prefetch setting in words: e.g. `8 KiB ahead (tuned: with
 /// it 1.41× as fast as without)`, `off (QUILL_PREFETCH=off)`.
-fn prefetch_line(bytes: usize, mode: &str, speedup: Option<f64>) -> String {
-    let setting = if bytes == 0 {
+fn prefetch_line(p: &PrefetchReport) -> String {
+    let setting = if p.prefetch_bytes == 0 {
         "off".to_string()
     } else {
-        format!("{} KiB ahead", bytes / 1024)
+        format!("{} KiB ahead", p.prefetch_bytes / 1024)
     };
-    match (mode, speedup) {
+    match (p.prefetch_mode.as_str(), p.prefetch_speedup) {
         ("auto", Some(x)) => format!("{setting} (tuned: with it {x:.2}× as fast as without)"),
         ("auto", None) => format!("{setting} (not tuned: too few decode steps for a trial)"),
         (fixed, _) => format!("{setting} (QUILL_PREFETCH={fixed})"),
