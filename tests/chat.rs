@@ -351,8 +351,7 @@ fn load_completion_reads_headers_once_per_file_version() {
     // The header is enough: a copy cut off after it is offered (`/load`
     // then finds the state missing), where reading it whole would fail.
     let bytes = std::fs::read(&one).unwrap();
-    let header_end = 8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    std::fs::write(dir.join("two.qs"), &bytes[..header_end]).unwrap();
+    std::fs::write(dir.join("two.qs"), header_only(&bytes)).unwrap();
     assert_eq!(loadable.names(), ["one", "two"]);
     assert!(e.handle("/load two", &mut |_| true).is_err());
 
@@ -393,8 +392,7 @@ fn sessions_are_described_from_their_headers() {
     message(&mut e, "/save one");
     let tokens = e.session().tokens_in_state();
     let bytes = std::fs::read(dir.join("one.qs")).unwrap();
-    let header_end = 8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    std::fs::write(dir.join("two.qs"), &bytes[..header_end]).unwrap();
+    std::fs::write(dir.join("two.qs"), header_only(&bytes)).unwrap();
 
     let list = message(&mut e, "/sessions");
     let two = list

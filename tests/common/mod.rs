@@ -323,3 +323,10 @@ impl Drop for TempDir {
         }
     }
 }
+
+/// A safetensors file's bytes up to the end of its header: a copy that
+/// says what the file holds but has none of its tensors.
+pub fn header_only(bytes: &[u8]) -> &[u8] {
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    &bytes[..8 + n]
+}
