@@ -24,7 +24,7 @@
 //! LoRA factors) runs swapped instead, W packed and X read in place (see
 //! [`gemm_swapped`]).
 
-use super::{install, threads, KernelSet, MatData, Matrix, Scratch, I8_BLOCK, MR, NR, PANEL_ROWS};
+use super::{threads, KernelSet, MatData, Matrix, Scratch, I8_BLOCK, MR, NR, PANEL_ROWS};
 
 /// Columns per k-block: a token tile of packed X (KC × NR f32 = 16 KiB)
 /// and the widened rows of a micro-tile (MR × KC f32 = 6 KiB) fit a 32 KiB
@@ -90,15 +90,31 @@ pub(super) fn gemm(ks: &'static KernelSet, w: &Matrix, x: &[f32], t: usize, y: &
         let nr = task_rows.min(rows - r0);
         run_task(ks, w, &xp, t, r0, nr, &out, ylen);
     };
-    if !par || tasks == 1 {
-        (0..tasks).for_each(run);
+    each(par, (0..tasks).collect(), run);
+}
+
+/// Runs `f` on every item: shared among the kernel threads when `par`,
+/// each thread taking a contiguous run (see `share_out`; against rayon's
+/// split of the same GEMM tasks, 512-token 0.4B prefills in alternating
+/// pairs, 20 each, per-pair median of old ÷ new speed: bf16 0.990 and
+/// 0.962, int8 0.931 and 0.947), else in order on this thread.
+fn each<T: Send>(par: bool, items: Vec<T>, f: impl Fn(T) + Sync) {
+    if par {
+        super::share_out(items, f);
     } else {
-        // Each thread takes a contiguous run of row groups (see
-        // `share_out`). Against rayon's split of the same tasks, 512-token
-        // 0.4B prefills in alternating pairs (20 each, per-pair median of
-        // old ÷ new speed): bf16 0.990 and 0.962, int8 0.931 and 0.947.
-        super::share_out((0..tasks).collect(), run);
+        items.into_iter().for_each(f);
     }
+}
+
+/// Packs rows `x[j·ld..j·ld + width]`, j < n ≤ NR, into one tile `dst`
+/// (`dst[p·NR + j]`, width = dst.len() / NR). Lanes past n are zeros: the
+/// micro-kernel computes them too (and they are dropped), so they must
+/// hold ordinary numbers, not whatever the buffer held before.
+fn pack_one(ks: &KernelSet, x: &[f32], ld: usize, n: usize, dst: &mut [f32]) {
+    if n < NR {
+        dst.fill(0.0);
+    }
+    (ks.pack_tile)(x, ld, n, dst)
 }
 
 /// [`gemm`] with the roles of W and X swapped, for a matrix small next to
@@ -132,19 +148,9 @@ fn gemm_swapped(ks: &'static KernelSet, w: &Matrix, x: &[f32], t: usize, y: &mut
                 widen_row(ks, w, r0 + j, b * KC, span);
             }
         }
-        // The micro-kernel multiplies every lane: past the last row they
-        // must hold ordinary numbers (see `pack_x`).
-        if n < NR {
-            dst.fill(0.0);
-        }
-        (ks.pack_tile)(&wr, cols, n, dst)
+        pack_one(ks, &wr, cols, n, dst)
     };
-    let jobs: Vec<_> = wp.chunks_mut(cols * NR).enumerate().collect();
-    if par {
-        super::share_out(jobs, pack);
-    } else {
-        jobs.into_iter().for_each(pack);
-    }
+    each(par, wp.chunks_mut(cols * NR).enumerate().collect(), pack);
     // Tasks of up to GROUP micro-rows of MR tokens, at least ~8 per thread.
     let groups = t.div_ceil(MR);
     let per = (groups / (8 * nthreads)).clamp(1, GROUP);
@@ -173,40 +179,18 @@ fn gemm_swapped(ks: &'static KernelSet, w: &Matrix, x: &[f32], t: usize, y: &mut
             }
         }
     };
-    if par && tasks > 1 {
-        super::share_out((0..tasks).collect(), run);
-    } else {
-        (0..tasks).for_each(run);
-    }
+    each(par, (0..tasks).collect(), run);
 }
 
 /// X (t × cols) → `xp[tile][p][j] = x[(tile·NR + j)·cols + p]`, zero past `t`.
 fn pack_x(ks: &KernelSet, x: &[f32], t: usize, cols: usize, par: bool) -> Scratch {
     let tiles = t.div_ceil(NR);
     let mut xp = Scratch::dirty(tiles * cols * NR);
-    let pack = |tile: usize, dst: &mut [f32]| {
+    let pack = |(tile, dst): (usize, &mut [f32])| {
         let j0 = tile * NR;
-        let n = NR.min(t - j0);
-        // A ragged last tile's missing tokens are zeros: the micro-kernel
-        // computes their lanes too (and drops them), so they must hold
-        // ordinary numbers, not whatever the buffer held before.
-        if n < NR {
-            dst.fill(0.0);
-        }
-        (ks.pack_tile)(&x[j0 * cols..], cols, n, dst)
+        pack_one(ks, &x[j0 * cols..], cols, NR.min(t - j0), dst)
     };
-    if par && tiles > 1 {
-        install(|| {
-            use rayon::prelude::*;
-            xp.par_chunks_mut(cols * NR)
-                .enumerate()
-                .for_each(|(i, d)| pack(i, d));
-        });
-    } else {
-        xp.chunks_mut(cols * NR)
-            .enumerate()
-            .for_each(|(i, d)| pack(i, d));
-    }
+    each(par, xp.chunks_mut(cols * NR).enumerate().collect(), pack);
     xp
 }
 

@@ -159,10 +159,13 @@ pub(crate) fn share_out_reading<T: Send>(
         items.into_iter().for_each(run);
         return;
     }
+    // Thread i's share: items bounds[i]..bounds[i + 1].
+    let bounds: Vec<usize> = (0..=threads).map(|i| i * n / threads).collect();
     let team = super::team::current();
     let regions: Vec<(usize, usize)> = match team {
-        Some(_) => (1..threads)
-            .map(|i| reads(&items[i * n / threads]).unwrap_or((0, 0)))
+        Some(_) => bounds[1..threads]
+            .iter()
+            .map(|&b| reads(&items[b]).unwrap_or((0, 0)))
             .collect(),
         None => Vec::new(),
     };
@@ -172,9 +175,7 @@ pub(crate) fn share_out_reading<T: Send>(
             .map(|t| UnsafeCell::new(Some(t)))
             .collect(),
     );
-    let shares: Vec<Share> = (0..threads)
-        .map(|i| Share::new(i * n / threads, (i + 1) * n / threads))
-        .collect();
+    let shares: Vec<Share> = bounds.windows(2).map(|b| Share::new(b[0], b[1])).collect();
     let take = |j: usize| {
         // SAFETY: a share hands out each index in it once (`Share::claim`
         // moves its front or back past the index atomically), and the

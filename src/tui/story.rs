@@ -147,7 +147,12 @@ impl Story {
 
     /// Tokens the next chapter may have.
     pub fn max_tokens(&self) -> usize {
-        self.length.unwrap_or_else(|| self.next_spec().length)
+        self.length_of(&self.next_spec())
+    }
+
+    /// Tokens chapter `spec` may have: the length set, else its planned one.
+    fn length_of(&self, spec: &ChapterSpec) -> usize {
+        self.length.unwrap_or(spec.length)
     }
 
     /// Replaces sampler settings, and the chapter length when `length` is
@@ -236,7 +241,7 @@ impl Story {
         let open = last.open.clone();
         let stops = last.spec.stop.clone();
         // This chapter's length (`max_tokens` is the next one's).
-        let length = self.length.unwrap_or(last.spec.length);
+        let length = self.length_of(&last.spec);
         self.restore_keeping_rng(&open);
         let (text, w) = self.generate_text(length, &stops, on_text)?;
         let open = self.session.checkpoint();
@@ -348,8 +353,7 @@ impl Story {
         if !shown.is_empty() {
             on_text(&shown);
         }
-        let length = self.length.unwrap_or(spec.length);
-        let (text, w) = self.generate_text(length, &spec.stop, on_text)?;
+        let (text, w) = self.generate_text(self.length_of(spec), &spec.stop, on_text)?;
         shown.push_str(&text);
         let open = self.session.checkpoint();
         self.session.feed_text(SEPARATOR)?;
