@@ -233,6 +233,17 @@ fn panel_products_are_the_same_with_and_without_prefetch() {
                 assert_eq!(bits(&with), bits(&without), "{set} {dtype} {rows}×{cols}");
             }
         }
+        // int8 narrower than a block (v7's LoRA up-projections) goes
+        // through the panel kernel row-major, one block per row: widths
+        // with and without a half step of 16 at the end of each block.
+        for cols in [16, 64, 112] {
+            let w = Matrix::from_f32(1027, cols, rng.vec(1027 * cols)).convert(WeightDtype::Int8);
+            let x = rng.vec(cols);
+            let with = on.run(true, |_| product(set, &w, &x, 1));
+            let without = off.run(true, |_| product(set, &w, &x, 1));
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&with), bits(&without), "{set} int8 1027×{cols}");
+        }
     }
 }
 
