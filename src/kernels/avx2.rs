@@ -415,8 +415,9 @@ unsafe fn rows_bf16_panels_raw(w: *const u16, xp: *const f32, n: usize, y: &mut 
 /// (`PF`), two 128-byte steps per iteration. Why: with the `ahead != 0`
 /// test and one step per iteration, this loop streamed 8–11% slower than
 /// the same loop unswitched and unrolled twice (1 GiB of bf16 panels, 2
-/// threads, 12 alternating rounds, 4 runs: 1.08×, 1.09×, 1.10×, 1.11×;
-/// unrolled four times 1.10–1.12×). The branch and the loop control are a
+/// threads, 12 alternating rounds, 4 runs: 1.08×, 1.09×, 1.10×, 1.11×,
+/// and a fifth, disturbed throughout, 1.03×; unrolled four times
+/// 1.08–1.12×, so twice it is). The branch and the loop control are a
 /// fifth of the loop's instructions, and each instruction waiting behind a
 /// cache miss is one fewer that the out-of-order window can look past it
 /// to reach the next loads. One accumulator per row (the even and the odd
@@ -1449,8 +1450,9 @@ fn wkv7(
 unsafe fn sum_f32_raw(x: &[f32], ahead: usize) -> f32 {
     // Unswitched on the prefetch and unrolled as the panel kernels are
     // (see `rows_bf16_panels_loop`): with a test in the loop this probe
-    // read 4–8% below what the machine delivers, and a probe that reads
-    // less than the kernels can would overstate how close they come.
+    // read 6–11% below what the same buffer delivers (3 runs of 12
+    // alternating rounds), and a probe that reads less than the machine
+    // can would overstate how close the kernels come.
     if ahead != 0 {
         sum_f32_loop::<true>(x, ahead)
     } else {
