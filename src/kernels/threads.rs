@@ -140,15 +140,17 @@ pub fn install<R: Send>(f: impl FnOnce() -> R + Send) -> R {
 /// spinning between passes, see [`super::with_team`]); elsewhere to the
 /// pool through rayon.
 pub(crate) fn share_out<T: Send>(items: Vec<T>, run: impl Fn(T) + Sync) {
-    share_out_reading(items, |_| None, run)
+    share_out_reading(items, |_| 1, |_| None, run)
 }
 
-/// [`share_out`] for items that each read one run of memory, `reads(item)`
-/// = (address, bytes): in a decode team, where each helper's share begins
-/// is recorded for the next step's look-ahead (see
-/// [`PassPlan`](super::PassPlan)).
+/// [`share_out`] for items of uneven size that each read one run of
+/// memory: the shares are equal in `weight(item)` (bytes of weights, say)
+/// rather than in count, and `reads(item)` = (address, bytes) is, in a
+/// decode team, where each helper's share begins, recorded for the next
+/// step's look-ahead (see [`PassPlan`](super::PassPlan)).
 pub(crate) fn share_out_reading<T: Send>(
     items: Vec<T>,
+    weight: impl Fn(&T) -> usize,
     reads: impl Fn(&T) -> Option<(usize, usize)>,
     run: impl Fn(T) + Sync,
 ) {
@@ -160,7 +162,7 @@ pub(crate) fn share_out_reading<T: Send>(
         return;
     }
     // Thread i's share: items bounds[i]..bounds[i + 1].
-    let bounds: Vec<usize> = (0..=threads).map(|i| i * n / threads).collect();
+    let bounds = share_bounds(&items.iter().map(weight).collect::<Vec<_>>(), threads);
     let team = super::team::current();
     let regions: Vec<(usize, usize)> = match team {
         Some(_) => bounds[1..threads]
@@ -209,6 +211,33 @@ pub(crate) fn share_out_reading<T: Send>(
             (0..threads).into_par_iter().with_max_len(1).for_each(work)
         }),
     }
+}
+
+/// Where each of `threads` shares of items with these weights begins, and
+/// where the last ends (`threads + 1` indices): share i ends at the item
+/// boundary nearest to i/threads of the total weight.
+pub(super) fn share_bounds(weights: &[usize], threads: usize) -> Vec<usize> {
+    let mut prefix = Vec::with_capacity(weights.len() + 1);
+    prefix.push(0usize);
+    for w in weights {
+        prefix.push(prefix.last().copied().unwrap_or(0).saturating_add(*w));
+    }
+    let total = prefix.last().copied().unwrap_or(0);
+    let mut bounds: Vec<usize> = (0..=threads)
+        .map(|i| {
+            let target = (total as u128 * i as u128 / threads as u128) as usize;
+            // The first boundary at or past the target, or the one before
+            // it if that is nearer.
+            let j = prefix.partition_point(|&p| p < target);
+            if j > 0 && target - prefix[j - 1] < prefix[j] - target {
+                j - 1
+            } else {
+                j
+            }
+        })
+        .collect();
+    bounds[threads] = weights.len();
+    bounds
 }
 
 /// The items of [`share_out`], each taken out once.
@@ -265,7 +294,7 @@ impl Share {
 
 #[cfg(test)]
 mod tests {
-    use super::{count_cores, share_out, Share};
+    use super::{count_cores, share_bounds, share_out, Share};
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[test]
@@ -297,6 +326,23 @@ mod tests {
                 assert_eq!(r.load(Ordering::Relaxed), 1, "item {i} of {n}");
             }
         }
+    }
+
+    #[test]
+    fn shares_are_equal_in_weight_not_count() {
+        // Equal weights: equal counts, as before weights existed.
+        assert_eq!(share_bounds(&[1; 10], 2), [0, 5, 10]);
+        assert_eq!(share_bounds(&[1; 7], 3), [0, 2, 4, 7]);
+        // One heavy item and many light ones: the heavy one is a share.
+        assert_eq!(share_bounds(&[8, 1, 1, 1, 1, 1, 1, 1, 1], 2), [0, 1, 9]);
+        // Large items shrinking toward the middle and the end (as a decode
+        // pass cuts them): the boundary falls at the middle in bytes.
+        let w = [256, 256, 128, 64, 32, 16, 16, 256, 256, 128, 64, 32, 16, 16];
+        assert_eq!(share_bounds(&w, 2), [0, 7, 14]);
+        // The nearer boundary wins: 10 | 3 + 6 splits 19 at 10.
+        assert_eq!(share_bounds(&[10, 3, 6], 2), [0, 1, 3]);
+        assert_eq!(share_bounds(&[], 2), [0, 0, 0]);
+        assert_eq!(share_bounds(&[0, 0, 0], 2), [0, 0, 3]);
     }
 
     #[test]
