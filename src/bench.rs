@@ -563,7 +563,7 @@ impl<'m> Decoding<'m> {
     fn decode(&mut self, n: usize) -> Result<()> {
         let (t0, c0) = (Instant::now(), process_cpu_seconds());
         for _ in 0..n {
-            let next = argmax(&self.logits);
+            let next = crate::sampler::argmax(&self.logits);
             self.logits = self.model.forward(&[next], &mut self.state, Logits::Last)?;
         }
         self.decode_s += t0.elapsed().as_secs_f64();
@@ -681,17 +681,6 @@ fn cpu_share(cpu: Option<f64>, wall: f64, threads: usize) -> f64 {
         Some(c) if wall > 0.0 => c / (wall * threads as f64),
         _ => 0.0,
     }
-}
-
-/// Index of the largest logit (NaN never wins).
-fn argmax(v: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &x) in v.iter().enumerate() {
-        if x > v[best] {
-            best = i;
-        }
-    }
-    best as u32
 }
 
 /// STREAM-style read bandwidth in GB/s: every kernel thread sums its own

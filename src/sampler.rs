@@ -47,7 +47,60 @@ impl Default for SamplerSettings {
     }
 }
 
+/// Tokens [`Sampler::sample`] sorts first by probability (a partial sort),
+/// sorting 4× as many each time the cut is not decided within them. A
+/// 65536-token vocabulary fully sorted took 6.8–7.8 ms per token here, a third
+/// of a 0.4B int8 decode step; top-p 0.85 is almost always decided within
+/// the first few hundred.
+const FIRST_SORTED: usize = 512;
+
+/// Probability, relative to the likeliest token's, below which
+/// [`Sampler::sample`] first leaves a token out of the order (the cut
+/// rarely reaches so far; when it does, all tokens are ordered). Finding
+/// the head among all 65536 tokens took 0.2–0.5 ms per token.
+const CANDIDATE_FLOOR: f64 = 1e-6;
+
 impl SamplerSettings {
+    /// How many of the most likely tokens the top-p, top-k and min-p cuts
+    /// keep, given the head `sorted` of the order (most likely first) of
+    /// the tokens with probabilities `p`, the whole order if `complete`;
+    /// `None` if the tokens after the head could change it.
+    fn kept(&self, sorted: &[u32], p: &[f64], complete: bool) -> Option<usize> {
+        // top-p: the cutoff is the probability of the token at which the
+        // cumulative mass first reaches top_p; everything below it goes.
+        let mut keep = sorted.len();
+        if self.top_p < 1.0 {
+            let mut cum = 0.0;
+            for (i, &id) in sorted.iter().enumerate() {
+                cum += p[id as usize];
+                if cum >= self.top_p as f64 {
+                    let cutoff = p[id as usize];
+                    keep = sorted
+                        .iter()
+                        .take_while(|&&j| p[j as usize] >= cutoff)
+                        .count()
+                        .max(i + 1);
+                    break;
+                }
+            }
+        }
+        if self.top_k > 0 {
+            keep = keep.min(self.top_k);
+        }
+        if self.min_p > 0.0 {
+            let floor = p[sorted[0] as usize] * self.min_p as f64;
+            keep = keep.min(
+                sorted
+                    .iter()
+                    .take_while(|&&j| p[j as usize] >= floor)
+                    .count(),
+            );
+        }
+        // A cut inside the head is the cut over all tokens (each rule
+        // stopped at a token of the head); one at its end may go on.
+        (keep < sorted.len() || complete).then_some(keep)
+    }
+
     /// Checks ranges, with a message saying which value is wrong.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(QuillError::Invalid(m));
@@ -240,6 +293,15 @@ impl Sampler {
 
     /// Picks the next token from `logits` (which are not modified).
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
+        self.sample_sorting(logits, CANDIDATE_FLOOR, FIRST_SORTED)
+    }
+
+    /// [`Sampler::sample`], ordering at first only the tokens at least
+    /// `floor` as likely as the likeliest (see [`CANDIDATE_FLOOR`]) and
+    /// sorting of them only the `first_sorted` most likely (see
+    /// [`FIRST_SORTED`]): any values give the same token and leave the same
+    /// RNG state.
+    fn sample_sorting(&mut self, logits: &[f32], floor: f64, first_sorted: usize) -> u32 {
         let s = &self.settings;
         let mut z = logits.to_vec();
         // Penalties on raw logits, only for tokens already seen (PIPELINE:
@@ -262,9 +324,21 @@ impl Sampler {
         let mut p: Vec<f64> = z.iter().map(|&l| ((l - max) as f64).exp()).collect();
         let total: f64 = p.iter().sum();
         p.iter_mut().for_each(|x| *x /= total);
-        let mut order: Vec<u32> = (0..p.len() as u32)
-            .filter(|&i| p[i as usize] > 0.0)
-            .collect();
+        // First only the tokens at least `floor` as likely as the
+        // likeliest (p = 1): all more likely than the rest, so their order
+        // is the head of the whole order. All tokens with a probability if
+        // the cut needs more.
+        let candidates = |floor: f64| -> Vec<u32> {
+            (0..p.len() as u32)
+                .filter(|&i| p[i as usize] > 0.0 && p[i as usize] >= floor)
+                .collect()
+        };
+        let mut order = candidates(floor);
+        let mut all = false;
+        if order.is_empty() {
+            order = candidates(0.0);
+            all = true;
+        }
         if order.is_empty() {
             // No token has a usable probability: every logit is NaN or
             // −∞ (damaged weights or state, or every id banned). Fall
@@ -272,37 +346,26 @@ impl Sampler {
             // still gets an id inside the vocabulary.
             return argmax(&z);
         }
-        order.sort_unstable_by(|&a, &b| p[b as usize].total_cmp(&p[a as usize]).then(a.cmp(&b)));
-        // top-p: the cutoff is the probability of the token at which the
-        // cumulative mass first reaches top_p; everything below it goes.
-        let mut keep = order.len();
-        if s.top_p < 1.0 {
-            let mut cum = 0.0;
-            for (i, &id) in order.iter().enumerate() {
-                cum += p[id as usize];
-                if cum >= s.top_p as f64 {
-                    let cutoff = p[id as usize];
-                    keep = order
-                        .iter()
-                        .take_while(|&&j| p[j as usize] >= cutoff)
-                        .count()
-                        .max(i + 1);
-                    break;
-                }
+        // Most likely first, ties by id: a total order, so the first k of
+        // a partial sort are the first k of the full one. The cut below
+        // needs only the head of the order; sort more only while the head
+        // sorted so far cannot decide it.
+        let likelier = |a: &u32, b: &u32| p[*b as usize].total_cmp(&p[*a as usize]).then(a.cmp(b));
+        let mut k = first_sorted.clamp(1, order.len());
+        let keep = loop {
+            if k < order.len() {
+                order.select_nth_unstable_by(k - 1, likelier);
             }
-        }
-        if s.top_k > 0 {
-            keep = keep.min(s.top_k);
-        }
-        if s.min_p > 0.0 {
-            let floor = p[order[0] as usize] * s.min_p as f64;
-            keep = keep.min(
-                order
-                    .iter()
-                    .take_while(|&&j| p[j as usize] >= floor)
-                    .count(),
-            );
-        }
+            order[..k].sort_unstable_by(likelier);
+            if let Some(keep) = s.kept(&order[..k], &p, all && k == order.len()) {
+                break keep;
+            }
+            if k == order.len() {
+                order = candidates(0.0);
+                all = true;
+            }
+            k = k.saturating_mul(4).min(order.len());
+        };
         let kept = &order[..keep.max(1)];
         let inv_t = 1.0 / s.temperature as f64;
         let weights: Vec<f64> = kept.iter().map(|&id| p[id as usize].powf(inv_t)).collect();
@@ -326,15 +389,39 @@ impl Sampler {
     }
 }
 
-/// Index of the largest logit (first on ties).
+/// Index of the largest logit (first on ties; NaN never wins, and 0 if
+/// every logit is NaN).
+///
+/// The largest value first, over 8 independent lanes (which the compiler
+/// vectorises; one running index was 101 µs per 65536-token vocabulary
+/// here, 0.5% of a 0.4B int8 decode step), then the first index holding it.
 pub fn argmax(v: &[f32]) -> u32 {
-    let mut best = 0usize;
-    for (i, &x) in v.iter().enumerate() {
-        if x > v[best] {
-            best = i;
+    const LANES: usize = 8;
+    // Lane j's largest value and the first chunk holding it.
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    let mut at = [0u32; LANES];
+    let chunks = v.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for (ci, c) in chunks.enumerate() {
+        for ((m, a), &x) in lanes.iter_mut().zip(at.iter_mut()).zip(c) {
+            let more = x > *m;
+            *m = if more { x } else { *m };
+            *a = if more { ci as u32 } else { *a };
         }
     }
-    best as u32
+    let tail = v.len() - rest.len();
+    let candidates = (lanes.iter().zip(at).enumerate())
+        .map(|(j, (&m, a))| (m, a as usize * LANES + j))
+        .chain(rest.iter().enumerate().map(|(i, &x)| (x, tail + i)));
+    let (mut max, mut best) = (f32::NEG_INFINITY, None);
+    for (x, i) in candidates {
+        if x > max || (x == max && best.is_some_and(|b| i < b)) {
+            (max, best) = (x, Some(i));
+        }
+    }
+    // Every value NaN or −∞: the first −∞, else 0.
+    best.or_else(|| v.iter().position(|&x| x == f32::NEG_INFINITY))
+        .unwrap_or(0) as u32
 }
 
 #[cfg(test)]
@@ -343,6 +430,96 @@ mod tests {
 
     fn logits() -> Vec<f32> {
         vec![2.0, 1.0, 0.5, 0.0, -1.0, 3.0]
+    }
+
+    /// Pseudo-random logits in [−spread, spread], rounded to `step` so that
+    /// many tie.
+    fn random_logits(n: usize, seed: u64, spread: f32, step: f32) -> Vec<f32> {
+        let mut rng = Rng::seeded(seed);
+        (0..n)
+            .map(|_| ((rng.next_f64() as f32 * 2.0 - 1.0) * spread / step).round() * step)
+            .collect()
+    }
+
+    #[test]
+    fn a_partial_sort_draws_what_the_full_sort_draws() {
+        let settings = [
+            SamplerSettings::default(),
+            SamplerSettings {
+                top_p: 1.0,
+                ..Default::default()
+            },
+            SamplerSettings {
+                top_p: 0.999,
+                temperature: 1.5,
+                ..Default::default()
+            },
+            SamplerSettings {
+                top_k: 40,
+                top_p: 1.0,
+                ..Default::default()
+            },
+            SamplerSettings {
+                min_p: 0.05,
+                top_p: 0.95,
+                ..Default::default()
+            },
+        ];
+        let mut grew = 0;
+        for (si, set) in settings.iter().enumerate() {
+            for seed in 0..12u64 {
+                // Flat logits need most of the order for top-p; steep ones
+                // a few tokens; coarse steps make ties at the cut.
+                let (spread, step) = [(1.0, 0.25), (12.0, 0.5), (3.0, 1e-3)][seed as usize % 3];
+                let z = random_logits(3000 + seed as usize, seed, spread, step);
+                let ways = [1, 2, 7, 64, FIRST_SORTED]
+                    .into_iter()
+                    .flat_map(|first| [(CANDIDATE_FLOOR, first), (0.3, first)]);
+                for (floor, first) in ways {
+                    let mut full = Sampler::new(set.clone(), seed);
+                    let mut part = Sampler::new(set.clone(), seed);
+                    for step in 0..4 {
+                        let want = full.sample_sorting(&z, 0.0, usize::MAX);
+                        let got = part.sample_sorting(&z, floor, first);
+                        assert_eq!(
+                            got, want,
+                            "settings {si}, seed {seed}, floor {floor}, first {first}, draw {step}"
+                        );
+                        full.observe(want);
+                        part.observe(got);
+                    }
+                    assert_eq!(part.rng.state(), full.rng.state());
+                    grew += usize::from(first < 64 && set.top_p > 0.99);
+                }
+            }
+        }
+        assert!(grew > 0);
+    }
+
+    #[test]
+    fn argmax_is_the_first_largest_and_skips_nan() {
+        let naive = |v: &[f32]| {
+            let mut best: Option<usize> = None;
+            for (i, &x) in v.iter().enumerate() {
+                if !x.is_nan() && best.is_none_or(|b| x > v[b]) {
+                    best = Some(i);
+                }
+            }
+            best.unwrap_or(0) as u32
+        };
+        for n in [0, 1, 7, 8, 9, 31, 1000, 65536] {
+            for seed in 0..4 {
+                let mut v = random_logits(n, seed, 4.0, 0.5);
+                if n > 3 && seed % 2 == 1 {
+                    v[0] = f32::NAN;
+                    v[n / 2] = f32::NAN;
+                }
+                assert_eq!(argmax(&v), naive(&v), "n {n}, seed {seed}");
+            }
+        }
+        assert_eq!(argmax(&[f32::NAN, 1.0, 3.0, 3.0]), 2);
+        assert_eq!(argmax(&[f32::NAN; 9]), 0);
+        assert_eq!(argmax(&[f32::NEG_INFINITY, f32::NAN, f32::NEG_INFINITY]), 0);
     }
 
     #[test]
