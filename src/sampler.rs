@@ -485,7 +485,6 @@ mod tests {
                 ..Default::default()
             },
         ];
-        let mut grew = 0;
         for (si, set) in settings.iter().enumerate() {
             for seed in 0..12u64 {
                 // Flat logits need most of the order for top-p; steep ones
@@ -509,11 +508,9 @@ mod tests {
                         part.observe(got);
                     }
                     assert_eq!(part.rng.state(), full.rng.state());
-                    grew += usize::from(first < 64 && set.top_p > 0.99);
                 }
             }
         }
-        assert!(grew > 0);
     }
 
     #[test]
