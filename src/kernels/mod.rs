@@ -498,7 +498,12 @@ fn matvecs(ks: &'static KernelSet, products: &mut [&mut Product<'_>]) {
     // contiguous run (a slab's rows are contiguous, a row's slabs are not).
     let mut tasks = Vec::new();
     let serial = bytes < PAR_MIN_BYTES || threads == 1;
-    let mut cut = TaskCutter::new(bytes, threads);
+    // In the tasks' own measure (weights without int8 scales), so that the
+    // cutter's share ends are where `share_out_reading` splits.
+    let task_bytes = products
+        .iter()
+        .map(|p| p.w.rows * p.w.cols * p.w.dtype_size());
+    let mut cut = TaskCutter::new(task_bytes.sum(), threads);
     for ((i, p), part) in products.iter_mut().enumerate().zip(partials.iter_mut()) {
         let (rows, sc, elem) = (p.w.rows, p.w.slab_cols(), p.w.dtype_size());
         let cap = rows_per_task(rows, sc, elem, threads);
