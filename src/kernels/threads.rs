@@ -126,7 +126,8 @@ pub fn install<R: Send>(f: impl FnOnce() -> R + Send) -> R {
 /// threads finish together.
 ///
 /// Thread i starts at the front of its own share (the i-th of `threads()`
-/// contiguous, equal-count shares) and moves forward; a thread whose share
+/// contiguous, equal-count shares; equal in weight for
+/// [`share_out_reading`]) and moves forward; a thread whose share
 /// is done takes items from the back of the others'. For decode's products
 /// (items = row ranges in memory order) this keeps every thread on one
 /// forward stream through the weights, as larger tasks would, while the
