@@ -77,12 +77,12 @@ impl SamplerSettings {
         if self.top_p < 1.0 {
             let mut cum = 0.0;
             for (i, &key) in sorted.iter().enumerate() {
-                cum += p[key as u32 as usize];
+                cum += p[key_id(key)];
                 if cum >= self.top_p as f64 {
-                    let cutoff = p[key as u32 as usize];
+                    let cutoff = p[key_id(key)];
                     keep = sorted
                         .iter()
-                        .take_while(|&&j| p[j as u32 as usize] >= cutoff)
+                        .take_while(|&&j| p[key_id(j)] >= cutoff)
                         .count()
                         .max(i + 1);
                     break;
@@ -93,11 +93,11 @@ impl SamplerSettings {
             keep = keep.min(self.top_k);
         }
         if self.min_p > 0.0 {
-            let floor = p[sorted[0] as u32 as usize] * self.min_p as f64;
+            let floor = p[key_id(sorted[0])] * self.min_p as f64;
             keep = keep.min(
                 sorted
                     .iter()
-                    .take_while(|&&j| p[j as u32 as usize] >= floor)
+                    .take_while(|&&j| p[key_id(j)] >= floor)
                     .count(),
             );
         }
@@ -373,18 +373,18 @@ impl Sampler {
                 k = order.len();
             }
         };
-        let kept: Vec<u32> = order[..keep.max(1)].iter().map(|&key| key as u32).collect();
+        let kept = &order[..keep.max(1)];
         let inv_t = 1.0 / s.temperature as f64;
-        let weights: Vec<f64> = kept.iter().map(|&id| p[id as usize].powf(inv_t)).collect();
+        let weights: Vec<f64> = kept.iter().map(|&key| p[key_id(key)].powf(inv_t)).collect();
         let sum: f64 = weights.iter().sum();
         let mut u = self.rng.next_f64() * sum;
-        for (&id, &w) in kept.iter().zip(&weights) {
+        for (&key, &w) in kept.iter().zip(&weights) {
             if u < w {
-                return id;
+                return key_id(key) as u32;
             }
             u -= w;
         }
-        *kept.last().expect("at least one token kept")
+        key_id(*kept.last().expect("at least one token kept")) as u32
     }
 
     /// Records a generated token: decay every count, then count it
@@ -402,9 +402,14 @@ impl Sampler {
 /// through `p` read it at random: escalating 4× at a time to the whole of
 /// a nearly flat distribution took 12.2 ms per draw that way; with keys
 /// (and all sorted once a quarter is needed) 5.3. The id is the key's low
-/// 32 bits.
+/// 32 bits ([`key_id`]).
 fn order_key(p: f64, id: u32) -> u128 {
     (u128::from(!p.to_bits()) << 32) | u128::from(id)
+}
+
+/// The token id in an [`order_key`], as an index.
+fn key_id(key: u128) -> usize {
+    key as u32 as usize
 }
 
 /// Index of the largest logit (first on ties; NaN never wins; if every
@@ -517,7 +522,7 @@ mod tests {
         let p = [0.5, 1.0, 0.25, 1.0, 1e-300, 0.5, f64::MIN_POSITIVE, 3e-7];
         let mut keys: Vec<u128> = (0u32..).zip(p).map(|(i, pi)| order_key(pi, i)).collect();
         keys.sort_unstable();
-        let ids: Vec<u32> = keys.iter().map(|&k| k as u32).collect();
+        let ids: Vec<usize> = keys.iter().map(|&k| key_id(k)).collect();
         assert_eq!(ids, [1, 3, 0, 5, 2, 7, 4, 6]);
     }
 
