@@ -406,6 +406,69 @@ fn unpack_tile_simd_matches_scalar() {
     }
 }
 
+/// A packed micro-panel holds exactly the rows' weights step by step
+/// (`dst[p·m + i] = w[i·ld + p]`) and nothing is written past its `m·k`
+/// elements; the packed micro-kernel then gives bit for bit what the same
+/// set's strided one gives (same sums, same order), for every row count up
+/// to MR, ragged token tiles and depths not a multiple of the vector width.
+#[test]
+fn packed_gemm_matches_the_strided_micro_kernel() {
+    let mut rng = Rng(23);
+    let mut checked = Vec::new();
+    for ks in kernels::available() {
+        let Some(pg) = ks.packed_gemm.as_ref() else {
+            eprintln!(
+                "{}: no packed micro-kernel (the strided one is used)",
+                ks.name
+            );
+            continue;
+        };
+        for m in 1..=kernels::MR {
+            for k in [1, 7, 8, 9, 64, 100, 256] {
+                for n in [1, 5, 8, 9, 16] {
+                    let ld = k + 3;
+                    let w = rng.vec((m - 1) * ld + k);
+                    let xp = rng.vec(k * kernels::NR);
+                    let mut wp = vec![-7.0; m * k + 16];
+                    (pg.pack)(&w, ld, m, k, &mut wp);
+                    for p in 0..k {
+                        for i in 0..m {
+                            assert_eq!(
+                                wp[p * m + i],
+                                w[i * ld + p],
+                                "{} pack m={m} k={k}",
+                                ks.name
+                            );
+                        }
+                    }
+                    assert!(
+                        wp[m * k..].iter().all(|&v| v == -7.0),
+                        "{} pack m={m} k={k} wrote past the panel",
+                        ks.name
+                    );
+                    let acc0 = rng.vec(m * kernels::NR);
+                    let (mut a, mut b) = (acc0.clone(), acc0);
+                    (pg.tile)(&wp[..m * k], m, &xp, k, n, &mut a);
+                    (ks.gemm_tile)(&w, ld, m, &xp, k, n, &mut b);
+                    for i in 0..m {
+                        let row = i * kernels::NR..i * kernels::NR + n;
+                        assert_eq!(a[row.clone()], b[row], "{} tile m={m} k={k} n={n}", ks.name);
+                    }
+                }
+            }
+        }
+        checked.push(ks.name);
+    }
+    // Only NEON goes without (see `KernelSet::packed_gemm`).
+    for ks in kernels::available() {
+        assert!(
+            ks.name == "neon" || checked.contains(&ks.name),
+            "{} has no packed micro-kernel",
+            ks.name
+        );
+    }
+}
+
 /// Runs `steps` wkv7 steps with `set` from the same state and inputs.
 fn wkv7_run(set: &str, n: usize, steps: usize, seed: u64) -> (Vec<f32>, Vec<f32>) {
     let mut rng = Rng(seed);

@@ -38,6 +38,10 @@ static AVX2: KernelSet = KernelSet {
     widen_i8,
     widen_i8_group,
     gemm_tile,
+    packed_gemm: Some(super::PackedGemm {
+        pack: pack_panel,
+        tile: gemm_tile_packed,
+    }),
     pack_tile,
     unpack_tile,
     exp,
@@ -948,13 +952,14 @@ unsafe fn widen_i8_group_raw(
 
 // ------------------------------------------------------- GEMM micro-kernel
 
-/// The M × 8V register tile: `acc[i][0..8V] += Σ_p w[i][p] · xp[p][0..8V]`.
-/// With M = 6, V = 2: 12 accumulators, 2 token vectors and 1 broadcast
-/// weight live in 15 of the 16 ymm registers; 12 FMAs per 2 loads + 6
-/// broadcasts.
+/// The M × 8V register tile: `acc[i][0..8V] += Σ_p w[i][p] · xp[p][0..8V]`,
+/// the weights read as M rows `ldw` apart or, when `PACKED`, as a
+/// micro-panel (`w[p·M + i]`, see [`pack_panel`]). With M = 6, V = 2: 12
+/// accumulators, 2 token vectors and 1 broadcast weight live in 15 of the
+/// 16 ymm registers; 12 FMAs per 2 loads + 6 broadcasts.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile<const M: usize, const V: usize>(
+unsafe fn tile<const M: usize, const V: usize, const PACKED: bool>(
     w: *const f32,
     ldw: usize,
     xp: *const f32,
@@ -975,15 +980,32 @@ unsafe fn tile<const M: usize, const V: usize>(
                 *v = _mm256_loadu_ps(xq.add(8 * u));
             }
             for i in 0..M {
-                let b = _mm256_broadcast_ss(&*wp[i].add($p));
+                let at = if PACKED {
+                    w.add($p * M + i)
+                } else {
+                    wp[i].add($p)
+                };
+                let b = _mm256_broadcast_ss(&*at);
                 for u in 0..V {
                     c[i][u] = _mm256_fmadd_ps(b, xv[u], c[i][u]);
                 }
             }
         }};
     }
-    // Unrolled by 2 to halve the loop overhead per FMA.
     let mut p = 0;
+    if PACKED {
+        // Unrolled by 4: the packed steps have no address arithmetic of
+        // their own, so the loop's counter and branch are all that is
+        // left besides loads and FMAs.
+        while p + 4 <= k {
+            step!(p);
+            step!(p + 1);
+            step!(p + 2);
+            step!(p + 3);
+            p += 4;
+        }
+    }
+    // Unrolled by 2 to halve the loop overhead per FMA.
     while p + 2 <= k {
         step!(p);
         step!(p + 1);
@@ -1000,43 +1022,65 @@ unsafe fn tile<const M: usize, const V: usize>(
     }
 }
 
+/// [`tile`] for `m` rows (1..=MR) and `n` tokens (one or two vectors).
+///
+/// # Safety
+/// As [`tile`]'s reads and writes, bounds checked by the callers.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_for<const PACKED: bool>(
+    w: *const f32,
+    ldw: usize,
+    m: usize,
+    xp: *const f32,
+    k: usize,
+    n: usize,
+    acc: *mut f32,
+) {
+    macro_rules! go {
+        ($v:literal) => {
+            match m {
+                6 => tile::<6, $v, PACKED>(w, ldw, xp, k, acc),
+                5 => tile::<5, $v, PACKED>(w, ldw, xp, k, acc),
+                4 => tile::<4, $v, PACKED>(w, ldw, xp, k, acc),
+                3 => tile::<3, $v, PACKED>(w, ldw, xp, k, acc),
+                2 => tile::<2, $v, PACKED>(w, ldw, xp, k, acc),
+                _ => tile::<1, $v, PACKED>(w, ldw, xp, k, acc),
+            }
+        };
+    }
+    if n > 8 {
+        go!(2)
+    } else {
+        go!(1)
+    }
+}
+
 fn gemm_tile(w: &[f32], ldw: usize, m: usize, xp: &[f32], k: usize, n: usize, acc: &mut [f32]) {
     assert!(NR == 16 && (1..=MR).contains(&m) && (1..=NR).contains(&n) && k > 0);
     assert!(w.len() >= (m - 1) * ldw + k, "gemm_tile: weights too short");
     assert!(xp.len() >= k * NR, "gemm_tile: packed x too short");
     assert!(acc.len() >= m * NR, "gemm_tile: acc too short");
-    let (a, x, c) = (w.as_ptr(), xp.as_ptr(), acc.as_mut_ptr());
     // SAFETY: every read and write is within the bounds checked above
     // (one vector per 8 tokens: lanes 0..16 of xp rows and acc rows);
     // features by `kernel_set`.
-    unsafe {
-        macro_rules! go {
-            ($v:literal) => {
-                match m {
-                    6 => tile::<6, $v>(a, ldw, x, k, c),
-                    5 => tile::<5, $v>(a, ldw, x, k, c),
-                    4 => tile::<4, $v>(a, ldw, x, k, c),
-                    3 => tile::<3, $v>(a, ldw, x, k, c),
-                    2 => tile::<2, $v>(a, ldw, x, k, c),
-                    _ => tile::<1, $v>(a, ldw, x, k, c),
-                }
-            };
-        }
-        if n > 8 {
-            go!(2)
-        } else {
-            go!(1)
-        }
-    }
+    unsafe { tile_for::<false>(w.as_ptr(), ldw, m, xp.as_ptr(), k, n, acc.as_mut_ptr()) }
 }
 
-/// 8 rows of 8 (`x[j·ld..j·ld + 8]`, j < 8) transposed into
-/// `dst[i·ldd..i·ldd + 8]`, i < 8: the unpack / shuffle / lane-swap
-/// sequence of an 8×8 f32 transpose.
+fn gemm_tile_packed(wp: &[f32], m: usize, xp: &[f32], k: usize, n: usize, acc: &mut [f32]) {
+    assert!(NR == 16 && (1..=MR).contains(&m) && (1..=NR).contains(&n) && k > 0);
+    assert!(wp.len() >= m * k, "gemm_tile_packed: panel too short");
+    assert!(xp.len() >= k * NR, "gemm_tile_packed: packed x too short");
+    assert!(acc.len() >= m * NR, "gemm_tile_packed: acc too short");
+    // SAFETY: as `gemm_tile`, the weights being the m·k checked above.
+    unsafe { tile_for::<true>(wp.as_ptr(), 0, m, xp.as_ptr(), k, n, acc.as_mut_ptr()) }
+}
+
+/// The unpack / shuffle / lane-swap sequence of an 8×8 f32 transpose:
+/// `out[i]` lane j is `r[j]` lane i.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn transpose8(x: *const f32, ld: usize, dst: *mut f32, ldd: usize) {
-    let r: [__m256; 8] = std::array::from_fn(|j| _mm256_loadu_ps(x.add(j * ld)));
+unsafe fn transpose8_regs(r: [__m256; 8]) -> [__m256; 8] {
     let t0 = _mm256_unpacklo_ps(r[0], r[1]);
     let t1 = _mm256_unpackhi_ps(r[0], r[1]);
     let t2 = _mm256_unpacklo_ps(r[2], r[3]);
@@ -1053,7 +1097,7 @@ unsafe fn transpose8(x: *const f32, ld: usize, dst: *mut f32, ldd: usize) {
     let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
     let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
     let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
-    let cols = [
+    [
         _mm256_permute2f128_ps::<0x20>(u0, u4),
         _mm256_permute2f128_ps::<0x20>(u1, u5),
         _mm256_permute2f128_ps::<0x20>(u2, u6),
@@ -1062,9 +1106,65 @@ unsafe fn transpose8(x: *const f32, ld: usize, dst: *mut f32, ldd: usize) {
         _mm256_permute2f128_ps::<0x31>(u1, u5),
         _mm256_permute2f128_ps::<0x31>(u2, u6),
         _mm256_permute2f128_ps::<0x31>(u3, u7),
-    ];
-    for (i, c) in cols.iter().enumerate() {
+    ]
+}
+
+/// The vector part of [`pack_panel`]: columns `0..k8`, k8 a multiple of 8.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn pack_panel_raw(src: *const f32, ld: usize, m: usize, k8: usize, out: *mut f32) {
+    let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    let first_m = _mm256_cmpgt_epi32(_mm256_set1_epi32(m as i32), lanes);
+    for p in (0..k8).step_by(8) {
+        let r: [__m256; 8] = std::array::from_fn(|j| {
+            if j < m {
+                _mm256_loadu_ps(src.add(j * ld + p))
+            } else {
+                _mm256_setzero_ps()
+            }
+        });
+        for (s, c) in transpose8_regs(r).iter().enumerate() {
+            let at = out.add((p + s) * m);
+            if s * m + 8 <= 8 * m {
+                _mm256_storeu_ps(at, *c);
+            } else {
+                _mm256_maskstore_ps(at, first_m, *c);
+            }
+        }
+    }
+}
+
+/// 8 rows of 8 (`x[j·ld..j·ld + 8]`, j < 8) transposed into
+/// `dst[i·ldd..i·ldd + 8]`, i < 8.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn transpose8(x: *const f32, ld: usize, dst: *mut f32, ldd: usize) {
+    let r: [__m256; 8] = std::array::from_fn(|j| _mm256_loadu_ps(x.add(j * ld)));
+    for (i, c) in transpose8_regs(r).iter().enumerate() {
         _mm256_storeu_ps(dst.add(i * ldd), *c);
+    }
+}
+
+/// The scalar [`super::scalar::pack_panel`] 8 columns at a time: the m
+/// rows' 8 weights (zeros for rows m..8) transposed in registers, and
+/// result s stored at its step's m slots, `(p + s)·m`. A store is 8 lanes
+/// wide where that stays inside the group's own 8·m slots (its lanes past
+/// m are overwritten by the stores after it), else masked to m lanes, so
+/// nothing past the panel's `m·k` elements is written. Columns past a
+/// multiple of 8 one by one.
+fn pack_panel(w: &[f32], ld: usize, m: usize, k: usize, dst: &mut [f32]) {
+    assert!((1..=MR).contains(&m), "pack_panel: 1 to MR rows");
+    assert!(w.len() >= (m - 1) * ld + k, "pack_panel: weights too short");
+    assert!(dst.len() >= m * k, "pack_panel: panel too short");
+    let k8 = k / 8 * 8;
+    // SAFETY: reads w[i·ld + p..+8] for i < m, p + 8 ≤ k8 ≤ k (in bounds,
+    // asserted above); writes inside dst[p·m..(p + 8)·m], within m·k (a
+    // full store only when s·m + 8 ≤ 8·m, else m lanes); features by
+    // `kernel_set`.
+    unsafe { pack_panel_raw(w.as_ptr(), ld, m, k8, dst.as_mut_ptr()) };
+    for p in k8..k {
+        for i in 0..m {
+            dst[p * m + i] = w[i * ld + p];
+        }
     }
 }
 

@@ -60,6 +60,31 @@ pub const NR: usize = 16;
 pub type RowsI8Fn = fn(&[i8], &[f32], &[i16], &[f32], &mut [f32]);
 /// A GEMM micro-kernel: `(w, ldw, m, xp, k, n, acc)`, see [`KernelSet::gemm_tile`].
 pub type GemmTileFn = fn(&[f32], usize, usize, &[f32], usize, usize, &mut [f32]);
+/// Packs weight rows into a micro-panel: `(w, ld, m, k, dst)`, see [`PackedGemm::pack`].
+pub type PackPanelFn = fn(&[f32], usize, usize, usize, &mut [f32]);
+/// A GEMM micro-kernel over a packed micro-panel: `(wp, m, xp, k, n, acc)`,
+/// see [`PackedGemm::tile`].
+pub type GemmTilePackedFn = fn(&[f32], usize, &[f32], usize, usize, &mut [f32]);
+
+/// A set's GEMM over weights packed per micro-tile (the layout BLIS calls
+/// a micro-panel): the MR weights a k step broadcasts sit side by side, so
+/// the micro-kernel reads one stream at constant offsets instead of MR rows
+/// through MR pointers. On AVX2 that dropped the integer address work that
+/// competed with the FMAs for ports 0 and 1: the micro-kernel from L1 on
+/// one thread, against the strided one, 97–98% of the FMA probe against
+/// 86–88% (and 101% against 102% in a faster state of the machine: noise
+/// of the probe); 512-token 0.4B prefills, packing included, see
+/// `gemm::run_task`.
+pub struct PackedGemm {
+    /// `(w, ld, m, k, dst)`: `dst[p·m + i] = w[i·ld + p]` for rows
+    /// `i < m ≤ MR` and `p < k`; writes nothing else.
+    pub pack: PackPanelFn,
+    /// `(wp, m, xp, k, n, acc)`: as [`KernelSet::gemm_tile`] with the
+    /// weights packed by `pack` (`wp[p·m + i]` for `w[i·ldw + p]`), summed
+    /// in the same order, so the result is bit-identical to it.
+    pub tile: GemmTilePackedFn,
+}
+
 /// A wkv7 step: `(state, head_size, r, w, k, v, −kk, kk⊙a, y)`, see [`wkv7_step`].
 pub type Wkv7Fn = fn(&mut [f32], usize, &[f32], &[f32], &[f32], &[f32], &[f32], &[f32], &mut [f32]);
 
@@ -133,6 +158,11 @@ pub struct KernelSet {
     /// be computed too: `xp` is zero-padded). `w` holds m rows of f32
     /// weights, `xp` a token tile of X packed transposed.
     pub gemm_tile: GemmTileFn,
+    /// The blocked GEMM's micro-kernel over packed weights, where this set
+    /// has one; `None`: the blocked GEMM hands `gemm_tile` the widened rows
+    /// in place (NEON: the packed kernel was measured on AVX2 only, and no
+    /// ARM machine was at hand to measure it on).
+    pub packed_gemm: Option<PackedGemm>,
     /// Packs one token tile for [`KernelSet::gemm_tile`]: `(x, ld, n, dst)`
     /// sets `dst[p·NR + j] = x[j·ld + p]` for tokens `j < n ≤ NR` and the
     /// tile's `dst.len() / NR` inputs `p`, leaving lanes `j ≥ n` as they

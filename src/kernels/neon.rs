@@ -38,6 +38,7 @@ static NEON: KernelSet = KernelSet {
     widen_i8,
     widen_i8_group: super::scalar::widen_i8_group,
     gemm_tile,
+    packed_gemm: None,
     pack_tile: super::scalar::pack_tile,
     unpack_tile: super::scalar::unpack_tile,
     exp: super::scalar::exp,

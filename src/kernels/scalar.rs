@@ -2,7 +2,7 @@
 //! compiler room to vectorise and fix the summation order, so results do not
 //! depend on the optimiser. Every SIMD set is tested against these.
 
-use super::{KernelSet, I8_BLOCK, NR, PANEL_ROWS};
+use super::{KernelSet, PackedGemm, I8_BLOCK, MR, NR, PANEL_ROWS};
 
 /// The scalar kernel set: the reference every SIMD path is tested against.
 pub static SCALAR: KernelSet = KernelSet {
@@ -24,6 +24,10 @@ pub static SCALAR: KernelSet = KernelSet {
     widen_i8,
     widen_i8_group,
     gemm_tile,
+    packed_gemm: Some(PackedGemm {
+        pack: pack_panel,
+        tile: gemm_tile_packed,
+    }),
     pack_tile,
     unpack_tile,
     exp,
@@ -226,6 +230,34 @@ pub fn gemm_tile(w: &[f32], ldw: usize, m: usize, xp: &[f32], k: usize, n: usize
         let wr = &w[i * ldw..i * ldw + k];
         let a = &mut acc[i * NR..i * NR + n];
         for (p, &wv) in wr.iter().enumerate() {
+            for (aj, &xv) in a.iter_mut().zip(&xp[p * NR..p * NR + n]) {
+                *aj += wv * xv;
+            }
+        }
+    }
+}
+
+/// Packs `m ≤ MR` weight rows (`ld` apart) into a micro-panel:
+/// `dst[p·m + i] = w[i·ld + p]` for `p < k` (see
+/// [`super::PackedGemm::pack`]).
+pub fn pack_panel(w: &[f32], ld: usize, m: usize, k: usize, dst: &mut [f32]) {
+    assert!((1..=MR).contains(&m), "pack_panel: 1 to MR rows");
+    assert!(w.len() >= (m - 1) * ld + k, "pack_panel: weights too short");
+    assert!(dst.len() >= m * k, "pack_panel: panel too short");
+    for i in 0..m {
+        for (p, &v) in w[i * ld..i * ld + k].iter().enumerate() {
+            dst[p * m + i] = v;
+        }
+    }
+}
+
+/// [`gemm_tile`] over a micro-panel from [`pack_panel`]: `wp[p·m + i]`
+/// is row i's weight p; the same sums in the same order.
+pub fn gemm_tile_packed(wp: &[f32], m: usize, xp: &[f32], k: usize, n: usize, acc: &mut [f32]) {
+    for i in 0..m {
+        let a = &mut acc[i * NR..i * NR + n];
+        for p in 0..k {
+            let wv = wp[p * m + i];
             for (aj, &xv) in a.iter_mut().zip(&xp[p * NR..p * NR + n]) {
                 *aj += wv * xv;
             }
