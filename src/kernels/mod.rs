@@ -69,12 +69,13 @@ pub type GemmTilePackedFn = fn(&[f32], usize, &[f32], usize, usize, &mut [f32]);
 /// A set's GEMM over weights packed per micro-tile (the layout BLIS calls
 /// a micro-panel): the MR weights a k step broadcasts sit side by side, so
 /// the micro-kernel reads one stream at constant offsets instead of MR rows
-/// through MR pointers. On AVX2 that dropped the integer address work that
-/// competed with the FMAs for ports 0 and 1: the micro-kernel from L1 on
-/// one thread, against the strided one, 97–98% of the FMA probe against
-/// 86–88% (and 101% against 102% in a faster state of the machine: noise
-/// of the probe); 512-token 0.4B prefills, packing included, see
-/// `gemm::run_task`.
+/// through MR pointers, and the integer address work that competes with
+/// the FMAs for ports 0 and 1 on x86 goes away. On AVX2, alone from L1 on
+/// one thread, the packed micro-kernel ran at 97–98% of the FMA probe and
+/// the strided one at 86–88% in one run, both at 93–102% in another (the
+/// machine in a faster state); in the GEMM, packing included, calls
+/// alternating with the strided kernel were 1.03–1.07× as fast (see
+/// `gemm::run_task`).
 pub struct PackedGemm {
     /// `(w, ld, m, k, dst)`: `dst[p·m + i] = w[i·ld + p]` for rows
     /// `i < m ≤ MR` and `p < k`; writes nothing else.
