@@ -52,7 +52,7 @@ pub fn run(a: Args) -> Result<()> {
     // With the scalar kernels, which read matrices in place, row-major:
     // the SIMD sets' load would copy every matrix into panels first, memory
     // this one-off pass has no use for (0.4B bf16 to int8: peak resident
-    // 1.79 GB with the copies, 1.06 GB without; 0.32 GB now that
+    // 1.79 GB with the copies, 1.09 GB without; 0.32 GB now that
     // `write_converted` hands each tensor's pages back once written).
     let model = quill::kernels::with_kernels("scalar", || Model::load(&a.input))?
         .path_context("loading", &a.input)?;
