@@ -1150,7 +1150,7 @@ unsafe fn transpose8(x: *const f32, ld: usize, dst: *mut f32, ldd: usize) {
 /// wide where that stays inside the group's own 8·m slots (its lanes past
 /// m are overwritten by the stores after it), else masked to m lanes, so
 /// nothing past the panel's `m·k` elements is written. Columns past a
-/// multiple of 8 one by one.
+/// multiple of 8 by the scalar packing.
 fn pack_panel(w: &[f32], ld: usize, m: usize, k: usize, dst: &mut [f32]) {
     assert!((1..=MR).contains(&m), "pack_panel: 1 to MR rows");
     assert!(w.len() >= (m - 1) * ld + k, "pack_panel: weights too short");
@@ -1161,10 +1161,10 @@ fn pack_panel(w: &[f32], ld: usize, m: usize, k: usize, dst: &mut [f32]) {
     // full store only when s·m + 8 ≤ 8·m, else m lanes); features by
     // `kernel_set`.
     unsafe { pack_panel_raw(w.as_ptr(), ld, m, k8, dst.as_mut_ptr()) };
-    for p in k8..k {
-        for i in 0..m {
-            dst[p * m + i] = w[i * ld + p];
-        }
+    if k8 < k {
+        // The columns past the last 8: the reference's packing, from
+        // column k8 on (its step p is step k8 + p of this panel).
+        super::scalar::pack_panel(&w[k8..], ld, m, k - k8, &mut dst[k8 * m..]);
     }
 }
 
