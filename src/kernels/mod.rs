@@ -504,17 +504,28 @@ fn slabs(w: &Matrix) -> usize {
 /// Matrix–vector products, all rows of all of them in one parallel pass
 /// (or on the calling thread when there is too little to share).
 fn matvecs(ks: &'static KernelSet, products: &mut [&mut Product<'_>]) {
-    // x is quantised once per int8 product, shared by every row and thread.
-    let xqs: Vec<(Vec<i16>, Vec<f32>)> = products
-        .iter()
-        .map(|p| {
-            let mut xq = (Vec::new(), Vec::new());
-            if matches!(p.w.data, MatData::I8 { .. }) {
-                (ks.quantize_x16)(p.x, &mut xq.0, &mut xq.1);
+    // x is quantised once per int8 product, shared by every row and thread,
+    // and once for all the int8 products of a pass that read the same x
+    // (v7's value and value-gate projections): product i uses xqs[xq_of[i]].
+    let is_i8 = |p: &Product<'_>| matches!(p.w.data, MatData::I8 { .. });
+    let mut xqs: Vec<(Vec<i16>, Vec<f32>)> = Vec::with_capacity(products.len());
+    let mut xq_of = Vec::with_capacity(products.len());
+    for (i, p) in products.iter().enumerate() {
+        let earlier = products[..i]
+            .iter()
+            .position(|q| is_i8(q) && is_i8(p) && std::ptr::eq(q.x, p.x));
+        xq_of.push(match earlier {
+            Some(j) => xq_of[j],
+            None => {
+                let mut xq = (Vec::new(), Vec::new());
+                if is_i8(p) {
+                    (ks.quantize_x16)(p.x, &mut xq.0, &mut xq.1);
+                }
+                xqs.push(xq);
+                xqs.len() - 1
             }
-            xq
-        })
-        .collect();
+        });
+    }
     // Slab 0 writes y; slabs 1.. of a wide matrix write partial sums,
     // added to y in slab order after the pass (the order a single pass
     // over the row would add them in).
@@ -527,7 +538,10 @@ fn matvecs(ks: &'static KernelSet, products: &mut [&mut Product<'_>]) {
     let inputs: Vec<(&Matrix, &[f32])> = products.iter().map(|p| (p.w, p.x)).collect();
     // (product, first row, slab, output rows) per task: each reads one
     // contiguous run (a slab's rows are contiguous, a row's slabs are not).
-    let mut tasks = Vec::new();
+    // Room for the usual count (full tasks, plus the shrinking ones at each
+    // share's end), so the vector is not regrown in the serial part of a
+    // decode step.
+    let mut tasks = Vec::with_capacity(bytes / TASK_BYTES + 16 * threads + products.len());
     let serial = bytes < PAR_MIN_BYTES || threads == 1;
     // In the tasks' own measure (weights without int8 scales), so that the
     // cutter's share ends are where `share_out_reading` splits.
@@ -555,7 +569,7 @@ fn matvecs(ks: &'static KernelSet, products: &mut [&mut Product<'_>]) {
     }
     let run = |(i, r0, k, out): (usize, usize, usize, &mut [f32])| {
         let (w, x) = inputs[i];
-        rows_dispatch(ks, w, r0, k, x, &xqs[i], out)
+        rows_dispatch(ks, w, r0, k, x, &xqs[xq_of[i]], out)
     };
     if serial {
         tasks.into_iter().for_each(run);
@@ -700,13 +714,24 @@ pub fn wkv7_chunk(
         }
     };
     if h > 1 && t * h * n * n >= WKV_PAR_MIN && threads() > 1 {
-        // Through `share_out`, which a decode team's threads serve.
+        // Through `share_out_reading`, which a decode team's threads serve:
+        // each head reads and writes its n×n state, which the passes since
+        // this layer's last step have pushed out of the caches, so a
+        // helper's share of it (the states are contiguous, head after
+        // head) is worth fetching during the serial work before this pass
+        // (see `PassPlan`).
         let heads: Vec<_> = state
             .chunks_mut(n * n)
             .zip(yh.chunks_mut(t * n))
             .enumerate()
             .collect();
-        share_out(heads, |(hi, (s, out))| head(hi, s, out));
+        let bytes = n * n * std::mem::size_of::<f32>();
+        share_out_reading(
+            heads,
+            |_| 1,
+            |(hi, (s, _))| Some((s.as_ptr() as usize, (h - hi) * bytes)),
+            |(hi, (s, out))| head(hi, s, out),
+        );
     } else {
         for (hi, (s, out)) in state
             .chunks_mut(n * n)
@@ -824,5 +849,37 @@ mod tests {
         // the matrix's end.
         assert_eq!(plan.planned(1, 1), (base + 512 * cols * 2, 512 * cols * 2));
         assert_eq!(plan.planned(2, 1), (0, 0), "one pass");
+    }
+
+    /// A decoded token's wkv pass records the helper's share of the heads'
+    /// states too (the states are cold by then: worth the look-ahead).
+    #[test]
+    fn a_decode_wkv_pass_records_the_helpers_share_of_the_state() {
+        set_threads(2);
+        if !(threads() == 2 && cpus() >= 2) {
+            eprintln!("!!! skipped: needs 2 CPUs for a decode team");
+            set_threads(0);
+            return;
+        }
+        // 0.4B's shape: 16 heads of 64, one token (just parallel).
+        let (h, n) = (16, 64);
+        let c = h * n;
+        let mut state = vec![0.0f32; h * n * n];
+        let base = state.as_ptr() as usize;
+        let ones = vec![1.0f32; c];
+        let mut y = vec![0.0f32; c];
+        let plan = PassPlan::default();
+        with_team(&plan, || {
+            wkv7_chunk(
+                &mut state, h, n, 1, &ones, &ones, &ones, &ones, &ones, &ones, &mut y,
+            )
+        });
+        set_threads(0);
+        // The step ran: S = v⊗k = 1 everywhere, y = S·r = n.
+        assert!(state.iter().all(|&s| s == 1.0) && y.iter().all(|&v| v == n as f32));
+        // Equal shares of heads: the helper's begins at head 8 and runs
+        // on to the last state's end.
+        let head = n * n * 4;
+        assert_eq!(plan.planned(1, 1), (base + 8 * head, 8 * head));
     }
 }

@@ -43,6 +43,11 @@ const WARMUP: u64 = 2;
 /// Timed steps of each setting per trial.
 const SAMPLES: usize = 6;
 
+/// Decode steps a model's first trial takes (warm-up and both settings'
+/// samples): after them the faster setting is in force until the next
+/// trial, [`RETUNE_EVERY`] steps later.
+pub const TRIAL_STEPS: u64 = WARMUP + 2 * SAMPLES as u64;
+
 /// The prefetch distance the decode kernels use now, in bytes (0: none).
 static DISTANCE: AtomicUsize = AtomicUsize::new(0);
 
