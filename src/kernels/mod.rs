@@ -824,14 +824,23 @@ mod tests {
         }
     }
 
+    /// Sets 2 kernel threads for a decode-team test; false (said loudly,
+    /// threads reset) where the machine cannot run a team of 2.
+    fn two_kernel_threads() -> bool {
+        set_threads(2);
+        let ok = threads() == 2 && cpus() >= 2;
+        if !ok {
+            eprintln!("!!! skipped: needs 2 CPUs for a decode team");
+            set_threads(0);
+        }
+        ok
+    }
+
     /// A decode pass records where the helper's share begins: the weights
     /// of its first task, for the next step's look-ahead.
     #[test]
     fn a_decode_pass_records_where_the_helpers_share_begins() {
-        set_threads(2);
-        if !(threads() == 2 && cpus() >= 2) {
-            eprintln!("!!! skipped: needs 2 CPUs for a decode team");
-            set_threads(0);
+        if !two_kernel_threads() {
             return;
         }
         let (rows, cols) = (1024, 1024);
@@ -855,10 +864,7 @@ mod tests {
     /// states too (the states are cold by then: worth the look-ahead).
     #[test]
     fn a_decode_wkv_pass_records_the_helpers_share_of_the_state() {
-        set_threads(2);
-        if !(threads() == 2 && cpus() >= 2) {
-            eprintln!("!!! skipped: needs 2 CPUs for a decode team");
-            set_threads(0);
+        if !two_kernel_threads() {
             return;
         }
         // 0.4B's shape: 16 heads of 64, one token (just parallel).
