@@ -645,9 +645,9 @@ fn compare_round(
 /// (faulting in mapped pages) and wakes the thread pool; then decode steps
 /// run the model's first prefetch trial ([`prefetch::TRIAL_STEPS`]), whose
 /// steps alternate the two settings — 6 of them with the slower one, which
-/// the tuner measured 1.3–1.5× slower on the Rapids VM: timed, ~2–3% more
-/// time in a first round of 128 tokens — and fill the plan of the decode
-/// team's look-ahead. A long generation pays the trial once per loaded
+/// the tuner measured 1.3–1.5× slower on the Rapids VM, so timed they
+/// would add 6 × 0.3–0.5 steps' time to a first round of 128 (1.4–2.3%) —
+/// and fill the plan of the decode team's look-ahead. A long generation pays the trial once per loaded
 /// model and then once every [`prefetch::RETUNE_EVERY`] steps.
 fn warm_up(model: &Model, prompt: &[u32]) -> Result<()> {
     let mut state = model.new_state();
