@@ -511,14 +511,15 @@ fn matvecs(ks: &'static KernelSet, products: &mut [&mut Product<'_>]) {
     let mut xqs: Vec<(Vec<i16>, Vec<f32>)> = Vec::with_capacity(products.len());
     let mut xq_of = Vec::with_capacity(products.len());
     for (i, p) in products.iter().enumerate() {
+        let int8 = is_i8(p);
         let earlier = products[..i]
             .iter()
-            .position(|q| is_i8(q) && is_i8(p) && std::ptr::eq(q.x, p.x));
+            .position(|q| int8 && is_i8(q) && std::ptr::eq(q.x, p.x));
         xq_of.push(match earlier {
             Some(j) => xq_of[j],
             None => {
                 let mut xq = (Vec::new(), Vec::new());
-                if is_i8(p) {
+                if int8 {
                     (ks.quantize_x16)(p.x, &mut xq.0, &mut xq.1);
                 }
                 xqs.push(xq);
