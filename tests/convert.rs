@@ -291,7 +291,7 @@ fn int8_files_load_as_quantising_at_load_does() {
 }
 
 /// A damaged int8 file (scales missing or of the wrong shape, int8 where a
-/// float vector belongs) is a one-line error, not a panic.
+/// float vector belongs, a weight of −128) is a one-line error, not a panic.
 #[test]
 fn damaged_int8_files_are_refused_with_a_reason() {
     use quill::model::weights::{write_safetensors, DType, TensorOut};
@@ -347,4 +347,18 @@ fn damaged_int8_files_are_refused_with_a_reason() {
         true
     });
     assert!(e.contains("ln_out.weight") && e.contains("int8"), "{e}");
+    // −128 is outside quill's int8 (±127), which the AVX2 kernels rely on.
+    let e = variant("minus-128.safetensors", &|n, t| {
+        if n == "blocks.0.att.key.weight" {
+            let mut bytes = t.data.to_vec();
+            bytes[5] = 0x80;
+            t.data = bytes.into();
+        }
+        true
+    });
+    assert!(
+        e.contains("blocks.0.att.key.weight") && e.contains("−128") && e.contains("element 5"),
+        "{e}"
+    );
+    assert_eq!(e.trim().lines().count(), 1, "{e}");
 }

@@ -99,9 +99,9 @@ fn matmul_simd_matches_scalar() {
 /// two code paths for the same numbers: they must agree token by token,
 /// in every set (sequence mode must match serial decoding), to summation
 /// order (1e-5 of Σ|w·x|). For int8 the matrix–vector path also rounds x
-/// to int16 per block ([`kernels::quantize_x16`]): each x moves by at most
-/// half a step, amax_b/65534, so the products may differ by at most
-/// Σ_b amax_b/65534 · Σ_{i∈b} |ŵ_i| (ŵ the int8 weights as stored) on top.
+/// to int8 per block ([`kernels::quantize_x8`]): each x moves by at most
+/// half a step, amax_b/254, so the products may differ by at most
+/// Σ_b amax_b/254 · Σ_{i∈b} |ŵ_i| (ŵ the int8 weights as stored) on top.
 #[test]
 fn matmul_matches_matvec_per_token() {
     let mut rng = Rng(42);
@@ -128,7 +128,7 @@ fn matmul_matches_matvec_per_token() {
                         w.row_f32(r, &mut wr);
                         for (wb, xb) in wr.chunks(I8_BLOCK).zip(xt.chunks(I8_BLOCK)) {
                             let amax = xb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-                            bound += amax / 65534.0 * wb.iter().map(|v| v.abs()).sum::<f32>();
+                            bound += amax / 254.0 * wb.iter().map(|v| v.abs()).sum::<f32>();
                         }
                     }
                     assert!(
@@ -600,7 +600,7 @@ fn int8_quantisation_error_is_half_a_step() {
 /// random blocks, ragged tails, and the edges (zeros, NaN, ±∞, blocks so
 /// small that the inverse scale overflows, huge values).
 #[test]
-fn x16_quantisation_simd_matches_scalar() {
+fn x8_quantisation_simd_matches_scalar() {
     let mut rng = Rng(78);
     let scalar = kernels::by_name("scalar").unwrap();
     for set in simd_sets() {
@@ -621,8 +621,8 @@ fn x16_quantisation_simd_matches_scalar() {
             for x in &cases {
                 let (mut qa, mut sa) = (Vec::new(), Vec::new());
                 let (mut qb, mut sb) = (Vec::new(), Vec::new());
-                (ks.quantize_x16)(x, &mut qa, &mut sa);
-                (scalar.quantize_x16)(x, &mut qb, &mut sb);
+                (ks.quantize_x8)(x, &mut qa, &mut sa);
+                (scalar.quantize_x8)(x, &mut qb, &mut sb);
                 assert_eq!(qa, qb, "{set} len {len}: {x:?}");
                 let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&sa), bits(&sb), "{set} len {len} scales");
@@ -631,20 +631,20 @@ fn x16_quantisation_simd_matches_scalar() {
     }
 }
 
-/// int16 activation quantisation (int8 decode): every value within half a
+/// int8 activation quantisation (int8 decode): every value within half a
 /// step of its block's scale, the block maximum exact, zeros kept zero.
 #[test]
-fn x16_quantisation_error_is_half_a_step() {
+fn x8_quantisation_error_is_half_a_step() {
     let mut rng = Rng(77);
     let mut x: Vec<f32> = (0..3 * I8_BLOCK + 9).map(|_| rng.f() * 50.0).collect();
     x[5] = 0.0;
     x[I8_BLOCK..2 * I8_BLOCK].fill(0.0);
     let (mut q, mut s) = (Vec::new(), Vec::new());
-    kernels::quantize_x16(&x, &mut q, &mut s);
+    kernels::quantize_x8(&x, &mut q, &mut s);
     assert_eq!((q.len(), s.len()), (x.len(), x.len().div_ceil(I8_BLOCK)));
     for (b, blk) in x.chunks(I8_BLOCK).enumerate() {
         let amax = blk.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        assert_eq!(s[b], amax / 32767.0);
+        assert_eq!(s[b], amax / 127.0);
         for (i, &v) in blk.iter().enumerate() {
             let got = q[b * I8_BLOCK + i] as f32 * s[b];
             assert!(
@@ -652,7 +652,7 @@ fn x16_quantisation_error_is_half_a_step() {
                 "block {b} [{i}]: {v} → {got}"
             );
             if v.abs() == amax && amax > 0.0 {
-                assert_eq!(q[b * I8_BLOCK + i].unsigned_abs(), 32767);
+                assert_eq!(q[b * I8_BLOCK + i].unsigned_abs(), 127);
             }
         }
     }

@@ -40,7 +40,7 @@ use std::sync::OnceLock;
 use crate::error::{QuillError, Result};
 pub use huge::huge_page_vec;
 pub use matrix::{
-    quantize_row, quantize_x16, slab_width, transpose, Layout, MatData, Matrix, Store, WeightDtype,
+    quantize_row, quantize_x8, slab_width, transpose, Layout, MatData, Matrix, Store, WeightDtype,
     I8_BLOCK, PANEL_ROWS,
 };
 pub use scratch::{pooled_elements, release_pool, Scratch};
@@ -57,7 +57,7 @@ pub const MR: usize = 6;
 pub const NR: usize = 16;
 
 /// An int8 row kernel: `(q, scales, xq, xs, y)`, see [`KernelSet::rows_i8`].
-pub type RowsI8Fn = fn(&[i8], &[f32], &[i16], &[f32], &mut [f32]);
+pub type RowsI8Fn = fn(&[i8], &[f32], &[i8], &[f32], &mut [f32]);
 /// A GEMM micro-kernel: `(w, ldw, m, xp, k, n, acc)`, see [`KernelSet::gemm_tile`].
 pub type GemmTileFn = fn(&[f32], usize, usize, &[f32], usize, usize, &mut [f32]);
 /// Packs weight rows into a micro-panel: `(w, ld, m, k, dst)`, see [`PackedGemm::pack`].
@@ -111,11 +111,12 @@ pub struct KernelSet {
     /// As `rows_f32` over f16 rows.
     pub rows_f16: fn(&[u16], &[f32], &mut [f32]),
     /// As `rows_f32` over int8 rows `(q, scales, xq, xs, y)` with x given
-    /// quantised to int16 by [`quantize_x16`] (`xq`, one scale `xs` per
+    /// quantised to int8 by [`quantize_x8`] (`xq`, one scale `xs` per
     /// block): `y[r] = Σ_b scales[r·nb + b]·xs[b]·Σ_{i∈b} q[r·n + i]·xq[i]`,
     /// `n = xq.len()`, `nb = n.div_ceil(I8_BLOCK)`. The block sums are exact
-    /// integer arithmetic (`pmaddwd`), half the vector work of widening the
-    /// weights to f32, so decode stays bound by memory, not arithmetic.
+    /// integer arithmetic (`vpmaddubsw` + `vpmaddwd` on AVX2), a fraction
+    /// of the vector work of widening the weights to f32, so decode stays
+    /// bound by memory, not arithmetic.
     pub rows_i8: RowsI8Fn,
     /// As `rows_bf16` for `y.len()` (a multiple of [`PANEL_ROWS`]) rows in
     /// [`Layout::Panels`] starting at `w`'s first element (the start of a
@@ -187,9 +188,9 @@ pub struct KernelSet {
     /// One RWKV-7 wkv step for one head ([`wkv7_step`] is the reference).
     pub wkv7: Wkv7Fn,
     /// Quantises an activation vector for the int8 matrix–vector kernels
-    /// ([`quantize_x16`] is the reference; every set's result is
+    /// ([`quantize_x8`] is the reference; every set's result is
     /// bit-identical to it).
-    pub quantize_x16: fn(&[f32], &mut Vec<i16>, &mut Vec<f32>),
+    pub quantize_x8: fn(&[f32], &mut Vec<i8>, &mut Vec<f32>),
     /// Σ x, for the read-bandwidth probe: `(x, ahead)` prefetches `ahead`
     /// bytes in front of its reads where the set prefetches in software
     /// (0: none; see [`prefetch`]).
@@ -438,7 +439,7 @@ pub fn matmul_many(t: usize, products: &mut [Product<'_>]) {
 /// for W's dtype: the rows in panels over slab k's columns (see
 /// [`Layout::Panels`]; a matrix without slabs has one, k = 0), plus, for
 /// k = 0, whole rows of any row-major rest. The caller adds the slabs'
-/// results up in slab order. `xq` is x quantised by [`quantize_x16`] (int8
+/// results up in slab order. `xq` is x quantised by [`quantize_x8`] (int8
 /// weights only). The kernel is given the rest of the slab too, which it
 /// does not use: the row-major kernels prefetch from it, so the rows after
 /// this task's are warm for whoever takes them.
@@ -448,7 +449,7 @@ fn rows_dispatch(
     r0: usize,
     k: usize,
     x: &[f32],
-    xq: &(Vec<i16>, Vec<f32>),
+    xq: &(Vec<i8>, Vec<f32>),
     out: &mut [f32],
 ) {
     let c = w.cols;
@@ -508,7 +509,7 @@ fn matvecs(ks: &'static KernelSet, products: &mut [&mut Product<'_>]) {
     // and once for all the int8 products of a pass that read the same x
     // (v7's value and value-gate projections): product i uses xqs[xq_of[i]].
     let is_i8 = |p: &Product<'_>| matches!(p.w.data, MatData::I8 { .. });
-    let mut xqs: Vec<(Vec<i16>, Vec<f32>)> = Vec::with_capacity(products.len());
+    let mut xqs: Vec<(Vec<i8>, Vec<f32>)> = Vec::with_capacity(products.len());
     let mut xq_of = Vec::with_capacity(products.len());
     for (i, p) in products.iter().enumerate() {
         let int8 = is_i8(p);
@@ -520,7 +521,7 @@ fn matvecs(ks: &'static KernelSet, products: &mut [&mut Product<'_>]) {
             None => {
                 let mut xq = (Vec::new(), Vec::new());
                 if int8 {
-                    (ks.quantize_x16)(p.x, &mut xq.0, &mut xq.1);
+                    (ks.quantize_x8)(p.x, &mut xq.0, &mut xq.1);
                 }
                 xqs.push(xq);
                 xqs.len() - 1

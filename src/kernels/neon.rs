@@ -44,7 +44,7 @@ static NEON: KernelSet = KernelSet {
     exp: super::scalar::exp,
     sigmoid: super::scalar::sigmoid,
     wkv7,
-    quantize_x16: super::quantize_x16,
+    quantize_x8: super::quantize_x8,
     sum_f32,
     fma_probe,
 };
@@ -260,14 +260,14 @@ fn rows_f16(w: &[u16], x: &[f32], y: &mut [f32]) {
     }
 }
 
-/// int8 rows against int16 activations: per 8 weights `vmovl_s8` then two
-/// `vmlal_s16` into i32 lanes (exact within a block), one convert and FMA by
-/// the combined scale per block.
+/// int8 rows against int8 activations: per 8 weights both sides widened by
+/// `vmovl_s8`, then two `vmlal_s16` into i32 lanes (exact within a block),
+/// one convert and FMA by the combined scale per block.
 #[target_feature(enable = "neon")]
 unsafe fn rows_i8_neon(
     q: *const i8,
     scales: *const f32,
-    xq: *const i16,
+    xq: *const i8,
     xs: *const f32,
     n: usize,
     y: &mut [f32],
@@ -286,7 +286,7 @@ unsafe fn rows_i8_neon(
             let mut i = 0;
             while i + 8 <= len {
                 let w = vmovl_s8(vld1_s8(p.add(i)));
-                let xv = vld1q_s16(xq.add(i0 + i));
+                let xv = vmovl_s8(vld1_s8(xq.add(i0 + i)));
                 a0 = vmlal_s16(a0, vget_low_s16(w), vget_low_s16(xv));
                 a1 = vmlal_high_s16(a1, w, xv);
                 i += 8;
@@ -303,7 +303,7 @@ unsafe fn rows_i8_neon(
     }
 }
 
-fn rows_i8(q: &[i8], scales: &[f32], xq: &[i16], xs: &[f32], y: &mut [f32]) {
+fn rows_i8(q: &[i8], scales: &[f32], xq: &[i8], xs: &[f32], y: &mut [f32]) {
     let n = xq.len();
     let nb = n.div_ceil(I8_BLOCK);
     assert!(q.len() >= y.len() * n, "rows_i8: weights too short");

@@ -33,7 +33,7 @@ pub static SCALAR: KernelSet = KernelSet {
     exp,
     sigmoid,
     wkv7: super::wkv::wkv7_step,
-    quantize_x16: super::quantize_x16,
+    quantize_x8: super::quantize_x8,
     sum_f32,
     fma_probe,
 };
@@ -112,9 +112,9 @@ pub fn rows_f16(w: &[u16], x: &[f32], y: &mut [f32]) {
 }
 
 /// `y[r] = Σ_b scales[r·nb + b]·xs[b]·Σ_{i∈b} q[r][i]·xq[i]`: int8 rows
-/// against x quantised to int16 ([`super::quantize_x16`]), one scale per
+/// against x quantised to int8 ([`super::quantize_x8`]), one scale per
 /// [`I8_BLOCK`] on each side; block sums exact in i32.
-pub fn rows_i8(q: &[i8], scales: &[f32], xq: &[i16], xs: &[f32], y: &mut [f32]) {
+pub fn rows_i8(q: &[i8], scales: &[f32], xq: &[i8], xs: &[f32], y: &mut [f32]) {
     let n = xq.len();
     let nb = n.div_ceil(I8_BLOCK);
     for (r, o) in y.iter_mut().enumerate() {
@@ -154,7 +154,7 @@ pub fn rows_bf16_panels(w: &[u16], x: &[f32], y: &mut [f32]) {
 
 /// [`rows_i8`] over rows in panels (weights and scales), bit-identical to
 /// it on the gathered rows.
-pub fn rows_i8_panels(q: &[i8], scales: &[f32], xq: &[i16], xs: &[f32], y: &mut [f32]) {
+pub fn rows_i8_panels(q: &[i8], scales: &[f32], xq: &[i8], xs: &[f32], y: &mut [f32]) {
     let n = xq.len();
     let nb = n.div_ceil(I8_BLOCK);
     let (mut row, mut sc) = (Vec::with_capacity(n), Vec::with_capacity(nb));

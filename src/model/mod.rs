@@ -261,7 +261,7 @@ impl Model {
         // before the NaN check, which evicts the pages it read (read after
         // it, the samples would bring back 64 KiB of fault-around each).
         let fingerprint = fingerprint(&file);
-        check_finite(&file)?;
+        check_values(&file)?;
         let stored_dtype = file.tensors.get("blocks.0.att.key.weight").map(|t| t.dtype);
         // A file map can always give pages back (they reload from the
         // file); an in-memory model only when this load holds it alone.
@@ -628,8 +628,10 @@ pub fn dtype_hint(saved: &str, current: &str) -> Option<String> {
 /// silently, token after token. One parallel pass over the raw bits (the
 /// exponent field all ones means NaN or Inf in every float format here),
 /// in bands whose pages are evicted once read ([`WeightFile::evict`]), so
-/// the pass does not leave the whole file resident.
-fn check_finite(file: &WeightFile) -> Result<()> {
+/// the pass does not leave the whole file resident. int8 weights must be
+/// within ±127, as `quill convert` writes them: the AVX2 kernel's
+/// `vpsignb` cannot negate −128 (see `kernels::quantize_x8`).
+fn check_values(file: &WeightFile) -> Result<()> {
     use rayon::prelude::*;
     const BAND: usize = 4 << 20;
     let bad = file.tensors.par_iter().find_map_any(|(name, info)| {
@@ -648,8 +650,9 @@ fn check_finite(file: &WeightFile) -> Result<()> {
                     DType::BF16 => band
                         .chunks_exact(2)
                         .position(|b| u16::from_le_bytes([b[0], b[1]]) & 0x7f80 == 0x7f80),
-                    // Integers are finite (their scales are f32, checked).
-                    DType::I8 => None,
+                    // Integers are finite (their scales are f32, checked);
+                    // int8 is checked for −128 instead.
+                    DType::I8 => band.iter().position(|&b| b == 0x80),
                 };
                 file.evict(name, k * BAND, band.len());
                 pos.map(|i| k * BAND / size + i)
@@ -657,6 +660,10 @@ fn check_finite(file: &WeightFile) -> Result<()> {
             .map(|i| (name.clone(), i))
     });
     match bad {
+        Some((name, i)) if file.tensors[&name].dtype == DType::I8 => Err(QuillError::tensor(
+            name,
+            format!("holds −128 (element {i}), outside the ±127 of quill's int8: the file is damaged or not written by `quill convert`; re-convert it"),
+        )),
         Some((name, i)) => Err(QuillError::tensor(
             name,
             format!("holds NaN or infinity (element {i}): the checkpoint is damaged; re-download or re-convert it"),
